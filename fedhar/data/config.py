@@ -1,0 +1,112 @@
+"""Typed dataset settings: the fields of configs/dataset/*.yaml as a frozen dataclass."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from fedhar.errors import ConfigError
+
+LabelScheme = Literal["per_class", "fraction"]
+DATASET_NAMES = ("utd-mhad", "usc-had", "synthetic")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Which dataset to load, how to preprocess it, and its evaluation protocol.
+
+    Parameters
+    ----------
+    name
+        ``"utd-mhad"``, ``"usc-had"`` or ``"synthetic"``.
+    root
+        Folder holding the raw files as published (``None`` for synthetic data).
+    preprocess
+        Dataset-specific preprocessing settings (see configs/dataset/*.yaml); they key
+        the on-disk cache.
+    protocol
+        Name of the protocol preset in ``protocols``.
+    protocols
+        Preset name -> ``{"test_subjects": [...]}``; training subjects are the rest.
+    label_scheme
+        ``"per_class"`` (Cosmo's UTD semantics: rate % of ``sequences_per_class`` labeled
+        trials per class) or ``"fraction"`` (class-stratified fraction of training samples).
+    sequences_per_class
+        Reference number of sequences per class for ``"per_class"``.
+    label_rates
+        The label rates (percent) this dataset is evaluated at.
+    modality_subsets
+        Subject id -> modalities that subject exposes; unlisted subjects have all.
+    skip_bad_files
+        Skip unreadable raw files with a warning and a count instead of stopping.
+    cache_dir
+        Folder for preprocessed-array caches (``None``: no caching).
+    """
+
+    name: str
+    root: Path | None = None
+    preprocess: Mapping[str, Any] = field(default_factory=dict)
+    protocol: str = "default"
+    protocols: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    label_scheme: LabelScheme = "fraction"
+    sequences_per_class: int | None = None
+    label_rates: tuple[float, ...] = ()
+    modality_subsets: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    skip_bad_files: bool = False
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in DATASET_NAMES:
+            raise ConfigError(f"unknown dataset {self.name!r}; choose one of {DATASET_NAMES}", "dataset.name")
+        if self.label_scheme not in ("per_class", "fraction"):
+            raise ConfigError(
+                f"label_scheme must be 'per_class' or 'fraction', got {self.label_scheme!r}",
+                "dataset.label_scheme",
+            )
+        if self.label_scheme == "per_class" and not self.sequences_per_class:
+            raise ConfigError("label_scheme 'per_class' needs sequences_per_class > 0", "dataset.sequences_per_class")
+        if self.protocols and self.protocol not in self.protocols:
+            raise ConfigError(
+                f"protocol {self.protocol!r} is not one of the presets {sorted(self.protocols)}",
+                "dataset.protocol",
+            )
+
+    @property
+    def test_subjects(self) -> tuple[int, ...]:
+        """Held-out test subjects of the selected protocol preset."""
+        if not self.protocols:
+            return ()
+        return tuple(int(s) for s in self.protocols[self.protocol].get("test_subjects", ()))
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any], cache_dir: str | Path | None = None) -> DatasetConfig:
+        """Build from a plain mapping (a resolved ``configs/dataset/*.yaml``); unknown keys raise."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(cfg) - known
+        if unknown:
+            raise ConfigError(f"unknown dataset config keys {sorted(unknown)}; known: {sorted(known)}", "dataset")
+        kw: dict[str, Any] = dict(cfg)
+        if kw.get("root") is not None:
+            kw["root"] = Path(kw["root"]).expanduser()
+        kw["preprocess"] = _plain(kw.get("preprocess") or {})
+        kw["protocols"] = _plain(kw.get("protocols") or {})
+        kw["label_rates"] = tuple(float(r) for r in kw.get("label_rates") or ())
+        kw["modality_subsets"] = {
+            int(s): tuple(str(m) for m in mods) for s, mods in (kw.get("modality_subsets") or {}).items()
+        }
+        if cache_dir is not None and "cache_dir" not in cfg:
+            kw["cache_dir"] = Path(cache_dir).expanduser()
+        elif kw.get("cache_dir") is not None:
+            kw["cache_dir"] = Path(kw["cache_dir"]).expanduser()
+        return cls(**kw)
+
+
+def _plain(value: Any) -> Any:
+    """Recursively turn mappings and sequences into dicts and lists (for hashing and typing)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return [_plain(v) for v in value]
+    return value
