@@ -1,0 +1,259 @@
+"""USC-HAD reader: sliding windows over each trial, split into an acc and a gyro modality.
+
+Zhang & Sawchuk, "USC-HAD: A Daily Activity Dataset for Ubiquitous Activity Recognition
+Using Wearable Sensors", UbiComp 2012.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from fedhar.data.dataset import DatasetInfo, HARDataset, ModalitySpec
+from fedhar.data.preprocess import preprocess_kwargs, seconds_to_samples, sliding_windows
+from fedhar.data.raw_io import LoadReport, read_mat_array
+from fedhar.errors import ConfigError, DataFormatError, DatasetNotFoundError
+
+logger = logging.getLogger(__name__)
+
+NAME = "usc-had"
+#: Bump when the reader's output changes for the same files and settings (keys the cache).
+READER_VERSION = 1
+
+#: Activities as listed in the dataset's Readme.txt; label ``m - 1`` for file ``a<m>t<n>``.
+ACTIVITY_NAMES = (
+    "Walking Forward",
+    "Walking Left",
+    "Walking Right",
+    "Walking Upstairs",
+    "Walking Downstairs",
+    "Running Forward",
+    "Jumping Up",
+    "Sitting",
+    "Standing",
+    "Sleeping",
+    "Elevator Up",
+    "Elevator Down",
+)
+ACC_CHANNELS = ("acc_x", "acc_y", "acc_z")
+GYRO_CHANNELS = ("gyro_x", "gyro_y", "gyro_z")
+SAMPLE_RATE_HZ = 100.0
+NUM_SUBJECTS = 14
+NUM_TRIALS = 5
+#: Per-window extra array: start sample of the window within its trial.
+START_INDEX = "start_index"
+
+_SUBJECT_DIR = re.compile(r"Subject(\d+)")
+_TRIAL_FILE = re.compile(r"a(\d+)t(\d+)\.mat")
+_LAYOUT = "USC-HAD as published: Subject<k>/a<m>t<n>.mat"
+TrialKey = tuple[int, int, int]  # subject, activity, trial
+
+
+@dataclass(frozen=True)
+class USCPreprocess:
+    """USC-HAD windowing (configs/dataset/usc-had.yaml ``preprocess``).
+
+    Parameters
+    ----------
+    window_s
+        Window length in seconds (2 s = 200 samples, Harmony's input length).
+    stride_s
+        Step between window starts in seconds.
+    """
+
+    window_s: float = 2.0
+    stride_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        # ConfigError unless both are a positive, whole number of samples
+        _ = (self.window_samples, self.stride_samples)
+
+    @property
+    def window_samples(self) -> int:
+        """Window length in samples at the dataset's rate."""
+        return seconds_to_samples(self.window_s, SAMPLE_RATE_HZ, "dataset.preprocess.window_s")
+
+    @property
+    def stride_samples(self) -> int:
+        """Stride in samples at the dataset's rate."""
+        return seconds_to_samples(self.stride_s, SAMPLE_RATE_HZ, "dataset.preprocess.stride_s")
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> USCPreprocess:
+        """Build from ``DatasetConfig.preprocess``; unknown keys raise ``ConfigError``."""
+        try:
+            values = {k: float(v) for k, v in preprocess_kwargs(cls, cfg, NAME).items()}
+        except (TypeError, ValueError) as err:
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(f"window_s and stride_s must be numbers, got {dict(cfg)}", "dataset.preprocess") from err
+        return cls(**values)
+
+
+def build_info(preprocess: USCPreprocess, subjects: tuple[int, ...]) -> DatasetInfo:
+    """Dataset metadata for the given windowing and subjects."""
+    window = preprocess.window_samples
+    return DatasetInfo(
+        name=NAME,
+        modalities=(
+            ModalitySpec("acc", (window, len(ACC_CHANNELS)), SAMPLE_RATE_HZ, ACC_CHANNELS),
+            ModalitySpec("gyro", (window, len(GYRO_CHANNELS)), SAMPLE_RATE_HZ, GYRO_CHANNELS),
+        ),
+        class_names=ACTIVITY_NAMES,
+        subjects=subjects,
+    )
+
+
+def list_source_files(root: Path) -> list[Path]:
+    """All ``Subject<k>/*.mat`` files under ``root``, sorted.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        If ``root`` is missing, has no ``Subject<k>/`` folder, or a subject folder holds no
+        ``.mat`` file.
+    """
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"dataset folder not found; point dataset.root at {_LAYOUT}", root)
+    subject_dirs = sorted(p for p in root.iterdir() if p.is_dir() and _SUBJECT_DIR.fullmatch(p.name))
+    if not subject_dirs:
+        raise DatasetNotFoundError(f"no Subject<k>/ folder; expected {_LAYOUT}", root)
+    files: list[Path] = []
+    for folder in subject_dirs:
+        found = sorted(folder.glob("*.mat"))
+        if not found:
+            raise DatasetNotFoundError(f"no .mat file in {folder.name}/; expected {_LAYOUT}", folder)
+        files.extend(found)
+    return files
+
+
+def read_usc_had(
+    root: Path,
+    preprocess: USCPreprocess | None = None,
+    *,
+    skip_bad_files: bool = False,
+    progress: bool = False,
+) -> tuple[HARDataset, LoadReport]:
+    """Read USC-HAD as sliding windows: modalities ``acc`` and ``gyro``, ``(window, 3)`` each.
+
+    Subject, activity and trial come from the folder and file names (the fields inside
+    some files are wrong, see the dataset README); only ``sensor_readings`` is read.
+    Windows never cross trials; a trailing remainder shorter than a window is dropped, and
+    a trial shorter than one window gives no sample (warned and listed in
+    ``report.too_short``; none of the published trials is that short at 2 s).
+
+    Parameters
+    ----------
+    root
+        Folder holding ``Subject1/`` … ``Subject14/``.
+    preprocess
+        Window length and stride (defaults: 2 s windows every 1 s).
+    skip_bad_files
+        Skip bad files and missing trials with a warning (recorded in the report)
+        instead of raising.
+    progress
+        Show a tqdm progress bar over the trials.
+
+    Returns
+    -------
+    dataset
+        float32 windows ordered by (subject, activity, trial, start); ``trials`` holds the
+        trial number and ``extra["start_index"]`` the window's first sample in its trial.
+    report
+        Files read, skipped and too short.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        Wrong folder layout (see :func:`list_source_files`), or no window at all.
+    DataFormatError
+        A bad file, or a missing trial; the error names the file.
+    """
+    pre = preprocess or USCPreprocess()
+    window, stride = pre.window_samples, pre.stride_samples
+    files = list_source_files(root)
+    report = LoadReport(dataset=NAME)
+    trials = _index_trials(root, files, report, skip_bad_files)
+    chunks: list[np.ndarray] = []
+    rows: list[np.ndarray] = []  # per trial: (num_windows, 5) subject, label, trial, start, 0
+    for (subject, activity, trial), path in tqdm(
+        trials.items(), desc=NAME, unit="trial", disable=None if progress else True
+    ):
+        try:
+            readings = read_mat_array(path, "sensor_readings", (None, len(ACC_CHANNELS) + len(GYRO_CHANNELS)))
+        except DataFormatError as err:
+            if not skip_bad_files:
+                raise
+            report.record_skip(path, err.reason)
+            continue
+        report.files_read += 1
+        windows, starts = sliding_windows(readings.astype(np.float32), window, stride)
+        if len(starts) == 0:
+            logger.warning("%s: %s has %d samples, fewer than one window (%d): no sample", NAME, path,
+                           len(readings), window)  # fmt: skip
+            report.too_short.append(str(path))
+            continue
+        chunks.append(windows)
+        rows.append(np.column_stack([np.full((len(starts), 3), (subject, activity - 1, trial)), starts]))
+    if not chunks:
+        raise DatasetNotFoundError(f"no window of {window} samples could be read", root)
+    data = np.concatenate(chunks)
+    meta = np.concatenate(rows).astype(np.int64)
+    n_acc = len(ACC_CHANNELS)
+    dataset = HARDataset(
+        info=build_info(pre, tuple(int(s) for s in np.unique(meta[:, 0]))),
+        data={"acc": np.ascontiguousarray(data[..., :n_acc]), "gyro": np.ascontiguousarray(data[..., n_acc:])},
+        labels=meta[:, 1].copy(),
+        subjects=meta[:, 0].copy(),
+        trials=meta[:, 2].copy(),
+        extra={START_INDEX: meta[:, 3].copy()},
+    )
+    logger.info("%s: %d windows from %d trials (%d files skipped, %d too short)", NAME, len(dataset),
+                report.files_read, report.num_skipped, len(report.too_short))  # fmt: skip
+    return dataset, report
+
+
+def _index_trials(root: Path, files: list[Path], report: LoadReport, skip_bad_files: bool) -> dict[TrialKey, Path]:
+    """(subject, activity, trial) -> file from the names; check every expected trial is there."""
+    found: dict[TrialKey, Path] = {}
+    for path in files:
+        subject = int(_SUBJECT_DIR.fullmatch(path.parent.name).group(1))  # type: ignore[union-attr]
+        match = _TRIAL_FILE.fullmatch(path.name)
+        if match is None:
+            logger.warning("%s: ignoring %s: name does not match a<m>t<n>.mat", NAME, path)
+            continue
+        activity, trial = int(match.group(1)), int(match.group(2))
+        key = (subject, activity, trial)
+        if not (1 <= subject <= NUM_SUBJECTS and 1 <= activity <= len(ACTIVITY_NAMES) and 1 <= trial <= NUM_TRIALS):
+            reason = (
+                f"subject/activity/trial {key} outside 1..{NUM_SUBJECTS}, 1..{len(ACTIVITY_NAMES)}, 1..{NUM_TRIALS}"
+            )
+            if not skip_bad_files:
+                raise DataFormatError(f"{reason}; is this USC-HAD?", path)
+            report.record_skip(path, reason)
+            continue
+        found[key] = path
+    for key in _expected_trials():
+        if key not in found:
+            missing = root / f"Subject{key[0]}" / f"a{key[1]}t{key[2]}.mat"
+            reason = f"trial {key[2]} of activity {key[1]} of subject {key[0]} not found"
+            if not skip_bad_files:
+                raise DataFormatError(f"{reason}; restore the file or set dataset.skip_bad_files=true", missing)
+            report.record_skip(missing, reason)
+    return dict(sorted(found.items()))
+
+
+def _expected_trials() -> list[TrialKey]:
+    return [
+        (s, a, t)
+        for s in range(1, NUM_SUBJECTS + 1)
+        for a in range(1, len(ACTIVITY_NAMES) + 1)
+        for t in range(1, NUM_TRIALS + 1)
+    ]
