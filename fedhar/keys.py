@@ -25,3 +25,13 @@ MACRO_F1 = "macro-f1"
 # belongs to that modality; anything else is shared by all clients.
 ENCODER_PREFIX = "encoders."
 HEAD_PREFIX = "heads."
+
+# Federated layer (strategies/, clients/): stage, per-round metrics, client config.
+STAGE = "stage"  # ConfigRecord: "pretrain" or "finetune"
+SERVER_ROUND = "server-round"  # set by Flower's strategies
+SUBJECT = "subject-id"  # also a reply metric: the client's subject, a stable id across runs
+NUM_REJECTED = "num-rejected"
+NUM_FAILURES = "num-failures"
+NUM_AGGREGATED = "num-aggregated"
+WEIGHT_PREFIX = "weight-"  # "weight-<group>-subject-<id>": a client's normalised weight for a group
+QOM_PRIOR_PREFIX = "qom-prior-"  # ConfigRecord: global normalised QoM prior per modality

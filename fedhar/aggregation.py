@@ -1,0 +1,272 @@
+"""Per-modality quality-weighted averaging of client state dicts, and validation of client updates.
+
+Client ``k`` sends the parameters of the modalities it holds (state-dict keys
+``encoders.<m>.…`` / ``heads.<m>.…``) plus the shared ones (any other key), its number
+of examples ``n_k`` and a quality score ``q_k,m`` in [0, 1] per held modality (QoM,
+Cosmo, Ouyang et al., MobiCom 2022). For each modality ``m`` the new global parameters
+are the weighted mean over the holders ``H_m`` of ``m``::
+
+    theta_m = sum_{k in H_m} w_k,m theta_k,m,   w_k,m = n_k q_k,m / sum_{j in H_m} n_j q_j,m
+
+(``q`` is taken as 1 for plain FedAvg weighting); shared parameters are averaged over
+all clients with ``w_k = n_k / sum_j n_j``. A modality no client holds keeps its
+previous parameters. This module is framework-free: numpy arrays in, numpy arrays out.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from fedhar import keys
+
+__all__ = [
+    "SHARED",
+    "AggregationResult",
+    "ClientUpdate",
+    "Weighting",
+    "aggregate_by_modality",
+    "group_keys",
+    "modality_of",
+    "validate_update",
+]
+
+logger = logging.getLogger(__name__)
+
+Weighting = Literal["qom", "examples"]
+WEIGHTINGS: tuple[str, ...] = ("qom", "examples")
+# Group name of the parameters that belong to no modality (shared by all clients).
+SHARED = "shared"
+_MODALITY_PREFIXES = (keys.ENCODER_PREFIX, keys.HEAD_PREFIX)
+# Default cap on a client's reported number of examples: far above any HAR subject's
+# data (UTD-MHAD has ~110 sequences per subject, USC-HAD ~3000 windows).
+DEFAULT_MAX_EXAMPLES = 10_000_000
+
+
+@dataclass(frozen=True)
+class ClientUpdate:
+    """One client's contribution to a round.
+
+    Parameters
+    ----------
+    client_id
+        Name used in logs and metrics (the subject id, or the node id).
+    arrays
+        State-dict key -> array: the client's modalities' parameters and the shared ones.
+    num_examples
+        Number of training examples behind the update (``n_k``).
+    qom
+        Modality -> quality score in [0, 1]; its keys are the modalities the client
+        claims to hold.
+    train_loss
+        The client's final training loss, if it reported one.
+    """
+
+    client_id: str
+    arrays: Mapping[str, np.ndarray]
+    num_examples: float
+    qom: Mapping[str, float]
+    train_loss: float | None = None
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities the client claims, sorted."""
+        return tuple(sorted(self.qom))
+
+
+@dataclass(frozen=True)
+class AggregationResult:
+    """The new global arrays and the normalised weight each client got per group.
+
+    ``weights[client_id][group]`` is ``w_k,m`` for a modality group, or ``w_k`` for
+    :data:`SHARED`; the weights of one group sum to 1 over the clients that sent it.
+    ``fallback`` lists the modalities whose holders all had quality 0, which were
+    averaged by examples instead.
+    """
+
+    arrays: dict[str, np.ndarray]
+    weights: dict[str, dict[str, float]]
+    fallback: tuple[str, ...] = field(default=())
+
+
+def modality_of(key: str) -> str | None:
+    """The modality a state-dict key belongs to, or ``None`` for a shared parameter.
+
+    >>> modality_of("encoders.skeleton.conv.0.weight")
+    'skeleton'
+    >>> modality_of("classifier.fc.bias") is None
+    True
+    """
+    for prefix in _MODALITY_PREFIXES:
+        if key.startswith(prefix):
+            modality = key[len(prefix):].split(".", 1)[0]
+            return modality or None
+    return None
+
+
+def group_keys(names: Iterable[str]) -> dict[str, list[str]]:
+    """Group state-dict keys by modality; shared keys go under :data:`SHARED`.
+
+    Raises
+    ------
+    ValueError
+        If a modality is literally named ``"shared"`` (it would clash with the group).
+    """
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        modality = modality_of(name)
+        if modality == SHARED:
+            raise ValueError(f"modality name {SHARED!r} is reserved (key {name!r}); rename the modality")
+        groups.setdefault(modality or SHARED, []).append(name)
+    return groups
+
+
+def expected_keys(reference: Mapping[str, np.ndarray], modalities: Iterable[str]) -> set[str]:
+    """Keys a client holding ``modalities`` must send: theirs plus every shared key."""
+    wanted = set(modalities)
+    return {k for k in reference if (m := modality_of(k)) is None or m in wanted}
+
+
+def validate_update(
+    update: ClientUpdate,
+    reference: Mapping[str, np.ndarray],
+    max_examples: float = DEFAULT_MAX_EXAMPLES,
+) -> str | None:
+    """Check one client's update against the global reference arrays.
+
+    Parameters
+    ----------
+    update
+        The client's update.
+    reference
+        The current global arrays (every modality and every shared key).
+    max_examples
+        Largest credible ``num_examples``.
+
+    Returns
+    -------
+    str or None
+        ``None`` if the update is usable, else the reason it must be rejected.
+    """
+    n = update.num_examples
+    if isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) or n <= 0:
+        return f"num-examples must be a finite number > 0, got {n!r}"
+    if n > max_examples:
+        return f"num-examples {n} exceeds the cap {max_examples}"
+    loss = update.train_loss
+    if loss is not None and (not isinstance(loss, (int, float)) or not math.isfinite(loss)):
+        return f"{keys.TRAIN_LOSS} must be a finite number, got {loss!r} (did training diverge?)"
+    if not update.qom:
+        return f"no {keys.QOM_PREFIX}<modality> metric: the client claims no modality"
+    known = {m for k in reference if (m := modality_of(k)) is not None}
+    unknown = sorted(set(update.qom) - known)
+    if unknown:
+        return f"claims modalities {unknown} the global model lacks (it has {sorted(known)})"
+    for modality, score in sorted(update.qom.items()):
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            return f"{keys.QOM_PREFIX}{modality} must be a finite number, got {score!r}"
+        if not 0.0 <= score <= 1.0:
+            return f"{keys.QOM_PREFIX}{modality} must lie in [0, 1], got {score}"
+    want = expected_keys(reference, update.qom)
+    got = set(update.arrays)
+    if got != want:
+        missing, extra = sorted(want - got), sorted(got - want)
+        return f"keys differ from those of modalities {list(update.modalities)}: missing {_some(missing)}, extra {_some(extra)}"
+    for name in sorted(want):
+        arr, ref = np.asarray(update.arrays[name]), reference[name]
+        if arr.shape != ref.shape:
+            return f"{name}: shape {arr.shape}, expected {ref.shape}"
+        if arr.dtype != ref.dtype:
+            return f"{name}: dtype {arr.dtype}, expected {ref.dtype}"
+        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+            return f"{name}: holds NaN or Inf"
+    return None
+
+
+def aggregate_by_modality(
+    updates: Sequence[ClientUpdate],
+    reference: Mapping[str, np.ndarray],
+    weighting: Weighting = "qom",
+) -> AggregationResult:
+    """Average validated updates per modality over the holders of each modality.
+
+    Parameters
+    ----------
+    updates
+        Validated client updates (see :func:`validate_update`), in a fixed order
+        (sort them by client for bit-identical reruns: the sum is taken in this order).
+    reference
+        The current global arrays; keys no client sent keep these values, and results
+        are cast back to their dtypes.
+    weighting
+        ``"qom"``: modality weights ``n_k q_k,m``; ``"examples"``: ``n_k`` (FedAvg).
+
+    Returns
+    -------
+    AggregationResult
+        New global arrays (same keys as ``reference``) and per-client weights.
+
+    Raises
+    ------
+    ValueError
+        If ``updates`` is empty or ``weighting`` is unknown.
+
+    Notes
+    -----
+    Qualities are divided by the largest among a modality's holders before use (the
+    weights are normalised, so this changes nothing mathematically), so that equal
+    qualities give weights ``n_k / sum n_j`` bit for bit: exactly Flower's FedAvg.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if not updates:
+        raise ValueError("no client update to aggregate; keep the previous global arrays instead")
+    ids = [u.client_id for u in updates]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"client ids must be unique, got {ids}")
+    groups = group_keys(reference)
+    new_arrays = {k: np.array(v, copy=True) for k, v in reference.items()}
+    weights: dict[str, dict[str, float]] = {u.client_id: {} for u in updates}
+    fallback: list[str] = []
+    for group, names in groups.items():
+        holders = [u for u in updates if names[0] in u.arrays]
+        if not holders:
+            logger.info("no client sent group %r this round: it keeps its previous parameters", group)
+            continue
+        raw = [float(u.num_examples) for u in holders]
+        if group != SHARED and weighting == "qom":
+            scores = [float(u.qom[group]) for u in holders]
+            top = max(scores)
+            if top > 0.0:
+                raw = [n * (q / top) for n, q in zip(raw, scores, strict=True)]
+            else:
+                logger.warning("every holder of %r has quality 0: averaging it by examples", group)
+                fallback.append(group)
+        total = sum(raw)
+        factors = [w / total for w in raw]
+        for u, factor in zip(holders, factors, strict=True):
+            weights[u.client_id][group] = factor
+        for name in names:
+            # Same order of operations as Flower's aggregate_arrayrecords (bit-identical).
+            acc = np.asarray(holders[0].arrays[name]) * factors[0]
+            for u, factor in zip(holders[1:], factors[1:], strict=True):
+                acc = acc + np.asarray(u.arrays[name]) * factor
+            new_arrays[name] = _cast_like(acc, reference[name])
+    return AggregationResult(arrays=new_arrays, weights=weights, fallback=tuple(fallback))
+
+
+def _cast_like(value: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``value`` in ``ref``'s dtype; integer buffers (BatchNorm counters) are rounded."""
+    if np.issubdtype(ref.dtype, np.integer) and not np.issubdtype(value.dtype, np.integer):
+        value = np.rint(value)
+    return np.asarray(value, dtype=ref.dtype).reshape(ref.shape)
+
+
+def _some(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return f"[{shown}{', …' if len(names) > limit else ''}]" if names else "[]"

@@ -1,0 +1,196 @@
+"""QoMFedAvg: FedAvg that averages each modality over its holders, weighted by examples x quality."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Literal
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from fedhar import keys
+from fedhar.aggregation import (
+    DEFAULT_MAX_EXAMPLES,
+    WEIGHTINGS,
+    ClientUpdate,
+    Weighting,
+    aggregate_by_modality,
+    validate_update,
+)
+
+__all__ = ["STAGES", "QoMFedAvg", "parse_reply"]
+
+logger = logging.getLogger(__name__)
+
+Stage = Literal["pretrain", "finetune"]
+STAGES: tuple[str, ...] = ("pretrain", "finetune")
+
+
+class QoMFedAvg(FedAvg):
+    """Federated averaging per modality, weighted by each client's quality of modality (QoM).
+
+    Cosmo's QoM (Ouyang et al., MobiCom 2022) moved into the aggregation: for each
+    modality ``m``, client ``k``'s encoder and head count with weight proportional to
+    ``n_k * q_k,m`` among the clients that hold ``m``; shared parameters by ``n_k``
+    (see :mod:`fedhar.aggregation`). Equal qualities give exactly FedAvg.
+
+    Client contract: a reply holds one ArrayRecord ``"arrays"`` with the state-dict
+    keys of the modalities it holds plus every shared key, and one MetricRecord
+    ``"metrics"`` with ``num-examples`` (> 0), ``qom-<modality>`` in [0, 1] for each
+    modality it holds, and optionally ``subject-id`` and ``train-loss``. The train
+    ConfigRecord carries ``stage``; the message type is ``train.<stage>``.
+
+    Parameters
+    ----------
+    stage
+        ``"pretrain"`` (stage 1) or ``"finetune"`` (stage 2): sets the message type.
+    weighting
+        ``"qom"`` (examples x quality) or ``"examples"`` (plain FedAvg, for ablation).
+    max_examples
+        Replies claiming more examples than this are rejected.
+    **fedavg_kwargs
+        Passed to :class:`flwr.serverapp.strategy.FedAvg` (sampling fractions, minimum
+        nodes, metric aggregation functions).
+
+    Raises
+    ------
+    ValueError
+        If ``stage``, ``weighting`` or ``max_examples`` is invalid.
+    """
+
+    def __init__(
+        self,
+        stage: Stage = "pretrain",
+        weighting: Weighting = "qom",
+        max_examples: float = DEFAULT_MAX_EXAMPLES,
+        **fedavg_kwargs: object,
+    ) -> None:
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}; 'examples' is plain FedAvg")
+        if not max_examples > 0:
+            raise ValueError(f"max_examples must be > 0, got {max_examples}")
+        super().__init__(weighted_by_key=keys.NUM_EXAMPLES, arrayrecord_key=keys.ARRAYS,
+                         configrecord_key=keys.CONFIG, **fedavg_kwargs)  # type: ignore[arg-type]
+        self.stage: Stage = stage
+        self.weighting: Weighting = weighting
+        self.max_examples = max_examples
+        self._global: ArrayRecord | None = None
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    @property
+    def message_type(self) -> str:
+        """Message type of the train instructions, ``train.<stage>``."""
+        return f"{MessageType.TRAIN}.{self.stage}"
+
+    def summary(self) -> None:
+        """Log every setting of the strategy."""
+        logger.info("QoMFedAvg: stage %s (message type %s), weighting %s, max examples %g",
+                    self.stage, self.message_type, self.weighting, self.max_examples)
+        super().summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Remember the global arrays, add the stage to the config, send ``train.<stage>``."""
+        self._global = arrays
+        config[keys.STAGE] = self.stage
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        self.bytes_sent += arrays.count_bytes() * len(messages)
+        return [Message(content=m.content, dst_node_id=m.metadata.dst_node_id, message_type=self.message_type)
+                for m in messages]
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Validate each reply per modality group, drop bad ones, aggregate the rest."""
+        if self._global is None:
+            raise RuntimeError("aggregate_train called before configure_train: no global arrays to validate against")
+        reference = {k: v.numpy() for k, v in self._global.items()}
+        failures, updates = 0, []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                failures += 1
+                logger.warning("round %d: node %d replied with an error: %s", server_round, node, msg.error.reason)
+                continue
+            self.bytes_received += sum(r.count_bytes() for r in msg.content.array_records.values())
+            update, reason = parse_reply(msg)
+            if update is not None:
+                reason = validate_update(update, reference, self.max_examples)
+            if reason is not None or update is None:
+                failures += 1
+                logger.warning("round %d: rejected the reply of node %d: %s", server_round, node, reason)
+                continue
+            if any(u.client_id == update.client_id for u, _ in updates):
+                failures += 1
+                logger.warning("round %d: rejected the reply of node %d: %s already replied", server_round, node,
+                               update.client_id)
+                continue
+            updates.append((update, node))
+        # A fixed summation order (subject, then node id) makes reruns bit-identical.
+        updates.sort(key=lambda pair: (_subject_order(pair[0].client_id), pair[1]))
+        metrics = MetricRecord({keys.NUM_REJECTED: failures, keys.NUM_AGGREGATED: len(updates)})
+        if not updates:
+            logger.warning("round %d: no valid reply; the global model keeps its previous arrays", server_round)
+            return self._global, metrics
+        result = aggregate_by_modality([u for u, _ in updates], reference, self.weighting)
+        for client, groups in result.weights.items():
+            for group, weight in groups.items():
+                metrics[f"{keys.WEIGHT_PREFIX}{group}-{client}"] = weight
+        _add_client_metrics(metrics, [u for u, _ in updates])
+        arrays = ArrayRecord({k: Array(v) for k, v in result.arrays.items()})
+        return arrays, metrics
+
+
+def parse_reply(msg: Message) -> tuple[ClientUpdate | None, str | None]:
+    """Turn a reply into a :class:`ClientUpdate`, or give the reason it is malformed."""
+    content = msg.content
+    if len(content.array_records) != 1 or keys.ARRAYS not in content.array_records:
+        return None, f"expected exactly one ArrayRecord {keys.ARRAYS!r}, got {list(content.array_records)}"
+    if len(content.metric_records) != 1 or keys.METRICS not in content.metric_records:
+        return None, f"expected exactly one MetricRecord {keys.METRICS!r}, got {list(content.metric_records)}"
+    metrics = content.metric_records[keys.METRICS]
+    if keys.NUM_EXAMPLES not in metrics:
+        return None, f"metric {keys.NUM_EXAMPLES!r} is missing"
+    try:
+        arrays = {k: v.numpy() for k, v in content.array_records[keys.ARRAYS].items()}
+    except (TypeError, ValueError, OSError) as err:
+        return None, f"an array cannot be decoded: {err}"
+    qom = {k[len(keys.QOM_PREFIX):]: v for k, v in metrics.items() if k.startswith(keys.QOM_PREFIX)}
+    subject = metrics.get(keys.SUBJECT)
+    client = f"subject-{int(subject)}" if isinstance(subject, int) else f"node-{msg.metadata.src_node_id}"
+    num_examples = metrics[keys.NUM_EXAMPLES]
+    loss = metrics.get(keys.TRAIN_LOSS)
+    if any(isinstance(v, list) for v in (num_examples, loss, *qom.values())):
+        return None, f"{keys.NUM_EXAMPLES}, {keys.TRAIN_LOSS} and {keys.QOM_PREFIX}* must be single numbers"
+    update = ClientUpdate(client_id=client, arrays=arrays, num_examples=num_examples,  # type: ignore[arg-type]
+                          qom=qom, train_loss=loss)  # type: ignore[arg-type]
+    return update, None
+
+
+def _add_client_metrics(metrics: MetricRecord, updates: list[ClientUpdate]) -> None:
+    """Per-client QoM, example-weighted train loss and the example-weighted mean QoM per modality."""
+    total = sum(float(u.num_examples) for u in updates)
+    losses = [(float(u.num_examples), float(u.train_loss)) for u in updates if u.train_loss is not None]
+    if losses:
+        metrics[keys.TRAIN_LOSS] = sum(n * v for n, v in losses) / sum(n for n, _ in losses)
+    mean_qom: dict[str, list[tuple[float, float]]] = {}
+    for u in updates:
+        for modality, score in u.qom.items():
+            metrics[f"{keys.QOM_PREFIX}{modality}-{u.client_id}"] = float(score)
+            mean_qom.setdefault(modality, []).append((float(u.num_examples), float(score)))
+    for modality, pairs in mean_qom.items():
+        metrics[f"{keys.QOM_PREFIX}{modality}"] = sum(n * q for n, q in pairs) / sum(n for n, _ in pairs)
+    metrics[keys.NUM_EXAMPLES] = total
+
+
+def _subject_order(client_id: str) -> tuple[int, str]:
+    prefix = "subject-"
+    return (0, f"{int(client_id[len(prefix):]):012d}") if client_id.startswith(prefix) else (1, client_id)
+
+
