@@ -1,0 +1,123 @@
+"""HARDataset -> torch mini-batches: dict of modality tensors plus labels, seeded shuffling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedhar.data.dataset import HARDataset
+
+__all__ = ["Batch", "TensorData", "iterate_batches", "num_batches", "to_tensors"]
+
+Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
+"""``(inputs, labels)``: modality -> ``(B, *shape)`` float32, and ``(B,)`` int64 labels."""
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """The arrays of a :class:`HARDataset` as torch tensors, converted once.
+
+    Parameters
+    ----------
+    inputs
+        Modality -> ``(N, *shape)`` float32 tensor.
+    labels
+        ``(N,)`` int64 tensor.
+    """
+
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def to_tensors(data: HARDataset | TensorData, modalities: Sequence[str] | None = None) -> TensorData:
+    """Convert (without copying where possible) a dataset's arrays to tensors.
+
+    Parameters
+    ----------
+    data
+        The dataset (a :class:`TensorData` is returned as is, restricted to ``modalities``).
+    modalities
+        Keep only these modalities (default: all present).
+
+    Returns
+    -------
+    TensorData
+        The tensors.
+
+    Raises
+    ------
+    KeyError
+        If a requested modality is not in ``data``.
+    """
+    if isinstance(data, TensorData):
+        if modalities is None:
+            return data
+        return TensorData({m: data.inputs[m] for m in modalities}, data.labels)
+    names = data.modalities if modalities is None else tuple(modalities)
+    missing = [m for m in names if m not in data.data]
+    if missing:
+        raise KeyError(f"modalities {missing} not in the dataset view {data.modalities}")
+    inputs = {m: torch.from_numpy(np.ascontiguousarray(data.data[m], dtype=np.float32)) for m in names}
+    return TensorData(inputs, torch.from_numpy(np.ascontiguousarray(data.labels, dtype=np.int64)))
+
+
+def num_batches(num_samples: int, batch_size: int, drop_last: bool) -> int:
+    """Number of batches one epoch yields (a drop-last epoch of a small set keeps one batch)."""
+    if drop_last and num_samples >= batch_size:
+        return num_samples // batch_size
+    return -(-num_samples // batch_size)
+
+
+def iterate_batches(
+    data: TensorData,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    rng: np.random.Generator | None = None,
+    drop_last: bool = False,
+) -> Iterator[Batch]:
+    """Yield the mini-batches of one epoch.
+
+    Parameters
+    ----------
+    data
+        The tensors.
+    batch_size
+        Samples per batch.
+    shuffle
+        Visit the samples in a random order drawn from ``rng``.
+    rng
+        Source of the permutation (required when ``shuffle``): the caller owns it, so a
+        seeded run shuffles identically.
+    drop_last
+        Drop the last incomplete batch. When the dataset is smaller than ``batch_size``
+        the single (incomplete) batch is kept, so an epoch never yields nothing.
+
+    Yields
+    ------
+    Batch
+        ``(inputs, labels)``.
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size < 1``, or ``shuffle`` without ``rng``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = len(data)
+    if shuffle:
+        if rng is None:
+            raise ValueError("shuffle=True needs an rng (np.random.Generator) for reproducible order")
+        order = torch.from_numpy(rng.permutation(n))
+    else:
+        order = torch.arange(n)
+    for b in range(num_batches(n, batch_size, drop_last)):
+        idx = order[b * batch_size : (b + 1) * batch_size]
+        yield {m: t.index_select(0, idx) for m, t in data.inputs.items()}, data.labels.index_select(0, idx)

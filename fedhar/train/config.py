@@ -1,0 +1,168 @@
+"""Typed training settings: the fields of configs/stage1, stage2 and supervised method configs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal, TypeVar
+
+from fedhar.errors import ConfigError
+
+__all__ = ["FinetuneConfig", "OptimConfig", "PretrainConfig", "SupervisedConfig"]
+
+OptimizerName = Literal["sgd", "adam"]
+_OPTIMIZERS = ("sgd", "adam")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and step learning-rate schedule (Cosmo stage 1 values by default).
+
+    Parameters
+    ----------
+    name
+        ``"sgd"`` (with ``momentum``) or ``"adam"``.
+    lr
+        Initial learning rate.
+    momentum
+        SGD momentum (ignored by Adam).
+    weight_decay
+        L2 weight decay.
+    milestones
+        Epochs (0-based count of finished epochs) at which the lr is multiplied by ``gamma``.
+    gamma
+        Multiplicative lr decay at each milestone.
+    """
+
+    name: OptimizerName = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    milestones: tuple[int, ...] = (100, 200, 300)
+    gamma: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.name not in _OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {_OPTIMIZERS}, got {self.name!r}", "optim.name")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}", "optim.lr")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ConfigError(
+                f"need weight_decay >= 0 and momentum in [0, 1), got {self.weight_decay}, {self.momentum}", "optim"
+            )
+        if not 0 < self.gamma <= 1:
+            raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}", "optim.gamma")
+        object.__setattr__(self, "milestones", tuple(sorted(int(m) for m in self.milestones)))
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> OptimConfig:
+        """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
+        kw = _check_keys(cls, cfg, "optim")
+        if "milestones" in kw:
+            kw["milestones"] = tuple(int(m) for m in kw["milestones"])
+        return cls(**kw)
+
+
+ADAM_STAGE2 = OptimConfig(name="adam", lr=1e-3, momentum=0.0, weight_decay=0.0, milestones=(350, 400, 450), gamma=0.9)
+"""Cosmo stage 2: Adam, lr 1e-3, x0.9 at epochs 350/400/450."""
+
+
+@dataclass(frozen=True)
+class _LoopConfig:
+    """Fields shared by every loop."""
+
+    epochs: int = 1
+    batch_size: int = 32
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval_every: int = 1
+    progress: bool = True
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_every", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}", name)
+
+    @classmethod
+    def from_mapping(cls: type[T], cfg: Mapping[str, Any]) -> T:
+        """Build from a plain mapping (a resolved YAML group); unknown keys raise."""
+        kw = _check_keys(cls, cfg, cls.__name__)
+        if "optim" in kw:
+            base = {f.name: getattr(cls().optim, f.name) for f in fields(OptimConfig)}  # type: ignore[attr-defined]
+            base.update(dict(kw["optim"]))
+            kw["optim"] = OptimConfig.from_mapping(base)
+        return cls(**kw)
+
+    def with_epochs(self: T, epochs: int) -> T:
+        """A copy with another epoch budget."""
+        return replace(self, epochs=epochs)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class PretrainConfig(_LoopConfig):
+    """Stage 1 (contrastive pretraining): batch 32, 300 epochs, SGD 0.01 (Cosmo).
+
+    ``drop_last`` drops the last incomplete batch (a contrastive batch of one sample has
+    no negatives).
+    """
+
+    epochs: int = 300
+    batch_size: int = 32
+    drop_last: bool = True
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(_LoopConfig):
+    """Stage 2 (iterative fusion learning): batch 16, 500 epochs, Adam 1e-3 (Cosmo).
+
+    Parameters
+    ----------
+    t_iter
+        Epochs per phase: ``t_iter`` epochs train the encoders (classifier frozen), then
+        ``t_iter`` epochs train the classifier (encoders frozen), and so on.
+    first_phase
+        ``"encoders"`` or ``"classifier"``: which part trains first.
+    gradient_modulation
+        Confidence-driven gradient modulation (after DCDP-HAR; off in Cosmo).
+    modulation_alpha
+        Strength of the modulation: a dominant modality's encoder gradients are scaled by
+        ``1 - tanh(alpha * (ratio - 1))`` (see :mod:`fedhar.train.modulation`).
+    """
+
+    epochs: int = 500
+    batch_size: int = 16
+    optim: OptimConfig = field(default_factory=lambda: ADAM_STAGE2)
+    t_iter: int = 5
+    first_phase: Literal["encoders", "classifier"] = "encoders"
+    gradient_modulation: bool = False
+    modulation_alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.t_iter < 1:
+            raise ConfigError(f"t_iter must be >= 1, got {self.t_iter}", "stage2.t_iter")
+        if self.first_phase not in ("encoders", "classifier"):
+            raise ConfigError(f"first_phase must be 'encoders' or 'classifier', got {self.first_phase!r}",
+                              "stage2.first_phase")
+        if self.modulation_alpha < 0:
+            raise ConfigError(f"modulation_alpha must be >= 0, got {self.modulation_alpha}", "stage2.modulation_alpha")
+
+
+@dataclass(frozen=True)
+class SupervisedConfig(_LoopConfig):
+    """End-to-end supervised training of a baseline: same optimizer and budget as stage 2."""
+
+    epochs: int = 500
+    batch_size: int = 16
+    optim: OptimConfig = field(default_factory=lambda: ADAM_STAGE2)
+
+
+def _check_keys(cls: type, cfg: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``cfg`` as a dict, after checking every key is a field of ``cls``."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError(f"unknown keys {unknown}; known: {sorted(known)}", where)
+    return dict(cfg)

@@ -1,0 +1,167 @@
+"""Stage 2: Cosmo's iterative fusion learning, alternating encoder and classifier phases.
+
+The encoders start from stage 1 and the fusion classifier from scratch. Training
+alternates ``t_iter`` epochs that update ONLY the encoders (classifier frozen) and
+``t_iter`` epochs that update ONLY the classifier (encoders frozen) until the epoch budget
+is spent. A frozen part has ``requires_grad = False``, is not in the phase's optimizer
+step, and is in eval mode (BatchNorm running statistics and dropout fixed), so its
+parameters and buffers are bit-identical across the phase. Each part keeps its own Adam
+state across its phases; both follow the same step lr schedule over global epochs.
+(Cosmo's public code switches train/eval modes but updates both parts all the time.)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedhar.data.dataset import HARDataset
+from fedhar.train.batches import to_tensors
+from fedhar.train.config import FinetuneConfig
+from fedhar.train.history import EpochRecord, History
+from fedhar.train.loop import build_optimizer, epoch_bar, evaluate_into, finish_epoch, lr_at, run_epoch, set_lr
+from fedhar.train.modulation import modulation_coefficients, scale_encoder_grads, unimodal_confidences
+from fedhar.train.seeding import seed_everything
+
+if TYPE_CHECKING:
+    from fedhar.models import FusionClassifierModel
+
+__all__ = ["Phase", "finetune_iterative", "phase_of_epoch", "set_phase"]
+
+logger = logging.getLogger(__name__)
+
+Phase = Literal["encoders", "classifier"]
+STAGE = "finetune"
+
+
+def phase_of_epoch(epoch: int, t_iter: int, first: Phase = "encoders") -> Phase:
+    """Which part trains during 0-based ``epoch``: blocks of ``t_iter`` epochs alternate."""
+    other: Phase = "classifier" if first == "encoders" else "encoders"
+    return first if (epoch // t_iter) % 2 == 0 else other
+
+
+def set_phase(model: nn.Module, phase: Phase) -> None:
+    """Unfreeze and train-mode ``model.<phase>``; freeze and eval-mode the other part.
+
+    Raises
+    ------
+    ValueError
+        If ``model`` lacks an ``encoders`` or ``classifier`` submodule.
+    """
+    encoders, classifier = _parts(model)
+    trainable, frozen = (encoders, classifier) if phase == "encoders" else (classifier, encoders)
+    frozen.requires_grad_(False)
+    frozen.eval()
+    trainable.requires_grad_(True)
+    trainable.train()
+
+
+def finetune_iterative(
+    model: FusionClassifierModel | nn.Module,
+    data: HARDataset,
+    cfg: FinetuneConfig,
+    seed: int,
+    eval_data: HARDataset | None = None,
+    progress: bool | None = None,
+) -> History:
+    """Iterative fusion learning on the labeled set (Cosmo stage 2).
+
+    Defaults (:class:`FinetuneConfig`): Adam lr 1e-3, lr x0.9 at epochs 350/400/450, batch
+    16, 500 epochs, ``t_iter = 5``. With ``cfg.gradient_modulation`` the encoder phase
+    scales a dominant modality's encoder gradients down (:mod:`fedhar.train.modulation`).
+
+    Parameters
+    ----------
+    model
+        A fusion classifier with ``encoders: nn.ModuleDict`` (modality -> encoder) and
+        ``classifier`` (``classifier(features) -> logits``); ``model(batch) -> logits``.
+    data
+        Labeled samples with the encoders' modalities.
+    cfg
+        Budget, optimizer, schedule, ``t_iter``, evaluation period, modulation.
+    seed
+        Seeds shuffling and dropout.
+    eval_data
+        Test set evaluated every ``cfg.eval_every`` epochs and at the last epoch; never
+        used for training or selection.
+    progress
+        Show a tqdm bar (default: ``cfg.progress``).
+
+    Returns
+    -------
+    History
+        One record per epoch, ``phase`` = the part trained. On return every parameter
+        has ``requires_grad = True`` and the model is in train mode.
+    """
+    encoders, classifier = _parts(model)
+    _warn_orphans(model, encoders, classifier)
+    seed_everything(seed)
+    rng = np.random.default_rng(seed)
+    tensors = to_tensors(data, [m for m in data.modalities if m in encoders])
+    optimizers = {"encoders": build_optimizer(encoders.parameters(), cfg.optim),
+                  "classifier": build_optimizer(classifier.parameters(), cfg.optim)}
+    criterion = nn.CrossEntropyLoss()
+    history = History(STAGE)
+    bar = epoch_bar(cfg.epochs, STAGE, cfg.progress if progress is None else progress)
+
+    def make_step(phase: Phase):  # noqa: ANN202 - a closure over the phase
+        optimizer = optimizers[phase]
+        modulate = cfg.gradient_modulation and phase == "encoders"
+
+        def step(inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> float:
+            optimizer.zero_grad(set_to_none=True)
+            if modulate:
+                features = {m: encoders[m](x) for m, x in inputs.items()}
+                loss = criterion(classifier(features), labels)
+                loss.backward()
+                confidences = unimodal_confidences(classifier, features, labels)
+                scale_encoder_grads(encoders, modulation_coefficients(confidences, cfg.modulation_alpha))
+            else:
+                loss = criterion(model(inputs), labels)
+                loss.backward()
+            optimizer.step()
+            return float(loss.detach())
+
+        return step
+
+    try:
+        for epoch in bar:
+            started = time.perf_counter()
+            phase = phase_of_epoch(epoch, cfg.t_iter, cfg.first_phase)
+            set_phase(model, phase)
+            lr = lr_at(cfg.optim, epoch)
+            set_lr(optimizers[phase], lr)
+            loss = run_epoch(make_step(phase), tensors, cfg.batch_size, rng)
+            record = EpochRecord(epoch + 1, STAGE, loss, lr, 0.0, phase=phase)
+            evaluate_into(record, model, eval_data, epoch + 1, cfg.epochs, cfg.eval_every)
+            finish_epoch(history, record, started, bar, cfg.log_every)
+    finally:
+        model.requires_grad_(True)
+        model.train()
+    return history
+
+
+def _parts(model: nn.Module) -> tuple[nn.ModuleDict, nn.Module]:
+    """``(model.encoders, model.classifier)``, checked."""
+    encoders = getattr(model, "encoders", None)
+    classifier = getattr(model, "classifier", None)
+    if not isinstance(encoders, nn.ModuleDict) or not isinstance(classifier, nn.Module):
+        raise ValueError(
+            f"iterative fusion learning needs a model with `encoders: nn.ModuleDict` and `classifier: nn.Module`, "
+            f"got {type(model).__name__} with encoders={type(encoders).__name__}, "
+            f"classifier={type(classifier).__name__}"
+        )
+    return encoders, classifier
+
+
+def _warn_orphans(model: nn.Module, encoders: nn.Module, classifier: nn.Module) -> None:
+    """Warn about parameters in neither part: iterative fine-tuning never trains them."""
+    owned = {id(p) for p in encoders.parameters()} | {id(p) for p in classifier.parameters()}
+    orphans = [n for n, p in model.named_parameters() if id(p) not in owned]
+    if orphans:
+        logger.warning("parameters outside encoders/classifier are never trained: %s", orphans)

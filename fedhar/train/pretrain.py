@@ -1,0 +1,83 @@
+"""Stage 1: self-supervised pretraining of a model with any objective(model, batch) -> loss."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedhar.data.dataset import HARDataset
+from fedhar.train.batches import TensorData, to_tensors
+from fedhar.train.config import PretrainConfig
+from fedhar.train.history import EpochRecord, History
+from fedhar.train.loop import build_optimizer, build_scheduler, epoch_bar, finish_epoch, run_epoch
+from fedhar.train.seeding import seed_everything
+
+__all__ = ["Objective", "pretrain"]
+
+Objective = Callable[[nn.Module, Mapping[str, torch.Tensor]], torch.Tensor]
+"""``objective(model, batch) -> scalar loss``; ``batch`` maps modality -> ``(B, *shape)``."""
+
+STAGE = "pretrain"
+
+
+def pretrain(
+    model: nn.Module,
+    objective: Objective,
+    data: HARDataset | TensorData,
+    cfg: PretrainConfig,
+    seed: int,
+    progress: bool | None = None,
+) -> History:
+    """Train ``model`` to minimise ``objective`` on unlabeled ``data`` (labels are never read).
+
+    Cosmo's stage 1: SGD (lr 0.01, momentum 0.9, weight decay 1e-4), lr x0.9 at epochs
+    100/200/300, batch 32, 300 epochs (the defaults of :class:`PretrainConfig`).
+
+    Parameters
+    ----------
+    model
+        Trained in place (every parameter with ``requires_grad``).
+    objective
+        ``objective(model, batch) -> loss`` (Cosmo fusion, CMC, CPC, ...).
+    data
+        Unlabeled samples; all modalities present are put in each batch.
+    cfg
+        Epochs, batch size, optimizer and schedule. ``cfg.drop_last`` drops the last
+        incomplete batch (a contrastive batch of one sample has no negatives).
+    seed
+        Seeds weights-independent randomness (shuffling, dropout): same seed, same result.
+    progress
+        Show a tqdm bar (default: ``cfg.progress``).
+
+    Returns
+    -------
+    History
+        One record per epoch (mean loss, lr, seconds).
+    """
+    seed_everything(seed)
+    rng = np.random.default_rng(seed)
+    tensors = to_tensors(data)
+    optimizer = build_optimizer((p for p in model.parameters() if p.requires_grad), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim)
+    history = History(STAGE)
+    bar = epoch_bar(cfg.epochs, STAGE, cfg.progress if progress is None else progress)
+
+    def step(inputs: dict[str, torch.Tensor], _labels: torch.Tensor) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = objective(model, inputs)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    model.train()
+    for epoch in bar:
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        loss = run_epoch(step, tensors, cfg.batch_size, rng, drop_last=cfg.drop_last)
+        scheduler.step()
+        finish_epoch(history, EpochRecord(epoch + 1, STAGE, loss, lr, 0.0), started, bar, cfg.log_every)
+    return history

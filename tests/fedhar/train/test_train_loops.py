@@ -1,0 +1,153 @@
+"""Tests of the pretraining, iterative fine-tuning and supervised loops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fedhar.data.dataset import HARDataset
+from fedhar.train import (
+    FinetuneConfig,
+    OptimConfig,
+    PretrainConfig,
+    SupervisedConfig,
+    finetune_iterative,
+    phase_of_epoch,
+    pretrain,
+    set_phase,
+    train_supervised,
+)
+from fedhar.train.batches import iterate_batches, num_batches, to_tensors
+from train_toys import NUM_CLASSES, ToyFusion, ToyFusionNoHeads, make_dataset, toy_objective
+
+
+
+@pytest.fixture(scope="module")
+def dataset() -> HARDataset:
+    return make_dataset()
+
+
+FT = FinetuneConfig(epochs=4, batch_size=8, t_iter=2, progress=False, eval_every=2)
+
+
+def _state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class TestBatches:
+    def test_iterate_batches__covers_every_sample_once(self, dataset: HARDataset) -> None:
+        tensors = to_tensors(dataset)
+        seen = torch.cat([y for _, y in iterate_batches(tensors, 7, shuffle=True, rng=np.random.default_rng(0))])
+        assert sorted(seen.tolist()) == sorted(dataset.labels.tolist())
+
+    @pytest.mark.parametrize(("n", "b", "drop", "expected"), [(10, 4, False, 3), (10, 4, True, 2), (3, 4, True, 1)])
+    def test_num_batches__drop_last(self, n: int, b: int, drop: bool, expected: int) -> None:
+        assert num_batches(n, b, drop) == expected
+
+    def test_iterate_batches__shuffle_needs_rng(self, dataset: HARDataset) -> None:
+        with pytest.raises(ValueError, match="rng"):
+            next(iterate_batches(to_tensors(dataset), 4, shuffle=True))
+
+
+class TestPhases:
+    @pytest.mark.parametrize(("epoch", "expected"), [(0, "encoders"), (1, "encoders"), (2, "classifier"),
+                                                     (3, "classifier"), (4, "encoders")])
+    def test_phase_of_epoch__alternates_blocks(self, epoch: int, expected: str) -> None:
+        assert phase_of_epoch(epoch, 2) == expected
+
+    def test_set_phase__freezes_other_part(self) -> None:
+        model = ToyFusion()
+        set_phase(model, "encoders")
+        assert all(p.requires_grad for p in model.encoders.parameters())
+        assert not any(p.requires_grad for p in model.classifier.parameters())
+        assert model.encoders.training and not model.classifier.training
+
+    def test_set_phase__rejects_model_without_parts(self) -> None:
+        with pytest.raises(ValueError, match="encoders"):
+            set_phase(nn.Linear(2, 2), "encoders")
+
+
+class TestFinetuneIterative:
+    @pytest.mark.parametrize("phase", ["encoders", "classifier"])
+    def test_frozen_part__params_and_buffers_bit_identical(self, dataset: HARDataset, phase: str) -> None:
+        # Prepare: one phase block of t_iter epochs, starting with `phase`
+        model = ToyFusionNoHeads()
+        frozen = model.classifier if phase == "encoders" else model.encoders
+        trained = model.encoders if phase == "encoders" else model.classifier
+        before_frozen, before_trained = _state(frozen), _state(trained)
+        cfg = FinetuneConfig(epochs=2, batch_size=8, t_iter=2, first_phase=phase, progress=False)
+        # Execute
+        finetune_iterative(model, dataset, cfg, seed=0, eval_data=dataset)
+        # Assert: frozen part unchanged (parameters AND BatchNorm buffers), trained part changed
+        assert _same(before_frozen, _state(frozen))
+        assert not _same(before_trained, _state(trained))
+
+    def test_run__restores_grad_and_train_mode(self, dataset: HARDataset) -> None:
+        model = ToyFusionNoHeads()
+        finetune_iterative(model, dataset, FT, seed=0)
+        assert all(p.requires_grad for p in model.parameters()) and model.training and model.classifier.training
+
+    def test_history__phases_and_eval_epochs(self, dataset: HARDataset) -> None:
+        history = finetune_iterative(ToyFusionNoHeads(), dataset, FT, seed=0, eval_data=dataset)
+        assert [r.phase for r in history] == ["encoders", "encoders", "classifier", "classifier"]
+        assert [e for e, _ in history.metric("test_accuracy")] == [2, 4]
+
+    def test_seed__same_seed_same_weights_other_seed_differs(self, dataset: HARDataset) -> None:
+        states, accs = [], []
+        for seed in (0, 0, 1):
+            torch.manual_seed(123)
+            model = ToyFusionNoHeads()
+            h = finetune_iterative(model, dataset, FT, seed=seed, eval_data=dataset)
+            states.append(_state(model))
+            accs.append(h.losses)
+        assert _same(states[0], states[1]) and accs[0] == accs[1]
+        assert not _same(states[0], states[2])
+
+    def test_gradient_modulation__runs_and_changes_training(self, dataset: HARDataset) -> None:
+        runs = []
+        for flag in (False, True):
+            torch.manual_seed(0)
+            model = ToyFusionNoHeads()
+            cfg = FinetuneConfig(epochs=2, batch_size=8, t_iter=2, progress=False, gradient_modulation=flag,
+                                 modulation_alpha=5.0)
+            finetune_iterative(model, dataset, cfg, seed=0)
+            runs.append(_state(model.encoders))
+        assert not _same(runs[0], runs[1])
+
+    def test_learns__beats_chance(self, dataset: HARDataset) -> None:
+        cfg = FinetuneConfig(epochs=12, batch_size=8, t_iter=2, progress=False, eval_every=12)
+        history = finetune_iterative(ToyFusionNoHeads(), dataset, cfg, seed=0, eval_data=dataset)
+        assert history.last("test_accuracy") > 2.0 / NUM_CLASSES
+
+
+class TestPretrain:
+    def test_pretrain__loss_decreases_and_deterministic(self, dataset: HARDataset) -> None:
+        cfg = PretrainConfig(epochs=4, batch_size=16, progress=False, optim=OptimConfig(lr=0.05))
+        results = []
+        for _ in range(2):
+            torch.manual_seed(0)
+            model = ToyFusion()
+            history = pretrain(model, toy_objective, dataset, cfg, seed=3)
+            results.append((history.losses, _state(model)))
+        assert results[0][0] == results[1][0] and _same(results[0][1], results[1][1])
+        assert results[0][0][-1] < results[0][0][0]
+
+    def test_pretrain__lr_schedule_steps_at_milestones(self, dataset: HARDataset) -> None:
+        cfg = PretrainConfig(epochs=3, batch_size=32, progress=False, optim=OptimConfig(lr=0.1, milestones=(1, 2),
+                                                                                         gamma=0.5))
+        history = pretrain(ToyFusion(), toy_objective, dataset, cfg, seed=0)
+        assert [r.lr for r in history] == pytest.approx([0.1, 0.05, 0.025])
+
+
+class TestSupervised:
+    def test_train_supervised__learns_and_evaluates_last_epoch(self, dataset: HARDataset) -> None:
+        cfg = SupervisedConfig(epochs=5, batch_size=8, progress=False, eval_every=10)
+        history = train_supervised(ToyFusionNoHeads(), dataset, cfg, seed=0, eval_data=dataset)
+        assert [e for e, _ in history.metric("test_accuracy")] == [5]
+        assert history.last("test_accuracy") > 2.0 / NUM_CLASSES
