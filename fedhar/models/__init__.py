@@ -1,0 +1,24 @@
+"""Models: per-modality encoders, projection heads, Cosmo's stage-1 model and stage-2 classifier."""
+
+from fedhar.models.config import ClassifierConfig, ConvStackConfig, EncoderConfig, HeadConfig, ModelConfig
+from fedhar.models.contrastive import ContrastiveFusionModel, build_contrastive_model
+from fedhar.models.encoders import ConvEncoder, ImuEncoder, SkeletonEncoder, build_encoder
+from fedhar.models.heads import CompactProjectionHead, CosmoProjectionHead, ProjectionHead, build_head
+
+__all__ = [
+    "ClassifierConfig",
+    "CompactProjectionHead",
+    "ContrastiveFusionModel",
+    "ConvEncoder",
+    "ConvStackConfig",
+    "CosmoProjectionHead",
+    "EncoderConfig",
+    "HeadConfig",
+    "ImuEncoder",
+    "ModelConfig",
+    "ProjectionHead",
+    "SkeletonEncoder",
+    "build_contrastive_model",
+    "build_encoder",
+    "build_head",
+]

@@ -1,0 +1,308 @@
+"""Typed model settings: the fields of configs/model/*.yaml as frozen dataclasses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+Padding = Literal["valid", "same"]
+HeadPool = Literal["flatten", "mean_s", "adaptive"]
+Fusion = Literal["concat", "sum"]
+VARIANTS = ("reference", "compact")
+
+
+def _as_tuple(value: Any) -> Any:
+    """Lists (from YAML) to tuples, recursively, so configs stay hashable and frozen."""
+    if isinstance(value, list | tuple):
+        return tuple(_as_tuple(v) for v in value)
+    return value
+
+
+def _kwargs(cls: type, mapping: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Checks that ``mapping`` only holds fields of ``cls`` (keys starting with ``_`` are skipped)."""
+    names = {f.name for f in fields(cls)}
+    given = {k: v for k, v in mapping.items() if not str(k).startswith("_")}
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; allowed keys are {sorted(names)}")
+    return {k: _as_tuple(v) for k, v in given.items()}
+
+
+def _check_variant(variant: str, where: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"{where}.variant must be one of {VARIANTS}, got {variant!r}")
+
+
+@dataclass(frozen=True)
+class ConvStackConfig:
+    """One family of convolutional encoder: a stack of Conv-BN-ReLU(-Dropout) blocks.
+
+    Parameters
+    ----------
+    channels
+        Output channels of each block; the last one is the sequence length ``S`` of the
+        encoder output (16 in Cosmo).
+    kernels
+        Kernel size of each block, one entry per input axis after the channel axis:
+        ``(time, channel)`` for IMU, ``(time, joint, coordinate)`` for skeleton.
+    dropout
+        Dropout probability after every block but the last (Cosmo: 0.5).
+    padding
+        ``"valid"`` (Cosmo: the axes shrink by ``kernel - 1``) or ``"same"`` (odd kernels).
+    pools
+        Optional max-pooling kernel after each block (``1`` on an axis: no pooling);
+        ``()`` means no pooling anywhere.
+    out_size
+        Optional adaptive average pooling of the spatial axes after the last block; an
+        entry ``None`` keeps that axis. ``None``: no pooling.
+    """
+
+    channels: tuple[int, ...]
+    kernels: tuple[tuple[int, ...], ...]
+    dropout: float = 0.5
+    padding: Padding = "valid"
+    pools: tuple[tuple[int, ...], ...] = ()
+    out_size: tuple[int | None, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise ValueError(f"channels must be positive and non-empty, got {self.channels}")
+        if len(self.kernels) != len(self.channels):
+            raise ValueError(
+                f"kernels has {len(self.kernels)} entries but channels has {len(self.channels)}; "
+                "give one kernel per block"
+            )
+        if len({len(k) for k in self.kernels}) != 1 or any(s < 1 for k in self.kernels for s in k):
+            raise ValueError(f"kernels must all have the same rank and positive sizes, got {self.kernels}")
+        if self.pools and len(self.pools) != len(self.channels):
+            raise ValueError(f"pools has {len(self.pools)} entries, channels {len(self.channels)}; give one per block")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.padding not in ("valid", "same"):
+            raise ValueError(f"padding must be 'valid' or 'same', got {self.padding!r}")
+        if self.padding == "same" and any(s % 2 == 0 for k in self.kernels for s in k):
+            raise ValueError(f"padding 'same' needs odd kernel sizes, got {self.kernels}")
+
+    @property
+    def ndim(self) -> int:
+        """Number of convolved axes (2 for IMU, 3 for skeleton)."""
+        return len(self.kernels[0])
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> ConvStackConfig:
+        """Build from a plain mapping (e.g. a YAML group); unknown keys raise ``ValueError``."""
+        return cls(**_kwargs(cls, mapping, "conv stack"))
+
+
+# Cosmo's UTD-MHAD encoders (sample-code-UTD/Cosmo/cosmo_model_guide.py).
+REFERENCE_IMU = ConvStackConfig(channels=(64, 64, 32, 16), kernels=((2, 2), (2, 2), (1, 1), (1, 1)))
+REFERENCE_SKELETON = ConvStackConfig(
+    channels=(64, 64, 32, 16), kernels=((5, 5, 2), (5, 5, 2), (5, 5, 1), (5, 2, 1))
+)
+# fedhar's compact encoders: temporal pooling keeps F small so the head stays small.
+COMPACT_IMU = ConvStackConfig(
+    channels=(32, 32, 16, 16),
+    kernels=((5, 3), (5, 3), (3, 1), (3, 1)),
+    padding="same",
+    pools=((2, 1), (2, 1), (2, 1), (1, 1)),
+    out_size=(8, None),
+)
+COMPACT_SKELETON = ConvStackConfig(
+    channels=(32, 32, 16, 16),
+    kernels=((5, 5, 3), (3, 3, 1), (3, 3, 1), (3, 3, 1)),
+    pools=((2, 1, 1), (2, 1, 1), (1, 1, 1), (1, 1, 1)),
+)
+_ENCODER_PRESETS = {
+    "reference": (REFERENCE_IMU, REFERENCE_SKELETON),
+    "compact": (COMPACT_IMU, COMPACT_SKELETON),
+}
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Settings of the per-modality feature encoders.
+
+    Parameters
+    ----------
+    variant
+        ``"reference"`` (Cosmo's sizes) or ``"compact"``; fills ``imu``/``skeleton``
+        when they are not given.
+    imu
+        The 2-D conv stack used for every ``(T, C)`` modality (inertial, acc, gyro).
+    skeleton
+        The 3-D conv stack used for every ``(T, J, 3)`` modality.
+    """
+
+    variant: str = "reference"
+    imu: ConvStackConfig | None = None
+    skeleton: ConvStackConfig | None = None
+
+    def __post_init__(self) -> None:
+        _check_variant(self.variant, "encoder")
+        imu, skeleton = _ENCODER_PRESETS[self.variant]
+        object.__setattr__(self, "imu", self.imu or imu)
+        object.__setattr__(self, "skeleton", self.skeleton or skeleton)
+        if self.imu.ndim != 2:  # type: ignore[union-attr]
+            raise ValueError(f"encoder.imu kernels must be 2-D (time, channel), got {self.imu.kernels}")  # type: ignore[union-attr]
+        if self.skeleton.ndim != 3:  # type: ignore[union-attr]
+            raise ValueError(
+                f"encoder.skeleton kernels must be 3-D (time, joint, coord), got {self.skeleton.kernels}"  # type: ignore[union-attr]
+            )
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> EncoderConfig:
+        """Build from a plain mapping; ``imu``/``skeleton`` may be nested mappings."""
+        kwargs = _kwargs(cls, mapping, "encoder")
+        for key in ("imu", "skeleton"):
+            if isinstance(mapping.get(key), Mapping):
+                kwargs[key] = ConvStackConfig.from_mapping(mapping[key])
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Settings of the per-modality projection heads.
+
+    Parameters
+    ----------
+    variant
+        A label (``"reference"`` or ``"compact"``); the other fields define the head.
+    pool
+        How ``(B, S, F)`` becomes a vector: ``"flatten"`` (Cosmo, ``S*F``), ``"mean_s"``
+        (mean over S, ``F``) or ``"adaptive"`` (adaptive average pooling of F to
+        ``pool_size``, ``S*pool_size``).
+    pool_size
+        Output length of ``"adaptive"`` pooling.
+    hidden_dims
+        Widths of the hidden Linear-ReLU layers (Cosmo: ``(1280,)``).
+    out_dim
+        Projection dimension ``D`` (Cosmo: 128).
+    batch_norm
+        BatchNorm1d after each hidden Linear, as in Cosmo's public code (needs batches of
+        more than one sample in training mode).
+    normalize
+        L2-normalise the output (Cosmo: yes).
+    """
+
+    variant: str = "reference"
+    pool: HeadPool = "flatten"
+    pool_size: int | None = None
+    hidden_dims: tuple[int, ...] = (1280,)
+    out_dim: int = 128
+    batch_norm: bool = True
+    normalize: bool = True
+
+    def __post_init__(self) -> None:
+        _check_variant(self.variant, "head")
+        if self.pool not in ("flatten", "mean_s", "adaptive"):
+            raise ValueError(f"head.pool must be 'flatten', 'mean_s' or 'adaptive', got {self.pool!r}")
+        if self.pool == "adaptive" and (self.pool_size is None or self.pool_size < 1):
+            raise ValueError(f"head.pool 'adaptive' needs pool_size >= 1, got {self.pool_size}")
+        if self.out_dim < 1 or any(h < 1 for h in self.hidden_dims):
+            raise ValueError(f"head dims must be positive, got hidden {self.hidden_dims}, out {self.out_dim}")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> HeadConfig:
+        """Build from a plain mapping; unknown keys raise ``ValueError``."""
+        return cls(**_kwargs(cls, mapping, "head"))
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Settings of the quality-guided attention fusion classifier (Cosmo stage 2).
+
+    Parameters
+    ----------
+    variant
+        A label (``"reference"`` or ``"compact"``).
+    lambda_
+        Weight of the QoM prior in ``beta = (1 - lambda) beta_attn + lambda beta_QoM``
+        (Cosmo: 0.8).
+    fusion
+        ``"concat"`` (ConcatAttn, Cosmo's UTD setting) or ``"sum"`` (SumAttn, equal shapes).
+    gru_hidden
+        Hidden size of the GRU over the S axis (Cosmo: 120).
+    gru_layers
+        Number of GRU layers (Cosmo: 2).
+    mlp_hidden
+        Hidden widths of the MLP after the GRU (Cosmo: 1280, 128).
+    batch_norm
+        BatchNorm1d after each hidden MLP layer, as in Cosmo's code.
+    dropout
+        Dropout after each hidden MLP layer (Cosmo: none).
+    """
+
+    variant: str = "reference"
+    lambda_: float = 0.8
+    fusion: Fusion = "concat"
+    gru_hidden: int = 120
+    gru_layers: int = 2
+    mlp_hidden: tuple[int, ...] = (1280, 128)
+    batch_norm: bool = True
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_variant(self.variant, "classifier")
+        if not 0.0 <= self.lambda_ <= 1.0:
+            raise ValueError(f"classifier.lambda_ must be in [0, 1], got {self.lambda_}")
+        if self.fusion not in ("concat", "sum"):
+            raise ValueError(f"classifier.fusion must be 'concat' or 'sum', got {self.fusion!r}")
+        if self.gru_hidden < 1 or self.gru_layers < 1 or any(h < 1 for h in self.mlp_hidden):
+            raise ValueError(
+                f"classifier sizes must be positive, got gru_hidden={self.gru_hidden}, "
+                f"gru_layers={self.gru_layers}, mlp_hidden={self.mlp_hidden}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"classifier.dropout must be in [0, 1), got {self.dropout}")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> ClassifierConfig:
+        """Build from a plain mapping; unknown keys raise ``ValueError``."""
+        return cls(**_kwargs(cls, mapping, "classifier"))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoders, projection heads and fusion classifier: one ``configs/model/*.yaml``.
+
+    Parameters
+    ----------
+    encoder
+        Encoder settings, shared by all modalities of a family.
+    head
+        Projection-head settings.
+    classifier
+        Stage-2 classifier settings.
+    """
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> ModelConfig:
+        """Build from a plain nested mapping (``OmegaConf.to_container`` of the model group).
+
+        Examples
+        --------
+        >>> cfg = ModelConfig.from_mapping({"encoder": {"variant": "compact"}})
+        >>> cfg.encoder.imu.channels
+        (32, 32, 16, 16)
+        """
+        _kwargs(cls, mapping, "model")
+        return cls(
+            encoder=EncoderConfig.from_mapping(mapping.get("encoder", {})),
+            head=HeadConfig.from_mapping(mapping.get("head", {})),
+            classifier=ClassifierConfig.from_mapping(mapping.get("classifier", {})),
+        )
+
+    @classmethod
+    def compact(cls) -> ModelConfig:
+        """The compact preset (same values as configs/model/compact.yaml)."""
+        return cls(
+            encoder=EncoderConfig(variant="compact"),
+            head=HeadConfig(variant="compact", hidden_dims=(256,), batch_norm=False),
+            classifier=ClassifierConfig(variant="compact", gru_hidden=32, mlp_hidden=(128,)),
+        )
+
