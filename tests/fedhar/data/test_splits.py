@@ -180,13 +180,20 @@ class TestSplitSizes:
         assert rows[0]["labeled_per_class_min"] == rows[0]["labeled_per_class_max"] == 6
 
 
+@pytest.fixture(scope="module")
+def utd(data_dir: Path, cache_dir: Path) -> tuple[DatasetConfig, HARDataset, Protocol]:
+    cfg, ds = _load_real("utd-mhad", "UTD-MHAD", data_dir, cache_dir)
+    return cfg, ds, resolve_protocol(cfg, ds.info)
+
+
+@pytest.fixture(scope="module")
+def usc(data_dir: Path, cache_dir: Path) -> tuple[DatasetConfig, HARDataset, Protocol]:
+    cfg, ds = _load_real("usc-had", "USC-HAD", data_dir, cache_dir)
+    return cfg, ds, resolve_protocol(cfg, ds.info)
+
+
 @pytest.mark.realdata
 class TestRealUtd:
-    @pytest.fixture(scope="class")
-    def utd(self, data_dir: Path, cache_dir: Path) -> tuple[DatasetConfig, HARDataset, Protocol]:
-        cfg, ds = _load_real("utd-mhad", "UTD-MHAD", data_dir, cache_dir)
-        return cfg, ds, resolve_protocol(cfg, ds.info)
-
     def test_cosmo_protocol__215_test_sequences(self, utd: Any) -> None:
         _, ds, protocol = utd
         assert len(ds) == UTD_SEQUENCES
@@ -228,11 +235,6 @@ class TestRealUtd:
 
 @pytest.mark.realdata
 class TestRealUsc:
-    @pytest.fixture(scope="class")
-    def usc(self, data_dir: Path, cache_dir: Path) -> tuple[DatasetConfig, HARDataset, Protocol]:
-        cfg, ds = _load_real("usc-had", "USC-HAD", data_dir, cache_dir)
-        return cfg, ds, resolve_protocol(cfg, ds.info)
-
     def test_split_sizes__stratified_rule(self, usc: Any) -> None:
         cfg, ds, protocol = usc
         train = ds.indices_of_subjects(protocol.train_subjects)
