@@ -232,7 +232,7 @@ def _assemble(source: DatasetSource, manifest: Manifest, roots: list[tuple[Path,
 
 
 def _locate(root: Path, wanted: Mapping[str, str]) -> tuple[Path | None, int]:
-    """The folder under ``root`` below which most of the ``wanted`` relative paths exist."""
+    """Find the folder under ``root`` below which most of the ``wanted`` relative paths exist."""
     by_name: dict[str, list[str]] = defaultdict(list)
     for below in wanted:
         by_name[PurePosixPath(below).name].append(below)

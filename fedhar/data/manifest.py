@@ -7,7 +7,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fnmatch import fnmatch
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -88,7 +88,7 @@ class Manifest:
         return sum(e.size for e in self.entries)
 
     def to_json(self) -> str:
-        """The manifest as JSON text, one line per file (readable diffs)."""
+        """Render the manifest as JSON text, one line per file (readable diffs)."""
         head = {"format": FORMAT_VERSION, "name": self.name, "folder": self.folder,
                 "algorithm": "sha256", "note": self.note}
         lines = [json.dumps(head, indent=2)[:-2] + ',\n  "files": {']
@@ -150,7 +150,7 @@ class VerifyReport:
     mismatched: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
     missing_optional: tuple[str, ...] = ()
-    extra: tuple[str, ...] = field(default=())
+    extra: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -158,7 +158,7 @@ class VerifyReport:
         return not self.mismatched and not self.missing
 
     def problems(self) -> str:
-        """The changed and missing files, named (empty when :attr:`ok`)."""
+        """Name the changed and missing files (empty when :attr:`ok`)."""
         parts = []
         if self.mismatched:
             parts.append(f"{len(self.mismatched)} changed (size or SHA-256 differ): {_name_some(self.mismatched)}")
@@ -236,7 +236,7 @@ def read_manifest(path: str | Path) -> Manifest:
 
 
 def load_manifest(name: str) -> Manifest:
-    """The manifest shipped with fedhar for dataset ``name`` (``fedhar/data/manifests``).
+    """Load the manifest shipped with fedhar for dataset ``name`` (``fedhar/data/manifests``).
 
     Raises
     ------
@@ -260,7 +260,10 @@ def check_folder(root: str | Path, manifest: Manifest, *, progress: bool = False
     base = Path(root)
     if not base.is_dir():
         raise DatasetNotFoundError(f"no {manifest.name} folder here", base)
-    checked, mismatched, missing, missing_optional = 0, [], [], []
+    checked = 0
+    mismatched: list[str] = []
+    missing: list[str] = []
+    missing_optional: list[str] = []
     for entry in tqdm(manifest.entries, desc=f"verify {manifest.name}", unit="file",
                       disable=not progress, leave=False):
         file = base / entry.path

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from fedhar.errors import ConfigError
 
-__all__ = ["ArchiveSource", "DatasetSource", "SOURCES", "get_source"]
+__all__ = ["SOURCES", "ArchiveSource", "DatasetSource", "get_source"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class DatasetSource:
     optional: tuple[str, ...] = ()
 
     def archive(self, filename: str) -> ArchiveSource:
-        """The archive called ``filename`` (case-insensitive, ``.zip`` optional)."""
+        """Look up the archive called ``filename`` (case-insensitive, ``.zip`` optional)."""
         wanted = _normalise(filename)
         for archive in self.archives:
             if _normalise(archive.filename) == wanted:
@@ -68,7 +68,7 @@ class DatasetSource:
         raise ConfigError(f"{self.name} has no archive {filename!r}; its archives are {names}", filename)
 
     def with_urls(self, urls: Mapping[str, str]) -> DatasetSource:
-        """A copy whose archives named in ``urls`` (filename -> URL) use those URLs.
+        """Return a copy whose archives named in ``urls`` (filename -> URL) use those URLs.
 
         Raises
         ------
@@ -110,7 +110,7 @@ SOURCES: Mapping[str, DatasetSource] = {
 
 
 def get_source(name: str) -> DatasetSource:
-    """The published source of dataset ``name``.
+    """Look up the published source of dataset ``name``.
 
     Raises
     ------

@@ -1,0 +1,1 @@
+"""Drivers and command-line tools: Flower simulation runs, benchmarks, data management."""
