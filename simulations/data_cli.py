@@ -34,7 +34,9 @@ def default_data_dir() -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``fedhar-data`` argument parser."""
-    parser = argparse.ArgumentParser(prog="fedhar-data", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="fedhar-data", description="Download, verify and describe the datasets; rebuild their manifests."
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     sub = parser.add_subparsers(dest="command", required=True)
     downloadable = sorted(SOURCES)
