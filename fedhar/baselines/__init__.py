@@ -1,0 +1,34 @@
+"""Baselines of the Cosmo paper: single-modality, DeepSense, AttnSense, CMC and CPC."""
+
+from fedhar.baselines.attnsense import AttnSenseModel
+from fedhar.baselines.cmc import CMCLoss, cmc_objective, cmc_or_unimodal_objective
+from fedhar.baselines.config import (
+    AttnSenseConfig,
+    BaselineConfig,
+    CMCConfig,
+    CPCConfig,
+    DeepSenseConfig,
+    SingleModalityConfig,
+    baseline_config_from_mapping,
+)
+from fedhar.baselines.cpc import CPCClassifier, CPCLoss, CPCModel, cpc_objective
+from fedhar.baselines.deepsense import DeepSenseModel
+
+__all__ = [
+    "AttnSenseConfig",
+    "AttnSenseModel",
+    "BaselineConfig",
+    "CMCConfig",
+    "CMCLoss",
+    "CPCClassifier",
+    "CPCConfig",
+    "CPCLoss",
+    "CPCModel",
+    "DeepSenseConfig",
+    "DeepSenseModel",
+    "SingleModalityConfig",
+    "baseline_config_from_mapping",
+    "cmc_objective",
+    "cmc_or_unimodal_objective",
+    "cpc_objective",
+]
