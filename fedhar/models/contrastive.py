@@ -38,7 +38,7 @@ class ContrastiveFusionModel(nn.Module):
     --------
     >>> specs = [ModalitySpec("inertial", (120, 6), 50.0), ModalitySpec("skeleton", (40, 20, 3), 30.0)]
     >>> model = ContrastiveFusionModel(specs, ModelConfig())
-    >>> out = model({"inertial": torch.randn(4, 120, 6), "skeleton": torch.randn(4, 40, 20, 3)})  # doctest: +SKIP
+    >>> out = model({"inertial": torch.randn(4, 120, 6), "skeleton": torch.randn(4, 40, 20, 3)})
     >>> out["inertial"].shape
     torch.Size([4, 128])
     """

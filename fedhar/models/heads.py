@@ -41,8 +41,9 @@ class ProjectionHead(nn.Module):
 
     Examples
     --------
+    >>> import torch
     >>> head = ProjectionHead((16, 472), hidden_dims=(1280,), out_dim=128)
-    >>> head(torch.randn(4, 16, 472)).shape  # doctest: +SKIP
+    >>> head(torch.randn(4, 16, 472)).shape
     torch.Size([4, 128])
     """
 
@@ -109,10 +110,14 @@ class CosmoProjectionHead(ProjectionHead):
 
 
 class CompactProjectionHead(ProjectionHead):
-    """fedhar's compact head: mean over S -> Linear(F, 256) -> ReLU -> Linear(256, 128) -> L2."""
+    """fedhar's compact head: flatten -> Linear(S*F, 256) -> ReLU -> Linear(256, 128) -> L2.
+
+    Meant for the compact encoders, whose temporal pooling already keeps ``S*F`` small
+    (768 for UTD inertial); for wide inputs use ``pool="mean_s"`` or ``"adaptive"``.
+    """
 
     def __init__(self, in_shape: tuple[int, int], out_dim: int = 128) -> None:
-        super().__init__(in_shape, hidden_dims=(256,), out_dim=out_dim, pool="mean_s", batch_norm=False)
+        super().__init__(in_shape, hidden_dims=(256,), out_dim=out_dim, pool="flatten", batch_norm=False)
 
 
 def build_head(in_shape: tuple[int, int], cfg: HeadConfig) -> ProjectionHead:

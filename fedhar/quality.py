@@ -1,0 +1,338 @@
+"""Quality of modality (QoM) from unlabeled data: Hopkins statistic and cluster-count match."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from sklearn.metrics import calinski_harabasz_score, silhouette_score
+from sklearn.neighbors import NearestNeighbors
+
+from fedhar import keys
+
+logger = logging.getLogger(__name__)
+
+Criterion = Literal["silhouette", "calinski_harabasz"]
+Source = Literal["raw", "features"]
+_CRITERIA = {"silhouette": silhouette_score, "calinski_harabasz": calinski_harabasz_score}
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    """How QoM is computed (configs/quality/default.yaml). Cosmo fixes none of these.
+
+    Parameters
+    ----------
+    source
+        ``"raw"``: the (normalised) input windows; ``"features"``: the encoder outputs.
+    max_samples
+        At most this many samples (a seeded subsample, the same rows for every modality).
+    hopkins_fraction
+        Fraction of the samples used as Hopkins probes (``m`` uniform and ``m`` data points).
+    standardize
+        Z-score every input dimension before PCA/clustering.
+    pca_dim
+        Project to this many principal components when the input is wider (``None``:
+        never). Speeds KMeans up and makes Hopkins meaningful: in hundreds of raw
+        dimensions every real dataset looks clustered next to a uniform box.
+    k_min
+        Smallest number of clusters tried.
+    k_max_factor
+        Largest number tried is ``ceil(k_max_factor * K)`` (capped at ``N - 1``).
+    criterion
+        ``"silhouette"`` (mean silhouette, higher is better) or ``"calinski_harabasz"``.
+    kmeans_n_init
+        KMeans restarts per ``k``.
+    c_min
+        Guard for ``c_j = |k*_j - K| = 0``: ``c_j := max(c_j, c_min)``, so a perfect
+        cluster-count match counts ``1 / c_min`` times a miss by one.
+    seed
+        Seed of the subsample, the Hopkins probes, PCA and KMeans.
+    """
+
+    source: Source = "raw"
+    max_samples: int = 1000
+    hopkins_fraction: float = 0.1
+    standardize: bool = True
+    pca_dim: int | None = 16
+    k_min: int = 2
+    k_max_factor: float = 1.5
+    criterion: Criterion = "silhouette"
+    kmeans_n_init: int = 3
+    c_min: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source not in ("raw", "features"):
+            raise ValueError(f"quality.source must be 'raw' or 'features', got {self.source!r}")
+        if self.criterion not in _CRITERIA:
+            raise ValueError(f"quality.criterion must be one of {sorted(_CRITERIA)}, got {self.criterion!r}")
+        if self.max_samples < 3:
+            raise ValueError(f"quality.max_samples must be >= 3, got {self.max_samples}")
+        if not 0.0 < self.hopkins_fraction < 1.0:
+            raise ValueError(f"quality.hopkins_fraction must be in (0, 1), got {self.hopkins_fraction}")
+        if self.pca_dim is not None and self.pca_dim < 1:
+            raise ValueError(f"quality.pca_dim must be >= 1 or null, got {self.pca_dim}")
+        if self.k_min < 2 or self.k_max_factor <= 0 or self.kmeans_n_init < 1:
+            raise ValueError(
+                f"need k_min >= 2, k_max_factor > 0, kmeans_n_init >= 1; got {self.k_min}, "
+                f"{self.k_max_factor}, {self.kmeans_n_init}"
+            )
+        if self.c_min <= 0:
+            raise ValueError(f"quality.c_min must be > 0, got {self.c_min}")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> QualityConfig:
+        """Build from a plain mapping (a YAML group); unknown keys raise ``ValueError``."""
+        names = set(cls.__dataclass_fields__)
+        given = {k: v for k, v in mapping.items() if not str(k).startswith("_")}
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise ValueError(f"quality: unknown keys {unknown}; allowed keys are {sorted(names)}")
+        return cls(**given)
+
+
+@dataclass(frozen=True)
+class QoMResult:
+    """Per-modality Hopkins statistic ``H_j``, best cluster count ``k*_j``, ``q_j`` and weights."""
+
+    hopkins: Mapping[str, float]
+    clusters: Mapping[str, int]
+    scores: Mapping[str, float]
+    weights: Mapping[str, float]
+
+    def metrics(self) -> dict[str, float]:
+        """The weights as reply metrics ``{"qom-<modality>": weight}``."""
+        return {f"{keys.QOM_PREFIX}{m}": float(w) for m, w in self.weights.items()}
+
+
+def compute_hopkins(
+    x: np.ndarray, sample_size: int | None = None, fraction: float = 0.1, seed: int = 0
+) -> float:
+    """Hopkins statistic of a point cloud (Hopkins & Skellam 1954; Cosmo, Sec. 5.1).
+
+    ``H = sum_i u_i / (sum_i u_i + sum_i w_i)`` with ``u_i`` the distance from a point
+    drawn uniformly in the data's bounding box to its nearest data point and ``w_i`` the
+    distance from a sampled data point to its nearest other data point: about 0.5 for
+    uniform data, near 1 for tight clusters.
+
+    Parameters
+    ----------
+    x
+        ``(N, D)`` data.
+    sample_size
+        Number ``m`` of probes of each kind; default ``round(fraction * N)``, at least 1.
+    fraction
+        Probe fraction when ``sample_size`` is None.
+    seed
+        Seed of the probes.
+
+    Returns
+    -------
+    float
+        ``H`` in ``[0, 1]``; 0.5 (with a warning) for data without spread.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not 2-D with ``N >= 2`` or ``sample_size`` is not in ``[1, N - 1]``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 2:
+        raise ValueError(f"x must be (N, D) with N >= 2, got shape {x.shape}")
+    n = len(x)
+    m = max(1, round(fraction * n)) if sample_size is None else sample_size
+    if not 1 <= m < n:
+        raise ValueError(f"sample_size must be in [1, {n - 1}] for {n} points, got {m}")
+    rng = np.random.default_rng(seed)
+    nn_index = NearestNeighbors(n_neighbors=2).fit(x)
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    uniform = rng.uniform(lo, hi, size=(m, x.shape[1]))  # (m, D)
+    u = nn_index.kneighbors(uniform, n_neighbors=1)[0][:, 0]  # (m,)
+    probes = rng.choice(n, size=m, replace=False)
+    w = nn_index.kneighbors(x[probes], n_neighbors=2)[0][:, 1]  # (m,), skip the point itself
+    total = u.sum() + w.sum()
+    if total <= 0:
+        logger.warning("Hopkins statistic undefined for data without spread (%d points); using 0.5", n)
+        return 0.5
+    return float(u.sum() / total)
+
+
+def select_cluster_count(
+    x: np.ndarray,
+    k_range: Iterable[int],
+    criterion: Criterion = "silhouette",
+    seed: int = 0,
+    n_init: int = 3,
+) -> int:
+    """The number of KMeans clusters that scores best on ``criterion``.
+
+    ``"silhouette"``: mean silhouette coefficient ``(b - a) / max(a, b)`` (Rousseeuw
+    1987), scale-free, highest wins. ``"calinski_harabasz"``: between- over
+    within-cluster dispersion (Calinski & Harabasz 1974), faster, highest wins. Ties go
+    to the smaller ``k``.
+
+    Parameters
+    ----------
+    x
+        ``(N, D)`` data.
+    k_range
+        Candidate counts; those outside ``[2, N - 1]`` are skipped.
+    criterion
+        ``"silhouette"`` or ``"calinski_harabasz"``.
+    seed
+        KMeans seed.
+    n_init
+        KMeans restarts per ``k``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown criterion or no usable ``k``.
+    """
+    if criterion not in _CRITERIA:
+        raise ValueError(f"criterion must be one of {sorted(_CRITERIA)}, got {criterion!r}")
+    x = np.asarray(x, dtype=np.float64)
+    candidates = sorted({int(k) for k in k_range if 2 <= k <= len(x) - 1})
+    if not candidates:
+        raise ValueError(f"no cluster count in k_range usable for {len(x)} points (need 2 <= k <= N - 1)")
+    score_fn = _CRITERIA[criterion]
+    best_k, best = candidates[0], -math.inf
+    for k in candidates:
+        labels = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(x)
+        if len(np.unique(labels)) < 2:
+            continue
+        score = float(score_fn(x, labels))
+        if score > best:
+            best_k, best = k, score
+    return best_k
+
+
+def prepare_quality_inputs(x: np.ndarray, cfg: QualityConfig) -> np.ndarray:
+    """Flatten ``(N, ...)`` to ``(N, D)``, then optionally z-score and PCA-project (see QualityConfig)."""
+    flat = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    if cfg.standardize:
+        std = flat.std(axis=0)
+        flat = (flat - flat.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    if cfg.pca_dim is not None and flat.shape[1] > cfg.pca_dim and len(flat) > cfg.pca_dim:
+        flat = PCA(n_components=cfg.pca_dim, svd_solver="randomized", random_state=cfg.seed).fit_transform(flat)
+    return flat
+
+
+def compute_qom(
+    features: Mapping[str, np.ndarray], num_classes: int, cfg: QualityConfig | None = None
+) -> QoMResult:
+    """Quality of each modality (Cosmo, Sec. 5.1), normalised over the modalities.
+
+    ``q_j = H_j / max(|k*_j - K|, c_min)`` with ``H_j`` the Hopkins statistic and
+    ``k*_j`` the best KMeans cluster count of modality ``j`` (searched in
+    ``[k_min, ceil(k_max_factor * K)]``), then ``beta_QoM_j = q_j / sum_i q_i``.
+
+    Parameters
+    ----------
+    features
+        Modality -> ``(N, ...)`` samples (raw windows or encoder features), same ``N``.
+    num_classes
+        Number of classes ``K``.
+    cfg
+        Settings (subsample size, PCA, criterion, guard).
+
+    Returns
+    -------
+    QoMResult
+        ``hopkins``, ``clusters``, ``scores`` (``q_j``) and ``weights`` (sum 1).
+
+    Raises
+    ------
+    ValueError
+        If ``features`` is empty, the modalities differ in ``N``, ``N < 3`` or
+        ``num_classes < 2``.
+    """
+    cfg = cfg or QualityConfig()
+    if not features:
+        raise ValueError("features is empty; give modality -> (N, ...) array")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    sizes = {m: len(x) for m, x in features.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"all modalities need the same number of samples, got {sizes}")
+    n = next(iter(sizes.values()))
+    if n < 3:
+        raise ValueError(f"QoM needs at least 3 samples, got {n}")
+    rows = np.random.default_rng(cfg.seed).choice(n, size=cfg.max_samples, replace=False) if n > cfg.max_samples else None
+    k_range = range(cfg.k_min, math.ceil(cfg.k_max_factor * num_classes) + 1)
+    hopkins, clusters, scores = {}, {}, {}
+    for m, x in features.items():
+        data = prepare_quality_inputs(x if rows is None else np.asarray(x)[rows], cfg)
+        hopkins[m] = compute_hopkins(data, fraction=cfg.hopkins_fraction, seed=cfg.seed)
+        clusters[m] = select_cluster_count(data, k_range, cfg.criterion, cfg.seed, cfg.kmeans_n_init)
+        scores[m] = hopkins[m] / max(abs(clusters[m] - num_classes), cfg.c_min)
+    total = sum(scores.values())
+    weights = {m: q / total for m, q in scores.items()}
+    logger.debug("QoM: hopkins %s, clusters %s (K=%d), weights %s", hopkins, clusters, num_classes, weights)
+    return QoMResult(hopkins=hopkins, clusters=clusters, scores=scores, weights=weights)
+
+
+@torch.no_grad()
+def encode_for_quality(model: torch.nn.Module, data: Mapping[str, np.ndarray], batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Encoder features ``(N, S, F)`` of ``data`` via ``model.encode(batch)``, in eval mode.
+
+    The model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        n = len(next(iter(data.values())))
+        device = next(model.parameters()).device
+        chunks: dict[str, list[np.ndarray]] = {m: [] for m in data}
+        for start in range(0, n, batch_size):
+            batch = {m: torch.as_tensor(np.asarray(x[start : start + batch_size]), dtype=torch.float32, device=device)
+                     for m, x in data.items()}
+            for m, z in model.encode(batch).items():
+                chunks[m].append(z.cpu().numpy())
+    finally:
+        model.train(was_training)
+    return {m: np.concatenate(c) for m, c in chunks.items()}
+
+
+def compute_client_qom(
+    data: Mapping[str, np.ndarray],
+    num_classes: int,
+    cfg: QualityConfig | None = None,
+    model: torch.nn.Module | None = None,
+) -> QoMResult:
+    """QoM of a client's unlabeled data from the representation ``cfg.source`` names.
+
+    Parameters
+    ----------
+    data
+        Modality -> ``(N, *shape)`` input windows.
+    num_classes
+        Number of classes ``K``.
+    cfg
+        Settings; ``source="features"`` needs ``model`` (anything with ``encode(batch)``).
+    model
+        The encoder model for ``source="features"``.
+
+    Raises
+    ------
+    ValueError
+        If ``source="features"`` and no model is given.
+    """
+    cfg = cfg or QualityConfig()
+    if cfg.source == "features":
+        if model is None:
+            raise ValueError("quality.source='features' needs the encoder model; pass model= or use source='raw'")
+        n = len(next(iter(data.values())))
+        if n > cfg.max_samples:  # subsample before encoding: cheaper, same rows as compute_qom would pick
+            rows = np.random.default_rng(cfg.seed).choice(n, size=cfg.max_samples, replace=False)
+            data = {m: np.asarray(x)[rows] for m, x in data.items()}
+        data = encode_for_quality(model, data)
+    return compute_qom(data, num_classes, cfg)
