@@ -141,11 +141,12 @@ def list_source_files(root: Path) -> list[Path]:
     layout = "UTD-MHAD as published: Inertial/a<m>_s<k>_t<n>_inertial.mat and Skeleton/…_skeleton.mat"
     if not root.is_dir():
         raise DatasetNotFoundError(f"dataset folder not found; point dataset.root at {layout}", root)
+    for sub in (INERTIAL_DIR, SKELETON_DIR):
+        if not (root / sub).is_dir():
+            raise DatasetNotFoundError(f"folder {sub}/ is missing; expected {layout}", root / sub)
     files: list[Path] = []
     for sub in (INERTIAL_DIR, SKELETON_DIR):
         folder = root / sub
-        if not folder.is_dir():
-            raise DatasetNotFoundError(f"folder {sub}/ is missing; expected {layout}", folder)
         found = sorted(folder.glob("*.mat"))
         if not found:
             raise DatasetNotFoundError(f"no .mat file in {sub}/; expected {layout}", folder)
