@@ -13,6 +13,7 @@ from fedhar.baselines.config import (
 )
 from fedhar.baselines.cpc import CPCClassifier, CPCLoss, CPCModel, cpc_objective
 from fedhar.baselines.deepsense import DeepSenseModel
+from fedhar.baselines.single_modality import SingleModalityClassifier
 
 __all__ = [
     "AttnSenseConfig",
@@ -26,6 +27,7 @@ __all__ = [
     "CPCModel",
     "DeepSenseConfig",
     "DeepSenseModel",
+    "SingleModalityClassifier",
     "SingleModalityConfig",
     "baseline_config_from_mapping",
     "cmc_objective",
