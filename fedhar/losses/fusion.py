@@ -21,7 +21,8 @@ def fusion_weight_matrix(
 
     Scalars ``w`` (Cosmo's form) give, for each modality ``j``, the weight vector with
     ``w`` on ``j`` and ``(1 - w) / (M - 1)`` on every other modality: points on the
-    segments from the simplex centre's side to each vertex. Duplicate rows are dropped,
+    line from the face opposite vertex ``j`` through the simplex centre (``w = 1/M``)
+    towards vertex ``j``, so every modality leads some views. Duplicate rows are dropped,
     so for ``M = 2`` and symmetric scalars (Cosmo's 0.1 … 0.9) this is exactly
     ``[w, 1 - w]`` for each ``w`` (P = 9), and for ``M = 3`` it gives up to ``3 * len(w)``
     views. Rows of length ``M`` are used as given (each must lie on the simplex).
@@ -36,7 +37,8 @@ def fusion_weight_matrix(
     Returns
     -------
     Tensor
-        ``(P, M)`` float32 weights, each row summing to 1.
+        ``(P, M)`` float64 weights, each row summing to 1 (cast to the projections' dtype
+        when used).
 
     Raises
     ------
@@ -62,10 +64,10 @@ def fusion_weight_matrix(
         if ((w < 0) | (w > 1)).any():
             raise ValueError(f"scalar fusion weights must lie in [0, 1], got {list(fusion_weights)}")
         rest = (1 - w) / (num_modalities - 1)  # (W,)
-        rows = rest[:, None, None].expand(-1, num_modalities, num_modalities).clone()  # (W, j, M)
+        rows = rest[None, :, None].expand(num_modalities, -1, num_modalities).clone()  # (j, W, M)
         idx = torch.arange(num_modalities)
-        rows[:, idx, idx] = w[:, None]
-        rows = rows.reshape(-1, num_modalities)  # (W*M, M), ordered weight-major
+        rows[idx, :, idx] = w[None, :]
+        rows = rows.reshape(-1, num_modalities)  # (M*W, M), modality-major: Cosmo's order for M = 2
     # Drop duplicate rows, keeping first occurrences in order.
     keys = [tuple(r) for r in torch.round(rows, decimals=_DEDUPE_DECIMALS).tolist()]
     keep = [i for i, k in enumerate(keys) if k not in keys[:i]]
@@ -75,7 +77,7 @@ def fusion_weight_matrix(
             f"fusion weights {list(fusion_weights)} give {len(rows)} distinct view(s) for "
             f"{num_modalities} modalities; the loss needs at least 2 positives per sample"
         )
-    return rows.float()
+    return rows
 
 
 def build_fusion_views(projections: Sequence[Tensor], weights: Tensor, normalize: bool = True) -> Tensor:
