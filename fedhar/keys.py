@@ -35,3 +35,7 @@ NUM_FAILURES = "num-failures"
 NUM_AGGREGATED = "num-aggregated"
 WEIGHT_PREFIX = "weight-"  # "weight-<group>-subject-<id>": a client's normalised weight for a group
 QOM_PRIOR_PREFIX = "qom-prior-"  # ConfigRecord: global normalised QoM prior per modality
+SETUP = "setup"  # ConfigRecord: JSON of the resolved static config (dataset, model, stage1, stage2, quality)
+LOCAL_EPOCHS = "local-epochs"  # ConfigRecord: epochs each client trains per round
+SEED = "seed"  # ConfigRecord: the run's seed (clients derive theirs from seed, subject, round)
+STATE_QOM = "qom"  # context.state MetricRecord: the client's QoM scores, computed once

@@ -1,0 +1,196 @@
+"""ClientApp: one Flower node = one subject; Message -> typed settings -> fedhar call -> Message.
+
+Stage 1 (``train.pretrain``): contrastive fusion pretraining of the global encoders and
+heads of the modalities the subject's device has, on its unlabeled pool. A client with a
+single modality cannot form fused views; it trains with the unimodal SimCLR objective on
+augmented windows instead (``fedhar.losses.cosmo_or_unimodal_objective``), so it still
+improves its modality's encoder. Stage 2 (``train.finetune``): iterative fusion
+fine-tuning on its own labeled rows with the global QoM prior. ``evaluate``: accuracy on
+its own rows that it did not train on (its unlabeled pool, whose labels the dataset has).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from clients.settings import ClientSettings, parse_config
+from fedhar import keys
+from fedhar.data.experiment import prepare_experiment
+from fedhar.data.loading import load_dataset
+from fedhar.data.partition import ClientPartition, partition_ids
+from fedhar.errors import ConfigError
+from fedhar.federated import build_finetune_model, build_pretrain_model
+from fedhar.losses import cosmo_or_unimodal_objective
+from fedhar.quality import QualityConfig, compute_client_qom
+from fedhar.train import FinetuneConfig, derive_seed, evaluate, finetune_iterative, phase_of_epoch, pretrain
+
+__all__ = ["app", "load_partition", "resolve_subject"]
+
+logger = logging.getLogger(__name__)
+
+app = ClientApp()
+
+
+@dataclass(frozen=True)
+class _Local:
+    """A client's view of the run: its settings, subject and data."""
+
+    settings: ClientSettings
+    partition: ClientPartition
+    num_classes: int
+
+
+def resolve_subject(context: Context, train_subjects: tuple[int, ...]) -> int:
+    """The subject this node plays.
+
+    Deployment: node-config ``subject-id``. Simulation: ``partition-id`` indexes the
+    protocol's training subjects in ascending order.
+
+    Raises
+    ------
+    ConfigError
+        If neither key is set, or the id is not a training subject / a valid partition.
+    """
+    node_config = context.node_config
+    if keys.SUBJECT_ID in node_config:
+        subject = int(node_config[keys.SUBJECT_ID])  # type: ignore[arg-type]
+        if subject not in train_subjects:
+            raise ConfigError(f"subject {subject} is not a training subject {list(train_subjects)}", keys.SUBJECT_ID)
+        return subject
+    if keys.PARTITION_ID in node_config:
+        mapping = partition_ids(train_subjects)
+        pid = int(node_config[keys.PARTITION_ID])  # type: ignore[arg-type]
+        if pid not in mapping:
+            raise ConfigError(f"partition {pid} out of range: {len(mapping)} training subjects; run with "
+                              f"num-supernodes={len(mapping)}", keys.PARTITION_ID)
+        return mapping[pid]
+    raise ConfigError(f"node config has neither {keys.SUBJECT_ID!r} nor {keys.PARTITION_ID!r}", "node-config")
+
+
+def load_partition(context: Context, settings: ClientSettings) -> _Local:
+    """Load (through the data layer's disk cache) and split the dataset; keep this node's subject.
+
+    In deployment, node-config ``data-path`` overrides the dataset root.
+    """
+    cfg = settings.dataset
+    if keys.DATA_PATH in context.node_config:
+        cfg = replace(cfg, root=Path(str(context.node_config[keys.DATA_PATH])))
+    dataset = load_dataset(cfg)
+    experiment = prepare_experiment(dataset, cfg, settings.label_rate, settings.seed)
+    subject = resolve_subject(context, experiment.protocol.train_subjects)
+    return _Local(settings, experiment.partitions[subject], dataset.info.num_classes)
+
+
+def _setup(msg: Message, context: Context) -> _Local:
+    return load_partition(context, parse_config(msg.content[keys.CONFIG]))
+
+
+def _load_subset(model: torch.nn.Module, arrays: ArrayRecord) -> None:
+    """Load the global arrays this (possibly smaller) model has; every one of its keys must be there."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(arrays))
+    if missing:
+        raise ConfigError(f"global model lacks {missing[:3]}; client and server model configs differ", "model")
+    state = {k: torch.from_numpy(np.array(arrays[k].numpy())) for k in own}
+    model.load_state_dict(state, strict=True)
+
+
+def _qom(local: _Local, context: Context, model: torch.nn.Module | None = None) -> dict[str, float]:
+    """This client's QoM per modality in [0, 1]: computed once, then read from ``context.state``.
+
+    Sent is ``q_j * c_min`` (``q_j = H_j / max(c_j, c_min)``, Cosmo's score): divided by
+    the largest possible score ``1 / c_min``, so it lies in [0, 1] and stays comparable
+    across clients (unlike the per-client normalised weights, which give a single-modality
+    client 1 for any quality).
+    """
+    if keys.STATE_QOM in context.state.metric_records:
+        return {k: float(v) for k, v in context.state.metric_records[keys.STATE_QOM].items()}  # type: ignore[arg-type]
+    cfg = QualityConfig.from_mapping({**local.settings.quality, "seed": local.settings.seed})
+    data = local.partition.unlabeled
+    result = compute_client_qom(dict(data.data), local.num_classes, cfg, model=model)
+    scores = {m: float(np.clip(result.scores[m] * cfg.c_min, 0.0, 1.0)) for m in data.modalities}
+    context.state[keys.STATE_QOM] = MetricRecord(scores)  # type: ignore[arg-type]
+    logger.info("subject %d: QoM %s (Hopkins %s, clusters %s)", local.partition.subject, scores,
+                dict(result.hopkins), dict(result.clusters))
+    return scores
+
+
+def _reply(msg: Message, model: torch.nn.Module, metrics: dict[str, float | int]) -> Message:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    content = RecordDict({keys.ARRAYS: ArrayRecord(state), keys.METRICS: MetricRecord(metrics)})  # type: ignore[arg-type]
+    return Message(content=content, reply_to=msg)
+
+
+def _round_schedule(settings: ClientSettings) -> FinetuneConfig:
+    """Continue the global encoder/classifier alternation across rounds (exact when local epochs % t_iter == 0)."""
+    cfg = settings.finetune
+    if cfg.epochs % cfg.t_iter:
+        logger.warning("stage 2: %d local epochs is not a multiple of t_iter %d; phases restart each round",
+                       cfg.epochs, cfg.t_iter)
+    offset = max(settings.server_round - 1, 0) * cfg.epochs
+    return replace(cfg, first_phase=phase_of_epoch(offset, cfg.t_iter, cfg.first_phase))
+
+
+def _client_seed(settings: ClientSettings, subject: int) -> int:
+    return derive_seed(settings.seed, "client", subject, settings.stage, settings.server_round)
+
+
+@app.train("pretrain")
+def train_pretrain(msg: Message, context: Context) -> Message:
+    """Stage 1: local contrastive fusion (or unimodal) pretraining of the global encoders and heads."""
+    local = _setup(msg, context)
+    part, settings = local.partition, local.settings
+    model = build_pretrain_model(part.unlabeled.info, part.modalities, settings.model)
+    _load_subset(model, msg.content[keys.ARRAYS])
+    seed = _client_seed(settings, part.subject)
+    objective = cosmo_or_unimodal_objective(torch.Generator().manual_seed(seed))
+    history = pretrain(model, objective, part.unlabeled, settings.pretrain, seed=seed, progress=False)
+    metrics: dict[str, float | int] = {
+        keys.NUM_EXAMPLES: part.num_unlabeled,
+        keys.SUBJECT: part.subject,
+        keys.TRAIN_LOSS: float(history.records[-1].loss),
+    }
+    metrics.update({f"{keys.QOM_PREFIX}{m}": q for m, q in _qom(local, context, model).items()})
+    return _reply(msg, model, metrics)
+
+
+@app.train("finetune")
+def train_finetune(msg: Message, context: Context) -> Message:
+    """Stage 2: local iterative fusion fine-tuning on the client's own labeled rows."""
+    local = _setup(msg, context)
+    part, settings = local.partition, local.settings
+    model = build_finetune_model(part.labeled.info, part.modalities, settings.model, settings.qom_prior)
+    _load_subset(model, msg.content[keys.ARRAYS])
+    seed = _client_seed(settings, part.subject)
+    history = finetune_iterative(model, part.labeled, _round_schedule(settings), seed=seed, progress=False)
+    own = evaluate(model, part.unlabeled) if len(part.unlabeled) else None
+    metrics: dict[str, float | int] = {
+        keys.NUM_EXAMPLES: part.num_labeled,
+        keys.SUBJECT: part.subject,
+        keys.TRAIN_LOSS: float(history.records[-1].loss),
+    }
+    if own is not None:
+        metrics[keys.ACCURACY] = float(own.accuracy)
+        metrics[keys.MACRO_F1] = float(own.macro_f1)
+    metrics.update({f"{keys.QOM_PREFIX}{m}": q for m, q in _qom(local, context).items()})
+    return _reply(msg, model, metrics)
+
+
+@app.evaluate()
+def evaluate_own(msg: Message, context: Context) -> Message:
+    """Accuracy of the global fusion classifier on the client's rows it never trained on."""
+    local = _setup(msg, context)
+    part, settings = local.partition, local.settings
+    model = build_finetune_model(part.labeled.info, part.modalities, settings.model, settings.qom_prior)
+    _load_subset(model, msg.content[keys.ARRAYS])
+    result = evaluate(model, part.unlabeled)
+    metrics = MetricRecord({keys.NUM_EXAMPLES: len(part.unlabeled), keys.SUBJECT: part.subject,
+                            keys.ACCURACY: float(result.accuracy), keys.MACRO_F1: float(result.macro_f1)})
+    return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)

@@ -1,0 +1,102 @@
+"""The client's side of the ConfigRecord: parse it into fedhar's frozen dataclasses in one place."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import ConfigRecord
+
+from fedhar import keys
+from fedhar.data.config import DatasetConfig
+from fedhar.errors import ConfigError
+from fedhar.models.config import ModelConfig
+from fedhar.train.config import FinetuneConfig, PretrainConfig
+
+__all__ = ["ClientSettings", "parse_config", "qom_prior_of"]
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Everything a client needs for one round, typed.
+
+    Parameters
+    ----------
+    dataset
+        Which dataset, protocol and modality subsets (the client loads its own partition).
+    label_rate
+        Label rate in percent (decides the client's labeled / unlabeled rows).
+    seed
+        The run's seed; the client derives its own from (seed, subject, round).
+    model
+        Encoder, head and classifier settings (must match the server's model).
+    pretrain
+        Stage-1 loop settings; ``epochs`` is the local epochs of this round.
+    finetune
+        Stage-2 loop settings; ``epochs`` is the local epochs of this round.
+    quality
+        Settings of :func:`fedhar.quality.compute_qom` (plain mapping, passed through).
+    stage
+        ``"pretrain"`` or ``"finetune"`` (or ``""`` for evaluation).
+    server_round
+        The round, from 1.
+    qom_prior
+        Global normalised QoM per modality, for stage 2's attention prior.
+    """
+
+    dataset: DatasetConfig
+    label_rate: float
+    seed: int
+    model: ModelConfig
+    pretrain: PretrainConfig
+    finetune: FinetuneConfig
+    quality: Mapping[str, Any] = field(default_factory=dict)
+    stage: str = ""
+    server_round: int = 0
+    qom_prior: Mapping[str, float] = field(default_factory=dict)
+
+
+def parse_config(config: ConfigRecord) -> ClientSettings:
+    """Turn the server's ConfigRecord into :class:`ClientSettings`.
+
+    The record holds ``setup`` (JSON of the resolved dataset, model, stage1, stage2 and
+    quality groups plus ``label_rate`` and ``seed``), and flat per-round values:
+    ``stage``, ``server-round``, ``local-epochs``, ``qom-prior-<modality>``.
+
+    Raises
+    ------
+    ConfigError
+        If ``setup`` is missing or not valid JSON, or a group has unknown keys.
+    """
+    if keys.SETUP not in config:
+        raise ConfigError(f"the ConfigRecord lacks {keys.SETUP!r}; is the ServerApp from the same fedhar version?",
+                          keys.SETUP)
+    try:
+        setup = json.loads(str(config[keys.SETUP]))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{keys.SETUP!r} is not valid JSON: {err}", keys.SETUP) from err
+    local_epochs = config.get(keys.LOCAL_EPOCHS)
+    pretrain = PretrainConfig.from_mapping({**setup.get("stage1", {}), "progress": False})
+    finetune = FinetuneConfig.from_mapping({**setup.get("stage2", {}), "progress": False})
+    if local_epochs is not None:
+        pretrain, finetune = pretrain.with_epochs(int(local_epochs)), finetune.with_epochs(int(local_epochs))
+    return ClientSettings(
+        dataset=DatasetConfig.from_mapping(setup["dataset"]),
+        label_rate=float(setup["label_rate"]),
+        seed=int(config.get(keys.SEED, setup.get("seed", 0))),  # type: ignore[arg-type]
+        model=ModelConfig.from_mapping(setup.get("model", {})),
+        pretrain=pretrain,
+        finetune=finetune,
+        quality=dict(setup.get("quality", {})),
+        stage=str(config.get(keys.STAGE, "")),
+        server_round=int(config.get(keys.SERVER_ROUND, 0)),  # type: ignore[arg-type]
+        qom_prior=qom_prior_of(config),
+    )
+
+
+def qom_prior_of(config: Mapping[str, Any]) -> dict[str, float]:
+    """The ``qom-prior-<modality>`` entries of a record, as modality -> float."""
+    prefix = keys.QOM_PRIOR_PREFIX
+    return {k[len(prefix):]: float(v) for k, v in config.items() if k.startswith(prefix)}

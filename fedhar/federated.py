@@ -1,0 +1,91 @@
+"""Framework-free helpers the ServerApp and the ClientApp share: model builders and the QoM prior.
+
+Both sides must build byte-identical state-dict layouts, so they build models here. The
+stage-1 model of a client holds only its modalities; the stage-2 model holds the
+client's encoders and the global fusion classifier over every modality of the dataset
+(a missing modality contributes zeros to its concat slot).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from torch import nn
+
+from fedhar.data.dataset import DatasetInfo, HARDataset
+from fedhar.models import ContrastiveFusionModel, FusionClassifierModel, ModelConfig
+from fedhar.models.attention import build_fusion_classifier
+from fedhar.train.batches import to_tensors
+from fedhar.train.evaluate import eval_mode
+
+__all__ = ["build_finetune_model", "build_pretrain_model", "normalise_prior", "probe_accuracy"]
+
+_PROBE_BATCH = 256
+_PROBE_MAX_ITER = 500
+
+
+def build_pretrain_model(info: DatasetInfo, modalities: Sequence[str], cfg: ModelConfig) -> ContrastiveFusionModel:
+    """Stage-1 encoders and heads of ``modalities`` (all of the dataset's for the global model)."""
+    return ContrastiveFusionModel([info.modality(m) for m in modalities], cfg)
+
+
+def build_finetune_model(
+    info: DatasetInfo,
+    modalities: Sequence[str],
+    cfg: ModelConfig,
+    qom_prior: Mapping[str, float] | None = None,
+    seed: int | None = None,
+) -> FusionClassifierModel:
+    """Stage-2 model: encoders of ``modalities``, classifier over every modality of ``info``.
+
+    Parameters
+    ----------
+    info
+        Dataset metadata (modality specs, number of classes).
+    modalities
+        The modalities this holder encodes.
+    cfg
+        Model settings.
+    qom_prior
+        Modality -> weight over all of ``info``'s modalities (uniform if ``None``); missing
+        modalities get a tiny weight so that the prior stays valid.
+    seed
+        Seeds the random initialisation (the server's initial classifier).
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    full = build_pretrain_model(info, info.modality_names, cfg)
+    prior = None if not qom_prior else normalise_prior({m: qom_prior.get(m, 0.0) for m in info.modality_names})
+    classifier = build_fusion_classifier(full.feature_shapes, info.num_classes, cfg.classifier, prior)
+    encoders = nn.ModuleDict({m: full.encoders[m] for m in modalities})
+    return FusionClassifierModel(encoders, classifier)
+
+
+def normalise_prior(scores: Mapping[str, float], floor: float = 1e-3) -> dict[str, float]:
+    """Scores -> weights summing to 1 (each at least ``floor`` before normalising; uniform if all 0)."""
+    clipped = {m: max(float(s), floor) for m, s in scores.items()}
+    total = sum(clipped.values())
+    return {m: v / total for m, v in clipped.items()}
+
+
+def probe_accuracy(model: ContrastiveFusionModel, data: HARDataset, seed: int, folds: int = 5) -> float:
+    """Linear-probe accuracy of frozen stage-1 features on ``data`` (stratified k-fold CV).
+
+    A cheap convergence signal for stage 1, computed on the held-out test subjects only:
+    the concatenated L2-normalised projections of every modality, a logistic regression,
+    ``min(folds, smallest class count)`` folds (at least 2).
+    """
+    tensors = to_tensors(data, model.modalities)
+    with eval_mode(model), torch.no_grad():
+        parts = [model({m: tensors.inputs[m][i:i + _PROBE_BATCH] for m in model.modalities})
+                 for i in range(0, len(data), _PROBE_BATCH)]
+    features = np.concatenate([torch.cat(list(p.values()), dim=1).numpy() for p in parts])
+    labels = np.asarray(data.labels)
+    smallest = int(np.bincount(labels)[np.unique(labels)].min())
+    cv = StratifiedKFold(n_splits=max(2, min(folds, smallest)), shuffle=True, random_state=seed)
+    probe = LogisticRegression(max_iter=_PROBE_MAX_ITER)
+    return float(np.mean(cross_val_score(probe, features, labels, cv=cv)))

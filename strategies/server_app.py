@@ -1,0 +1,156 @@
+"""ServerApp: compose the Hydra config, run stage 1 with QoMFedAvg, then stage 2, write results.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from fedhar import keys
+from fedhar.data.config import DatasetConfig
+from fedhar.data.experiment import prepare_experiment
+from fedhar.data.loading import load_dataset
+from fedhar.federated import build_pretrain_model, normalise_prior, probe_accuracy
+from fedhar.models import ModelConfig
+from fedhar.train import derive_seed, seed_everything
+from fedhar.train.checkpoint import atomic_write_text
+from strategies.qom_fedavg import QoMFedAvg
+from strategies.stage2 import run_stage2
+
+__all__ = ["app", "compose_config", "main"]
+
+logger = logging.getLogger(__name__)
+
+RESULTS_MARKER = "fedhar-results: "
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+# Groups this app needs; appended ("+group=...") while configs/config.yaml does not list them.
+_APP_GROUPS = {"strategy": "qom-fedavg", "federation": "default"}
+_OPTIONAL_GROUPS = ("model", "stage1", "stage2", "quality")
+
+app = ServerApp()
+
+
+def compose_config(overrides: str) -> DictConfig:
+    """Compose configs/config.yaml with space-separated Hydra ``overrides`` (run-config ``hydra-overrides``)."""
+    items = overrides.split()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        base = compose("config")
+        for group, default in _APP_GROUPS.items():
+            if group in base:
+                continue
+            chosen = [i for i in items if i.split("=")[0] == group]
+            items = [f"+{i}" if i in chosen else i for i in items]
+            if not chosen and not any(i.split("=")[0] == f"+{group}" for i in items):
+                items.insert(0, f"+{group}={default}")
+        cfg = compose("config", overrides=items)
+    return cfg
+
+
+def _group(cfg: DictConfig, name: str) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg[name], resolve=True) if name in cfg and cfg[name] is not None else {}  # type: ignore[return-value]
+
+
+def _setup_record(cfg: DictConfig) -> dict[str, Any]:
+    """The static part of every client's config (JSON in the ConfigRecord ``setup``)."""
+    dataset = _group(cfg, "dataset")
+    dataset.setdefault("cache_dir", str(Path(cfg.paths.cache_dir).expanduser()))
+    return {"dataset": dataset, "label_rate": float(cfg.label_rate), "seed": int(cfg.seed),
+            **{g: _group(cfg, g) for g in _OPTIONAL_GROUPS}}
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run both stages and write ``<paths.output_dir>/<run_id>/results.json``."""
+    started = time.perf_counter()
+    cfg = compose_config(str(context.run_config.get(keys.HYDRA_OVERRIDES, "")))
+    run_dir = Path(cfg.paths.output_dir).expanduser().resolve() / str(context.run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed = int(cfg.seed)
+    seed_everything(seed)
+    setup = _setup_record(cfg)
+    dataset_cfg = DatasetConfig.from_mapping(setup["dataset"])
+    experiment = prepare_experiment(load_dataset(dataset_cfg), dataset_cfg, float(cfg.label_rate), seed)
+    model_cfg = ModelConfig.from_mapping(setup["model"])
+    fed = cfg.federation
+    num_nodes = int(fed.min_nodes or len(experiment.partitions))
+    logger.info("run %s: %d training subjects %s, test subjects %s, output %s", context.run_id,
+                len(experiment.partitions), list(experiment.partitions), list(experiment.protocol.test_subjects), run_dir)
+
+    # ---- stage 1: federated contrastive fusion pretraining
+    torch.manual_seed(derive_seed(seed, "init", "stage1"))
+    info = experiment.info
+    global_model = build_pretrain_model(info, info.modality_names, model_cfg)
+    strategy = QoMFedAvg(stage="pretrain", weighting=cfg.strategy.weighting, max_examples=cfg.strategy.max_examples,
+                         fraction_train=float(fed.fraction_train), fraction_evaluate=0.0,
+                         min_train_nodes=num_nodes, min_available_nodes=num_nodes)
+    round_times: list[float] = []
+
+    def stage1_eval(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        round_times.append(time.perf_counter())
+        global_model.load_state_dict(arrays.to_torch_state_dict())
+        if server_round > 0:
+            torch.save(global_model.state_dict(), _tmp := run_dir / ".stage1.pt.tmp")
+            _tmp.replace(run_dir / f"stage1-round{server_round:03d}.pt")
+        if server_round % int(fed.eval_every) and server_round != int(fed.stage1_rounds):
+            return None
+        acc = probe_accuracy(global_model, experiment.test, seed)
+        logger.info("stage 1 round %d: linear probe accuracy on test subjects %.3f", server_round, acc)
+        return MetricRecord({"probe-accuracy": acc})
+
+    config = ConfigRecord({keys.SETUP: json.dumps(setup), keys.SEED: seed,
+                           keys.LOCAL_EPOCHS: int(fed.stage1_local_epochs)})
+    result1 = strategy.start(grid=grid, initial_arrays=ArrayRecord(global_model.state_dict()),
+                             num_rounds=int(fed.stage1_rounds), timeout=float(fed.round_timeout_s),
+                             train_config=config, evaluate_fn=stage1_eval)
+    stage1 = _stage_summary(result1, strategy, round_times, num_nodes)
+    prior = _qom_prior(result1.train_metrics_clientapp, info.modality_names)
+    logger.info("global QoM prior for stage 2: %s", prior)
+
+    # ---- stage 2: federated / local / centralised fine-tuning
+    stage2 = run_stage2(grid=grid, cfg=cfg, setup=setup, experiment=experiment, model_cfg=model_cfg,
+                        encoders=result1.arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir)
+    results = {
+        "run_id": context.run_id, "config": OmegaConf.to_container(cfg, resolve=True),
+        "train_subjects": list(experiment.partitions), "test_subjects": list(experiment.protocol.test_subjects),
+        "stage1": stage1, "qom_prior": prior, "stage2": stage2,
+        "final": stage2["final"], "wall_time_s": time.perf_counter() - started,
+    }
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2, default=float))
+    logger.info("results: %s", run_dir / "results.json")
+    # The summary, and the marker line simulations/run_federated.py looks for.
+    print(f"fedhar run {context.run_id}: stage 2 {cfg.federation.stage2_mode}, accuracy "  # noqa: T201
+          f"{stage2['final']['accuracy']:.3f}, macro-F1 {stage2['final']['macro_f1']:.3f}, "
+          f"{results['wall_time_s']:.0f} s\n{RESULTS_MARKER}{run_dir / 'results.json'}", flush=True)
+
+
+def _stage_summary(result: Any, strategy: QoMFedAvg, times: list[float], num_nodes: int) -> dict[str, Any]:
+    """Per-round client metrics, central metrics, wall time per round and bytes per client per round."""
+    rounds = len(result.train_metrics_clientapp) or 1
+    return {
+        "rounds": {int(r): dict(m) for r, m in result.train_metrics_clientapp.items()},
+        "central": {int(r): dict(m) for r, m in result.evaluate_metrics_serverapp.items()},
+        "round_wall_s": [b - a for a, b in zip(times, times[1:], strict=False)],
+        "bytes_down_per_client_round": strategy.bytes_sent / max(1, rounds * num_nodes),
+        "bytes_up_per_client_round": strategy.bytes_received / max(1, rounds * num_nodes),
+    }
+
+
+def _qom_prior(rounds: dict[int, MetricRecord], modalities: tuple[str, ...]) -> dict[str, float]:
+    """Normalised, example-weighted mean QoM per modality from the last round that reported it."""
+    for server_round in sorted(rounds, reverse=True):
+        record = rounds[server_round]
+        scores = {m: float(record[f"{keys.QOM_PREFIX}{m}"]) for m in modalities  # type: ignore[arg-type]
+                  if f"{keys.QOM_PREFIX}{m}" in record}
+        if scores:
+            return normalise_prior({m: scores.get(m, 0.0) for m in modalities})
+    logger.warning("no QoM was reported in stage 1; stage 2 uses a uniform prior")
+    return {m: 1.0 / len(modalities) for m in modalities}
+

@@ -1,0 +1,137 @@
+"""Stage 2 on the server side: federated, local or centralised iterative fusion fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp import Grid
+from omegaconf import DictConfig
+
+from fedhar import keys
+from fedhar.data.experiment import ExperimentData
+from fedhar.federated import build_finetune_model
+from fedhar.models import ModelConfig
+from fedhar.train import FinetuneConfig, derive_seed, evaluate, finetune_iterative
+from strategies.qom_fedavg import QoMFedAvg, parse_reply
+
+__all__ = ["STAGE2_MODES", "run_stage2"]
+
+logger = logging.getLogger(__name__)
+
+STAGE2_MODES = ("federated", "local", "centralized")
+
+
+def run_stage2(
+    grid: Grid,
+    cfg: DictConfig,
+    setup: dict[str, Any],
+    experiment: ExperimentData,
+    model_cfg: ModelConfig,
+    encoders: ArrayRecord,
+    prior: dict[str, float],
+    num_nodes: int,
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Fine-tune from the stage-1 encoders in ``cfg.federation.stage2_mode``; test on the held-out subjects.
+
+    Returns
+    -------
+    dict
+        Mode-specific details and ``final`` = ``{"accuracy", "macro_f1"}`` on the test subjects.
+
+    Raises
+    ------
+    ValueError
+        If the mode is unknown.
+    """
+    fed, seed, info = cfg.federation, int(cfg.seed), experiment.info
+    mode = str(fed.stage2_mode)
+    if mode not in STAGE2_MODES:
+        raise ValueError(f"federation.stage2_mode must be one of {STAGE2_MODES}, got {mode!r}")
+    model = build_finetune_model(info, info.modality_names, model_cfg, prior, seed=derive_seed(seed, "init", "stage2"))
+    state = model.state_dict()
+    stage1 = encoders.to_torch_state_dict()
+    state.update({k: v for k, v in stage1.items() if k.startswith(keys.ENCODER_PREFIX)})
+    model.load_state_dict(state)
+    budget = int(fed.stage2_rounds) * int(fed.stage2_local_epochs)
+    config = ConfigRecord({keys.SETUP: json.dumps(setup), keys.SEED: seed,
+                           **{f"{keys.QOM_PRIOR_PREFIX}{m}": float(w) for m, w in prior.items()}})
+
+    if mode == "centralized":
+        labeled = experiment.labeled
+        ft_cfg = FinetuneConfig.from_mapping({**setup.get("stage2", {}), "progress": False}).with_epochs(budget)
+        finetune_iterative(model, labeled, ft_cfg, seed=derive_seed(seed, "stage2", "centralized"), progress=False)
+        torch.save(model.state_dict(), run_dir / "stage2-final.pt")
+        return {"mode": mode, "epochs": budget, "num_labeled": len(labeled), "final": _test(model, experiment)}
+
+    if mode == "local":
+        config[keys.LOCAL_EPOCHS] = budget
+        strategy = QoMFedAvg(stage="finetune", min_train_nodes=num_nodes, min_available_nodes=num_nodes)
+        replies = grid.send_and_receive(strategy.configure_train(1, ArrayRecord(model.state_dict()), config, grid),
+                                        timeout=float(fed.round_timeout_s))
+        clients: dict[str, dict[str, float]] = {}
+        for msg in replies:
+            update, reason = (None, msg.error.reason) if msg.has_error() else parse_reply(msg)
+            if update is None:
+                logger.warning("stage 2 local: node %d failed: %s", msg.metadata.src_node_id, reason)
+                continue
+            own = build_finetune_model(info, update.modalities, model_cfg, prior)
+            own.load_state_dict({k: torch.from_numpy(v) for k, v in update.arrays.items()
+                                 if k in own.state_dict()}, strict=True)
+            metrics = msg.content[keys.METRICS]
+            clients[update.client_id] = {**_test(own, experiment, update.modalities),
+                                         "own_accuracy": float(metrics.get(keys.ACCURACY, float("nan")))}  # type: ignore[arg-type]
+        if not clients:
+            raise RuntimeError("stage 2 local: no client replied; see the log for each node's error")
+        mean = {k: sum(c[k] for c in clients.values()) / len(clients) for k in ("accuracy", "macro_f1", "own_accuracy")}
+        return {"mode": mode, "epochs": budget, "clients": clients, "mean": mean,
+                "final": {"accuracy": mean["accuracy"], "macro_f1": mean["macro_f1"]}}
+
+    config[keys.LOCAL_EPOCHS] = int(fed.stage2_local_epochs)
+    strategy = QoMFedAvg(stage="finetune", weighting=cfg.strategy.weighting, max_examples=cfg.strategy.max_examples,
+                         fraction_train=float(fed.fraction_train),
+                         fraction_evaluate=1.0 if fed.client_eval else 0.0,
+                         min_train_nodes=num_nodes, min_evaluate_nodes=num_nodes, min_available_nodes=num_nodes)
+    rounds = int(fed.stage2_rounds)
+    times: list[float] = []
+
+    def central(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        times.append(time.perf_counter())
+        model.load_state_dict(arrays.to_torch_state_dict())
+        if server_round > 0:
+            torch.save(model.state_dict(), tmp := run_dir / ".stage2.pt.tmp")
+            tmp.replace(run_dir / f"stage2-round{server_round:03d}.pt")
+        if server_round % int(fed.eval_every) and server_round != rounds:
+            return None
+        result = _test(model, experiment)
+        logger.info("stage 2 round %d: test accuracy %.3f, macro-F1 %.3f", server_round, result["accuracy"],
+                    result["macro_f1"])
+        return MetricRecord({keys.ACCURACY: result["accuracy"], keys.MACRO_F1: result["macro_f1"]})
+
+    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=rounds,
+                            timeout=float(fed.round_timeout_s), train_config=config, evaluate_config=config,
+                            evaluate_fn=central)
+    final = result.evaluate_metrics_serverapp[rounds]
+    return {
+        "mode": mode,
+        "rounds": {int(r): dict(m) for r, m in result.train_metrics_clientapp.items()},
+        "client_eval": {int(r): dict(m) for r, m in result.evaluate_metrics_clientapp.items()},
+        "central": {int(r): dict(m) for r, m in result.evaluate_metrics_serverapp.items()},
+        "round_wall_s": [b - a for a, b in zip(times, times[1:], strict=False)],
+        "bytes_down_per_client_round": strategy.bytes_sent / max(1, rounds * num_nodes),
+        "bytes_up_per_client_round": strategy.bytes_received / max(1, rounds * num_nodes),
+        "final": {"accuracy": float(final[keys.ACCURACY]), "macro_f1": float(final[keys.MACRO_F1])},  # type: ignore[arg-type]
+    }
+
+
+def _test(model: torch.nn.Module, experiment: ExperimentData, modalities: tuple[str, ...] | None = None) -> dict[str, float]:
+    """Accuracy and macro-F1 on the held-out test subjects (only ``modalities`` fed, if given)."""
+    test = experiment.test if modalities is None else experiment.test.with_modalities(modalities)
+    result = evaluate(model, test)
+    return {"accuracy": float(result.accuracy), "macro_f1": float(result.macro_f1)}
