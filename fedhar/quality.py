@@ -221,6 +221,8 @@ def prepare_quality_inputs(x: np.ndarray, cfg: QualityConfig) -> np.ndarray:
     if cfg.standardize:
         std = flat.std(axis=0)
         flat = (flat - flat.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    if not np.ptp(flat, axis=0).any():  # every row identical: nothing to project
+        return flat
     if cfg.pca_dim is not None and flat.shape[1] > cfg.pca_dim and len(flat) > cfg.pca_dim:
         flat = PCA(n_components=cfg.pca_dim, svd_solver="randomized", random_state=cfg.seed).fit_transform(flat)
     return flat
@@ -233,7 +235,9 @@ def compute_qom(
 
     ``q_j = H_j / max(|k*_j - K|, c_min)`` with ``H_j`` the Hopkins statistic and
     ``k*_j`` the best KMeans cluster count of modality ``j`` (searched in
-    ``[k_min, ceil(k_max_factor * K)]``), then ``beta_QoM_j = q_j / sum_i q_i``.
+    ``[k_min, ceil(k_max_factor * K)]``), then ``beta_QoM_j = q_j / sum_i q_i``. A
+    modality whose samples are all identical (a dead sensor) gets ``H = 0.5`` and
+    ``k* = 1``: a low but non-zero weight, with a warning.
 
     Parameters
     ----------
@@ -271,8 +275,12 @@ def compute_qom(
     hopkins, clusters, scores = {}, {}, {}
     for m, x in features.items():
         data = prepare_quality_inputs(x if rows is None else np.asarray(x)[rows], cfg)
-        hopkins[m] = compute_hopkins(data, fraction=cfg.hopkins_fraction, seed=cfg.seed)
-        clusters[m] = select_cluster_count(data, k_range, cfg.criterion, cfg.seed, cfg.kmeans_n_init)
+        if not np.ptp(data, axis=0).any():
+            logger.warning("modality %r has no spread (a dead or zero-filled sensor): H = 0.5, one cluster", m)
+            hopkins[m], clusters[m] = 0.5, 1
+        else:
+            hopkins[m] = compute_hopkins(data, fraction=cfg.hopkins_fraction, seed=cfg.seed)
+            clusters[m] = select_cluster_count(data, k_range, cfg.criterion, cfg.seed, cfg.kmeans_n_init)
         scores[m] = hopkins[m] / max(abs(clusters[m] - num_classes), cfg.c_min)
     total = sum(scores.values())
     weights = {m: q / total for m, q in scores.items()}

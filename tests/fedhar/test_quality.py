@@ -88,6 +88,13 @@ class TestComputeQoM:
         cfg = QualityConfig(max_samples=200)
         assert compute_qom(data, 3, cfg) == compute_qom(data, 3, cfg)
 
+    def test_qom__dead_sensor_gets_low_weight(self, caplog: pytest.LogCaptureFixture) -> None:
+        x, _ = _blobs(80, 4, dim=12, seed=6)
+        result = compute_qom({"dead": np.zeros((80, 4, 3)), "ok": x.reshape(80, 4, 3)}, num_classes=4)
+        assert result.clusters["dead"] == 1 and result.hopkins["dead"] == 0.5
+        assert 0 < result.weights["dead"] < result.weights["ok"]
+        assert "no spread" in caplog.text
+
     def test_metrics__qom_prefixed_keys(self) -> None:
         result = compute_qom({"a": _blobs(60, 3)[0], "b": _blobs(60, 2, seed=1)[0]}, num_classes=3)
         assert set(result.metrics()) == {f"{keys.QOM_PREFIX}a", f"{keys.QOM_PREFIX}b"}
