@@ -1,0 +1,126 @@
+"""Launch `flwr run --stream`, echo its log, and exit non-zero if the run failed or wrote no results.
+
+`flwr run` exits 0 even when the ServerApp crashed. This wrapper checks, in order: the
+exit code of `flwr run`, the run's status in `flwr ls --format json` (``finished:failed``
+or anything but ``finished:completed`` fails), and the results file the ServerApp
+announces with the line ``fedhar-results: <path>`` (it must exist and parse as JSON).
+
+Usage::
+
+    python -m simulations.run_federated --run-config 'hydra-overrides="dataset=synthetic"' \\
+        --federation-config "num-supernodes=5 client-resources-num-cpus=1"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RunOutcome", "check_run", "main", "run"]
+
+logger = logging.getLogger(__name__)
+
+RESULTS_MARKER = "fedhar-results: "  # printed by strategies.server_app
+_RUN_ID = re.compile(r"Successfully started run (\d+)")
+_COMPLETED = "finished:completed"
+EXIT_FAILED = 1
+EXIT_NO_RESULTS = 2
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a finished `flwr run` left: its run id, its status in `flwr ls`, the announced results file."""
+
+    run_id: int | None
+    status: str | None
+    results: Path | None
+
+
+def run(app: str, run_config: Sequence[str], federation_config: Sequence[str], env: dict[str, str],
+        timeout: float | None) -> tuple[int, list[str]]:
+    """Run `flwr run <app> --stream ...`, echo every line, return ``(exit code, lines)``."""
+    cmd = ["flwr", "run", app, "--stream"]
+    for item in run_config:
+        cmd += ["--run-config", item]
+    for item in federation_config:
+        cmd += ["--federation-config", item]
+    logger.info("running: %s", " ".join(cmd))
+    lines: list[str] = []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
+        try:
+            for line in proc.stdout or ():
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                lines.append(line.rstrip("\n"))
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = -9
+    return code, lines
+
+
+def run_status(run_id: int, env: dict[str, str]) -> str | None:
+    """Status of ``run_id`` from `flwr ls --format json`, or ``None`` if it cannot be read."""
+    out = subprocess.run(["flwr", "ls", "--format", "json"], capture_output=True, text=True, env=env, check=False)
+    try:
+        payload = json.loads(out.stdout)
+    except json.JSONDecodeError:
+        logger.warning("flwr ls did not return JSON: %s", out.stdout[-500:] + out.stderr[-500:])
+        return None
+    for entry in payload.get("runs", []):
+        if str(entry.get("run-id")) == str(run_id):
+            return str(entry.get("status"))
+    return None
+
+
+def check_run(lines: Sequence[str], status_of: Callable[[int], str | None] | None = None) -> RunOutcome:
+    """Find the run id and the announced results path in the streamed ``lines``."""
+    run_id = next((int(m.group(1)) for line in lines if (m := _RUN_ID.search(line))), None)
+    results = next((Path(line.split(RESULTS_MARKER, 1)[1].strip()) for line in lines if RESULTS_MARKER in line), None)
+    status = status_of(run_id) if status_of is not None and run_id is not None else None
+    return RunOutcome(run_id, status, results)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("app", nargs="?", default=".", help="Flower app folder (default: .)")
+    parser.add_argument("--run-config", "-c", action="append", default=[], help="passed to flwr run (repeatable)")
+    parser.add_argument("--federation-config", action="append", default=[], help="passed to flwr run (repeatable)")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds before the run is killed")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    env = dict(os.environ)
+    env.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+    code, lines = run(args.app, args.run_config, args.federation_config, env, args.timeout)
+    outcome = check_run(lines, lambda rid: run_status(rid, env))
+    logger.info("flwr run exit %d, run %s, status %s, results %s", code, outcome.run_id, outcome.status,
+                outcome.results)
+    if code != 0 or outcome.run_id is None:
+        logger.error("flwr run failed (exit %d) or started no run", code)
+        return EXIT_FAILED
+    if outcome.status is not None and outcome.status != _COMPLETED:
+        logger.error("run %d ended with status %s", outcome.run_id, outcome.status)
+        return EXIT_FAILED
+    if outcome.results is None or not outcome.results.is_file():
+        logger.error("run %d wrote no results file (announced: %s)", outcome.run_id, outcome.results)
+        return EXIT_NO_RESULTS
+    try:
+        json.loads(outcome.results.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        logger.error("results file %s is unreadable: %s", outcome.results, err)
+        return EXIT_NO_RESULTS
+    logger.info("run %d completed; results in %s", outcome.run_id, outcome.results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

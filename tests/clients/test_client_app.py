@@ -1,0 +1,131 @@
+"""ClientApp handlers called directly with Message objects, on a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from clients.client_app import app
+from fedhar import keys
+from fedhar.aggregation import ClientUpdate, validate_update
+from fedhar.data.dataset import DatasetInfo
+from fedhar.errors import ConfigError
+from fedhar.federated import build_finetune_model, build_pretrain_model
+from fedhar.models import ModelConfig
+from strategies.qom_fedavg import parse_reply
+from strategies.server_app import _setup_record, compose_config
+
+# Three subjects, subject 3 held out: partitions 0 and 1 are subjects 1 and 2.
+BASE = ("dataset=synthetic dataset.preprocess.num_subjects=3 dataset.protocols.default.test_subjects=[3] "
+        "dataset.preprocess.samples_per_subject_class=6 label_rate=50 model=compact budget=tiny")
+
+
+@pytest.fixture(autouse=True)
+def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages can only be built inside a run: pretend to be task 1 of run 1 on node 0."""
+    for name in ("_task_id", "_run_id", "_node_id"):
+        monkeypatch.setattr(TaskIdentity, name, 1 if name != "_node_id" else 0)
+
+
+@pytest.fixture
+def setup_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], dict]:
+    """The ``setup`` JSON the ServerApp sends, for extra Hydra overrides."""
+    monkeypatch.setenv("FEDHAR_CACHE_DIR", str(tmp_path / "cache"))
+
+    def _setup(extra: str = "") -> dict:
+        return _setup_record(compose_config(f"{BASE} {extra}"))
+
+    return _setup
+
+
+def _info(setup: dict) -> DatasetInfo:
+    from fedhar.data.config import DatasetConfig
+    from fedhar.data.loading import load_dataset
+
+    return load_dataset(DatasetConfig.from_mapping(setup["dataset"])).info
+
+
+def _message(kind: str, setup: dict, arrays: ArrayRecord, **extra: object) -> Message:
+    config = ConfigRecord({keys.SETUP: json.dumps(setup), keys.SEED: 0, keys.LOCAL_EPOCHS: 1,
+                           keys.SERVER_ROUND: 1, **extra})  # type: ignore[arg-type]
+    stage = kind.split(".")[1] if "." in kind else ""
+    if stage:
+        config[keys.STAGE] = stage
+    content = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: config})
+    return Message(content=content, dst_node_id=7, message_type=kind)
+
+
+def _context(**node_config: object) -> Context:
+    return Context(run_id=1, node_id=7, node_config=dict(node_config), state=RecordDict(), run_config={})  # type: ignore[arg-type]
+
+
+def _global_pretrain(setup: dict) -> tuple[dict[str, np.ndarray], ArrayRecord]:
+    info = _info(setup)
+    torch.manual_seed(0)
+    model = build_pretrain_model(info, info.modality_names, ModelConfig.from_mapping(setup["model"]))
+    arrays = ArrayRecord(model.state_dict())
+    return {k: v.numpy() for k, v in arrays.items()}, arrays
+
+
+class TestPretrainHandler:
+    def test_pretrain__replies_a_valid_update_and_caches_qom(self, setup_for: Callable) -> None:
+        # Prepare
+        setup = setup_for()
+        reference, arrays = _global_pretrain(setup)
+        context = _context(**{keys.PARTITION_ID: 1, keys.NUM_PARTITIONS: 2})
+        # Execute
+        reply = app(_message("train.pretrain", setup, arrays), context)
+        # Assert
+        update, reason = parse_reply(reply)
+        assert reason is None and update is not None
+        assert update.client_id == "subject-2" and set(update.modalities) == {"imu", "noise"}
+        assert validate_update(update, reference) is None
+        assert keys.STATE_QOM in context.state.metric_records
+        assert np.isfinite(update.train_loss)
+
+    def test_pretrain__single_modality_client_uses_unimodal_fallback(self, setup_for: Callable) -> None:
+        setup = setup_for("+dataset.modality_subsets={1:[imu]}")
+        reference, arrays = _global_pretrain(setup)
+        reply = app(_message("train.pretrain", setup, arrays), _context(**{keys.SUBJECT_ID: 1}))
+        update, reason = parse_reply(reply)
+        assert reason is None and update is not None
+        assert update.modalities == ("imu",) and update.qom["imu"] <= 1.0
+        assert not any(k.startswith(("encoders.noise", "heads.noise")) for k in update.arrays)
+        assert validate_update(update, reference) is None
+
+    @pytest.mark.parametrize("node_config", [{keys.PARTITION_ID: 5}, {keys.SUBJECT_ID: 3}, {}],
+                             ids=["partition out of range", "test subject", "no id"])
+    def test_pretrain__bad_node_config_raises(self, setup_for: Callable, node_config: dict) -> None:
+        setup = setup_for()
+        _, arrays = _global_pretrain(setup)
+        with pytest.raises(ConfigError):
+            app(_message("train.pretrain", setup, arrays), _context(**node_config))
+
+
+class TestFinetuneAndEvaluateHandlers:
+    def test_finetune_then_evaluate__reply_classifier_and_metrics(self, setup_for: Callable) -> None:
+        setup = setup_for()
+        info = _info(setup)
+        model = build_finetune_model(info, info.modality_names, ModelConfig.from_mapping(setup["model"]),
+                                     {"imu": 0.7, "noise": 0.3}, seed=0)
+        arrays = ArrayRecord(model.state_dict())
+        reference = {k: v.numpy() for k, v in arrays.items()}
+        prior = {f"{keys.QOM_PRIOR_PREFIX}imu": 0.7, f"{keys.QOM_PRIOR_PREFIX}noise": 0.3}
+        context = _context(**{keys.PARTITION_ID: 0})
+        reply = app(_message("train.finetune", setup, arrays, **prior), context)
+        update, reason = parse_reply(reply)
+        assert reason is None and update is not None
+        assert any(k.startswith("classifier.") for k in update.arrays)
+        assert validate_update(update, reference) is None
+        metrics = reply.content[keys.METRICS]
+        assert 0.0 <= metrics[keys.ACCURACY] <= 1.0
+        evaluated = app(_message("evaluate", setup, arrays, **prior), context)
+        record = evaluated.content[keys.METRICS]
+        assert record[keys.NUM_EXAMPLES] > 0 and 0.0 <= record[keys.MACRO_F1] <= 1.0
