@@ -1,0 +1,107 @@
+"""Tests of fedhar.pipeline.run_method on small synthetic data."""
+
+from __future__ import annotations
+
+import json
+import numpy as np
+import pytest
+
+from fedhar.data.config import DatasetConfig
+from fedhar.data.experiment import ExperimentData, prepare_experiment
+from fedhar.data.synthetic import make_synthetic
+from fedhar.errors import ConfigError
+from fedhar.models.config import ModelConfig
+from fedhar.pipeline import MethodConfig, run_method
+from fedhar.quality import QualityConfig
+from fedhar.train.config import FinetuneConfig, PretrainConfig
+
+NUM_CLASSES = 4
+TINY1 = PretrainConfig(epochs=1, batch_size=16, progress=False)
+TINY2 = FinetuneConfig(epochs=2, batch_size=8, t_iter=1, eval_every=1, progress=False)
+
+
+def _experiment(modalities: dict[str, tuple[list[int], float]], label_rate: float = 25) -> ExperimentData:
+    cfg = DatasetConfig(name="synthetic", protocol="default", protocols={"default": {"test_subjects": [4]}},
+                        label_scheme="fraction", preprocess={
+        "num_subjects": 4, "num_classes": NUM_CLASSES, "samples_per_subject_class": 10,
+        "modalities": {m: {"shape": shape, "informativeness": info} for m, (shape, info) in modalities.items()},
+        "subject_shift": 0.1, "noise_std": 0.5, "seed": 0})
+    return prepare_experiment(make_synthetic(cfg), cfg, label_rate, seed=0)
+
+
+@pytest.fixture(scope="module")
+def imu_pair() -> ExperimentData:
+    return _experiment({"acc": ([40, 3], 1.0), "gyro": ([40, 3], 0.3)})
+
+
+@pytest.fixture(scope="module")
+def mixed() -> ExperimentData:
+    return _experiment({"inertial": ([40, 6], 1.0), "skeleton": ([40, 20, 3], 0.5)})
+
+
+def _run(method: MethodConfig, exp: ExperimentData, seed: int = 0, stage2: FinetuneConfig = TINY2) -> dict:
+    return run_method(method, exp, ModelConfig.compact(), TINY1, stage2, QualityConfig(max_samples=200), seed)
+
+
+class TestRunMethod:
+    def test_cosmo__beats_chance_clearly(self, imu_pair: ExperimentData) -> None:
+        stage2 = FinetuneConfig(epochs=12, batch_size=8, t_iter=3, eval_every=12, progress=False)
+        results = run_method(MethodConfig(name="cosmo"), imu_pair, ModelConfig.compact(), TINY1, stage2,
+                             QualityConfig(max_samples=100), seed=0)
+        assert results["accuracy"] > 2.0 / NUM_CLASSES
+        assert set(results["qom"]["weights"]) == {"acc", "gyro"}
+        assert results["qom"]["weights"]["acc"] == pytest.approx(sum(results["qom"]["weights"].values())
+                                                                 - results["qom"]["weights"]["gyro"])
+
+    def test_results__keys_and_json(self, mixed: ExperimentData) -> None:
+        results = _run(MethodConfig(name="cosmo"), mixed)
+        for key in ("accuracy", "macro_f1", "best_epoch_accuracy", "best_epoch", "confusion", "wall_time_s",
+                    "parameters", "history", "num_test"):
+            assert key in results
+        assert np.asarray(results["confusion"]).shape == (NUM_CLASSES, NUM_CLASSES)
+        assert results["accuracy"] == pytest.approx(results["history"]["finetune"][-1]["test_accuracy"])
+        assert [r["phase"] for r in results["history"]["finetune"]] == ["encoders", "classifier"]
+        json.dumps(results)
+
+    def test_seed__same_seed_same_results_other_seed_differs(self, imu_pair: ExperimentData) -> None:
+        a, b, c = (_run(MethodConfig(name="cmc"), imu_pair, seed=s) for s in (0, 0, 1))
+        assert a["history"]["finetune"][-1]["loss"] == b["history"]["finetune"][-1]["loss"]
+        assert a["confusion"] == b["confusion"]
+        assert a["history"]["finetune"][-1]["loss"] != c["history"]["finetune"][-1]["loss"]
+
+    @pytest.mark.parametrize("method", [
+        MethodConfig(name="cmc", use_qom=False, loss={"name": "cmc", "temperature": 0.07}),
+        MethodConfig(name="deepsense"),
+        MethodConfig(name="attnsense"),
+        MethodConfig(name="supervised", modality="skeleton"),
+    ])
+    def test_methods__run_on_mixed_modalities(self, mixed: ExperimentData, method: MethodConfig) -> None:
+        results = _run(method, mixed)
+        assert 0.0 <= results["accuracy"] <= 1.0 and results["num_test"] == len(mixed.test)
+
+    def test_cpc__runs_on_imu_data(self, imu_pair: ExperimentData) -> None:
+        method = MethodConfig(name="cpc", architecture={"prediction_steps": 4, "gru_hidden": 16,
+                                                        "conv_channels": [8, 8], "classifier_hidden": [16]})
+        results = _run(method, imu_pair)
+        assert set(results["history"]) == {"pretrain", "supervised"}
+
+    def test_cpc__rejects_skeleton_data(self, mixed: ExperimentData) -> None:
+        with pytest.raises(ConfigError, match="IMU"):
+            _run(MethodConfig(name="cpc"), mixed)
+
+    def test_supervised__unknown_modality_raises(self, mixed: ExperimentData) -> None:
+        with pytest.raises(ConfigError, match="unknown modality"):
+            _run(MethodConfig(name="supervised", modality="depth"), mixed)
+
+
+class TestMethodConfig:
+    def test_supervised__needs_modality(self) -> None:
+        with pytest.raises(ConfigError, match="modality"):
+            MethodConfig(name="supervised")
+
+    def test_from_mapping__unknown_key_raises(self) -> None:
+        with pytest.raises(ConfigError, match="unknown method keys"):
+            MethodConfig.from_mapping({"name": "cosmo", "lr": 1})
+
+    def test_label__names_the_modality(self) -> None:
+        assert MethodConfig(name="supervised", modality="gyro").label == "supervised-gyro"
