@@ -1,0 +1,129 @@
+"""run_federated: exit codes with a fake `flwr`, and real `flwr run` end to end on synthetic data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from simulations import run_federated
+from simulations.run_federated import EXIT_FAILED, EXIT_NO_RESULTS, check_run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fake_flwr(bin_dir: Path, run_lines: list[str], status: str, code: int = 0) -> None:
+    """A `flwr` on PATH: `flwr run` prints ``run_lines`` and exits ``code``; `flwr ls` reports ``status``."""
+    listing = json.dumps({"success": True, "runs": [{"run-id": "42", "status": status}]})
+    script = bin_dir / "flwr"
+    script.write_text(
+        f"#!{sys.executable}\nimport sys\n"
+        f"if sys.argv[1] == 'ls':\n    print({listing!r})\n    sys.exit(0)\n"
+        f"print({chr(10).join(run_lines)!r})\nsys.exit({code})\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+
+
+class TestRunFederatedExitCodes:
+    @pytest.fixture
+    def fake_path(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        return bin_dir
+
+    def test_main__completed_with_results_exits_0(self, fake_path: Path, tmp_path: Path) -> None:
+        results = tmp_path / "results.json"
+        results.write_text("{}")
+        _fake_flwr(fake_path, ["Successfully started run 42", f"fedhar-results: {results}"], "finished:completed")
+        assert run_federated.main(["."]) == 0
+
+    def test_main__failed_status_exits_nonzero_even_if_flwr_exits_0(self, fake_path: Path, tmp_path: Path) -> None:
+        results = tmp_path / "results.json"
+        results.write_text("{}")
+        _fake_flwr(fake_path, ["Successfully started run 42", f"fedhar-results: {results}"], "finished:failed")
+        assert run_federated.main(["."]) == EXIT_FAILED
+
+    def test_main__missing_results_exits_nonzero(self, fake_path: Path, tmp_path: Path) -> None:
+        _fake_flwr(fake_path, ["Successfully started run 42"], "finished:completed")
+        assert run_federated.main(["."]) == EXIT_NO_RESULTS
+
+    def test_main__flwr_error_exits_nonzero(self, fake_path: Path) -> None:
+        _fake_flwr(fake_path, ["boom"], "finished:completed", code=3)
+        assert run_federated.main(["."]) == EXIT_FAILED
+
+    def test_check_run__parses_id_and_results(self) -> None:
+        outcome = check_run(["x", "Successfully started run 7", "fedhar-results: /a/b.json"], lambda rid: "s")
+        assert (outcome.run_id, outcome.status, outcome.results) == (7, "s", Path("/a/b.json"))
+
+
+# Two clients (subjects 1, 2), subject 3 held out, tiny model and budget.
+SMOKE = ("dataset=synthetic dataset.preprocess.num_subjects=3 dataset.protocols.default.test_subjects=[3] "
+         "label_rate=50 model=compact federation=smoke federation.stage2_rounds=4 federation.stage2_local_epochs=4 "
+         "budget=tiny stage2.t_iter=2 stage2.optim.lr=0.003")
+RESULT_KEYS = {"run_id", "config", "train_subjects", "test_subjects", "stage1", "qom_prior", "stage2", "final",
+               "wall_time_s"}
+
+
+def _stop_superlink_of(flwr_home: Path) -> None:
+    """Terminate the detached local SuperLink this test started (its command line names our FLWR_HOME)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "flower-superlink" in cmdline and str(flwr_home) in cmdline:
+            os.kill(int(proc.name), signal.SIGTERM)
+
+
+def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture) -> dict:
+    env = {"FLWR_HOME": str(tmp_path / "flwr-home"), "FEDHAR_OUTPUT_DIR": str(tmp_path / "runs"),
+           "FEDHAR_CACHE_DIR": str(tmp_path / "cache"), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    cwd = os.getcwd()
+    try:
+        os.chdir(REPO)
+        code = run_federated.main([".", "--run-config", f'hydra-overrides="{overrides}"', "--federation-config",
+                                   "num-supernodes=2 client-resources-num-cpus=1", "--timeout", "900"])
+    finally:
+        _stop_superlink_of(tmp_path / "flwr-home")
+        os.chdir(cwd)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert code == 0
+    out = capsys.readouterr().out
+    path = next(line.split("fedhar-results: ", 1)[1].strip() for line in out.splitlines() if "fedhar-results: " in line)
+    return json.loads(Path(path).read_text())
+
+
+@pytest.mark.slow
+def test_flwr_run__synthetic_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    results = _flwr_run(tmp_path, SMOKE, capsys)
+    assert RESULT_KEYS <= set(results)
+    assert results["train_subjects"] == [1, 2] and results["test_subjects"] == [3]
+    num_classes = results["config"]["dataset"]["preprocess"]["num_classes"]
+    assert results["final"]["accuracy"] > 1.0 / num_classes
+    assert set(results["stage1"]["rounds"]) == {"1", "2"}
+    assert results["stage1"]["rounds"]["1"]["num-rejected"] == 0
+    assert "weight-imu-subject-1" in results["stage1"]["rounds"]["1"]
+    assert results["qom_prior"]["imu"] > results["qom_prior"]["noise"]  # the noise modality is uninformative
+
+
+@pytest.mark.slow
+def test_flwr_run__heterogeneous_modalities(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Subject 1 only has the informative sensor; subject 2 has both.
+    results = _flwr_run(tmp_path, f"{SMOKE} +dataset.modality_subsets={{1:[imu]}}", capsys)
+    rnd = results["stage1"]["rounds"]["1"]
+    assert rnd["num-rejected"] == 0 and rnd["num-aggregated"] == 2
+    assert "weight-noise-subject-1" not in rnd and rnd["weight-noise-subject-2"] == 1.0
+    assert 0 < rnd["weight-imu-subject-1"] < 1
+    assert results["stage2"]["rounds"]["1"]["num-rejected"] == 0
