@@ -48,3 +48,23 @@ class TestTrain:
         assert len((run_dir / METRICS_FILE).read_text().splitlines()) == cfg.stage1.epochs + cfg.stage2.epochs
         assert (run_dir / "config.yaml").is_file()
         assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+class TestBenchSummary:
+    def test_summarize__mean_std_over_seeds(self) -> None:
+        from simulations.bench_centralized import summarize, to_markdown
+
+        # Prepare: two seeds of one cell, accuracies 0.5 and 0.7
+        rows = [{"dataset": "d", "label_rate": 5.0, "method": "m", "seed": s, "accuracy": a, "macro_f1": a / 2,
+                 "best_epoch_accuracy": a + 0.1, "wall_time_s": {"run": 10.0}} for s, a in ((0, 0.5), (1, 0.7))]
+        # Execute
+        (row,) = summarize(rows)
+        # Assert: mean 60 %, sample std 14.1 %
+        assert row["accuracy"][0] == pytest.approx(60.0) and row["accuracy"][1] == pytest.approx(14.142, abs=1e-3)
+        assert "60.0 ± 14.1" in to_markdown([row]) and "selects on test" in to_markdown([row])
+
+    def test_grid__first_seeds_first(self) -> None:
+        from simulations.bench_centralized import build_grid
+
+        grid = build_grid([0, 1, 2], [0])
+        assert grid[0].seed == 0 and grid[-1].seed == 2 and {c.dataset for c in grid} == {"utd-mhad", "usc-had"}
