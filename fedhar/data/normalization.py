@@ -179,5 +179,7 @@ def fit_normalizer(dataset: HARDataset, train_subjects: Iterable[int], min_std: 
     subjects = sorted(set(int(s) for s in train_subjects))
     rows = dataset.indices_of_subjects(subjects)
     if len(rows) == 0:
-        raise ValueError(f"{dataset.info.name}: no rows for train subjects {subjects}; present: {dataset.info.subjects}")
+        raise ValueError(
+            f"{dataset.info.name}: no rows for train subjects {subjects}; present: {dataset.info.subjects}"
+        )
     return Normalizer(NormStats.from_dataset(dataset.subset(rows)), min_std=min_std)

@@ -8,7 +8,8 @@ never written).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,26 +29,58 @@ UTD_SKEL = Path("Skeleton/a1_s1_t1_skeleton.mat")
 USC_FILE = Path("Subject1/a1t1.mat")
 
 
-def _link_tree(src: Path, dst: Path) -> Path:
-    """``dst`` mirrors ``src``: same folders, a symlink per file."""
-    for path in src.rglob("*"):
-        target = dst / path.relative_to(src)
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(path)
-    return dst
+class _LinkTree:
+    """A folder mirroring ``src`` with one symlink per file, restorable after each test.
+
+    Creating ~1700 symlinks is slow on a busy disk, so one tree per module is built and
+    :meth:`restore` undoes a test's damage (replaced, removed or added files).
+    """
+
+    def __init__(self, src: Path, dst: Path) -> None:
+        self.src, self.dst = src, dst
+        self.files: dict[str, set[str]] = {}
+        for folder, _, names in os.walk(src):
+            self.files[os.path.relpath(folder, src)] = set(names)
+        for rel, names in self.files.items():
+            (dst / rel).mkdir(parents=True, exist_ok=True)
+            for name in names:
+                os.symlink(src / rel / name, dst / rel / name)
+
+    def restore(self) -> None:
+        for rel, names in self.files.items():
+            folder = self.dst / rel
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in set(os.listdir(folder)) - names:
+                if not (folder / name).is_dir():
+                    (folder / name).unlink()
+            for name in names:
+                link = folder / name
+                if link.is_symlink() and os.readlink(link) == str(self.src / rel / name):
+                    continue
+                link.unlink(missing_ok=True)
+                os.symlink(self.src / rel / name, link)
+
+
+@pytest.fixture(scope="module")
+def _utd_tree(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> _LinkTree:
+    return _LinkTree(data_dir / "UTD-MHAD", tmp_path_factory.mktemp("bad-utd") / "UTD-MHAD")
+
+
+@pytest.fixture(scope="module")
+def _usc_tree(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> _LinkTree:
+    return _LinkTree(data_dir / "USC-HAD", tmp_path_factory.mktemp("bad-usc") / "USC-HAD")
 
 
 @pytest.fixture
-def utd_root(data_dir: Path, tmp_path: Path) -> Path:
-    return _link_tree(data_dir / "UTD-MHAD", tmp_path / "UTD-MHAD")
+def utd_root(_utd_tree: _LinkTree) -> Iterator[Path]:
+    yield _utd_tree.dst
+    _utd_tree.restore()
 
 
 @pytest.fixture
-def usc_root(data_dir: Path, tmp_path: Path) -> Path:
-    return _link_tree(data_dir / "USC-HAD", tmp_path / "USC-HAD")
+def usc_root(_usc_tree: _LinkTree) -> Iterator[Path]:
+    yield _usc_tree.dst
+    _usc_tree.restore()
 
 
 def _replace_bytes(path: Path, content: bytes) -> None:
@@ -97,7 +130,9 @@ DEFECTS: list[tuple[str, Defect, str]] = [
 
 class TestUtdBadFiles:
     @pytest.mark.parametrize(("defect", "words"), [(d, w) for _, d, w in DEFECTS], ids=[i for i, _, _ in DEFECTS])
-    @pytest.mark.parametrize(("rel", "field"), [(UTD_IMU, "d_iner"), (UTD_SKEL, "d_skel")], ids=["inertial", "skeleton"])
+    @pytest.mark.parametrize(
+        ("rel", "field"), [(UTD_IMU, "d_iner"), (UTD_SKEL, "d_skel")], ids=["inertial", "skeleton"]
+    )
     def test_read__raises_naming_file(self, utd_root: Path, defect: Defect, words: str, rel: Path, field: str) -> None:
         defect(utd_root / rel, field)
         with pytest.raises(DataFormatError, match=words) as err:

@@ -37,8 +37,9 @@ def raw_lengths(data_dir: Path) -> dict[tuple[int, int, int], int]:
     out = {}
     for path in (data_dir / "USC-HAD").glob("Subject*/a*t*.mat"):
         subject = int(path.parent.name.removeprefix("Subject"))
-        activity, trial = (int(g) for g in re.fullmatch(r"a(\d+)t(\d+)\.mat", path.name).groups())  # type: ignore[union-attr]
-        out[(subject, activity - 1, trial)] = len(scipy.io.loadmat(path, variable_names=["sensor_readings"])["sensor_readings"])
+        activity, trial = (int(g) for g in re.findall(r"\d+", path.name))
+        readings = scipy.io.loadmat(path, variable_names=["sensor_readings"])["sensor_readings"]
+        out[(subject, activity - 1, trial)] = len(readings)
     return out
 
 
