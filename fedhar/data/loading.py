@@ -101,7 +101,8 @@ def load_dataset_with_report(cfg: DatasetConfig, *, progress: bool = True) -> tu
         cache = DatasetCache(cfg.cache_dir)
         hit = cache.load(cfg.name, key)
         if hit is not None:
-            report = LoadReport.from_dict(cfg.name, hit.meta["report"])
+            saved_report = hit.meta.get("report")
+            report = LoadReport.from_dict(cfg.name, saved_report) if saved_report else LoadReport(cfg.name)
             report.from_cache, report.cache_path = True, str(hit.path)
             report.seconds = time.perf_counter() - start
             if report.skipped:
