@@ -2,5 +2,43 @@
 
 from fedhar.data.config import DatasetConfig
 from fedhar.data.dataset import DatasetInfo, HARDataset, ModalitySpec
+from fedhar.data.download import fetch_dataset
+from fedhar.data.experiment import ExperimentData, prepare_experiment
+from fedhar.data.loading import load_dataset, load_dataset_with_report
+from fedhar.data.manifest import Manifest, VerifyReport, build_manifest, load_manifest, verify_folder
+from fedhar.data.normalization import NormStats, Normalizer, fit_normalizer
+from fedhar.data.partition import ClientPartition, partition_by_subject, partition_ids
+from fedhar.data.protocol import Protocol, resolve_protocol
+from fedhar.data.raw_io import LoadReport
+from fedhar.data.splits import LabelSplit, make_label_split, split_sizes
+from fedhar.data.synthetic import make_synthetic
 
-__all__ = ["DatasetConfig", "DatasetInfo", "HARDataset", "ModalitySpec"]
+__all__ = [
+    "ClientPartition",
+    "DatasetConfig",
+    "DatasetInfo",
+    "ExperimentData",
+    "HARDataset",
+    "LabelSplit",
+    "LoadReport",
+    "Manifest",
+    "ModalitySpec",
+    "NormStats",
+    "Normalizer",
+    "Protocol",
+    "VerifyReport",
+    "build_manifest",
+    "fetch_dataset",
+    "fit_normalizer",
+    "load_dataset",
+    "load_dataset_with_report",
+    "load_manifest",
+    "make_label_split",
+    "make_synthetic",
+    "partition_by_subject",
+    "partition_ids",
+    "prepare_experiment",
+    "resolve_protocol",
+    "split_sizes",
+    "verify_folder",
+]
