@@ -128,9 +128,15 @@ def _reply(msg: Message, model: torch.nn.Module, metrics: dict[str, float | int]
     return Message(content=content, reply_to=msg)
 
 
-def _round_schedule(settings: ClientSettings) -> FinetuneConfig:
-    """Continue the global encoder/classifier alternation across rounds (exact when local epochs % t_iter == 0)."""
+def _round_schedule(settings: ClientSettings, num_labeled: int) -> FinetuneConfig:
+    """Continue the global encoder/classifier alternation across rounds (exact when local epochs % t_iter == 0).
+
+    Also avoids a last batch of one sample (BatchNorm cannot train on it): with a few
+    labels per client that happens often, e.g. 17 labels at batch 16.
+    """
     cfg = settings.finetune
+    if num_labeled > 1 and num_labeled % cfg.batch_size == 1:
+        cfg = replace(cfg, batch_size=cfg.batch_size + 1)
     if cfg.epochs % cfg.t_iter:
         logger.warning("stage 2: %d local epochs is not a multiple of t_iter %d; phases restart each round",
                        cfg.epochs, cfg.t_iter)
@@ -169,7 +175,7 @@ def train_finetune(msg: Message, context: Context) -> Message:
     model = build_finetune_model(part.labeled.info, part.modalities, settings.model, settings.qom_prior)
     _load_subset(model, msg.content[keys.ARRAYS])
     seed = _client_seed(settings, part.subject)
-    history = finetune_iterative(model, part.labeled, _round_schedule(settings), seed=seed, progress=False)
+    history = finetune_iterative(model, part.labeled, _round_schedule(settings, part.num_labeled), seed=seed, progress=False)
     own = evaluate(model, part.unlabeled) if len(part.unlabeled) else None
     metrics: dict[str, float | int] = {
         keys.NUM_EXAMPLES: part.num_labeled,
