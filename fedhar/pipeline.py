@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -47,6 +48,7 @@ from fedhar.models.config import ModelConfig
 from fedhar.models.contrastive import ContrastiveFusionModel
 from fedhar.models.fusion_classifier import build_fusion_classifier_model
 from fedhar.quality import QualityConfig, compute_client_qom
+from fedhar.train.checkpoint import save_checkpoint
 from fedhar.train.config import FinetuneConfig, PretrainConfig, SupervisedConfig
 from fedhar.train.evaluate import evaluate
 from fedhar.train.finetune import finetune_iterative
@@ -132,6 +134,7 @@ def run_method(
     stage2_cfg: FinetuneConfig,
     quality_cfg: QualityConfig | None,
     seed: int,
+    checkpoint_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one method; return its results (JSON-serialisable).
 
@@ -153,6 +156,8 @@ def run_method(
         computed on. ``None``: the defaults of :class:`fedhar.quality.QualityConfig`.
     seed
         The run's seed (weights, shuffling, dropout); stage 1 and stage 2 use derived seeds.
+    checkpoint_path
+        If given, the final (last-epoch) model is saved there (:func:`save_checkpoint`).
 
     Returns
     -------
@@ -176,6 +181,8 @@ def run_method(
     test = experiment.test.with_modalities([extra["modality"]]) if "modality" in extra else experiment.test
     final = evaluate(model, test)
     last = histories[-1]
+    if checkpoint_path is not None:
+        save_checkpoint(checkpoint_path, model, epoch=len(last), extra={"method": method_cfg.label, "seed": seed})
     best_epoch, best_acc = last.best(TEST_ACCURACY)
     wall = {h.stage: h.total_seconds for h in histories}
     wall.update(extra.pop("wall_time_s", {}))

@@ -8,7 +8,8 @@ Examples
 Each run writes, under ``paths.output_dir/<dataset>/<method>/lr<rate>/seed<seed>/<stamp>``:
 ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per epoch and stage) and
 ``results.json`` (accuracy, macro_f1, best_epoch_accuracy, confusion, wall time, parameter
-counts, ...), each written atomically.
+counts, ...), each written atomically, and with ``save_model=true`` the final model
+(``model.pt``, :func:`fedhar.train.save_checkpoint`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 RESULTS_FILE = "results.json"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.pt"
 RESULT_KEYS = ("accuracy", "macro_f1", "best_epoch_accuracy", "confusion", "wall_time_s", "parameters")
 _HASH_CHARS = 8
 
@@ -74,7 +76,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ----------
     cfg
         The composed config (configs/config.yaml): dataset, label_rate, seed, method,
-        model, quality, stage1, stage2, paths; optional ``num_threads`` and ``run_dir``.
+        model, quality, stage1, stage2, paths; optional ``num_threads``, ``run_dir`` and
+        ``save_model``.
 
     Returns
     -------
@@ -97,7 +100,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     dataset = load_dataset(dataset_cfg)
     experiment = prepare_experiment(dataset, dataset_cfg, float(cfg.label_rate), int(cfg.seed))
-    results = run_method(method, experiment, model_cfg, stage1, stage2, quality, int(cfg.seed))
+    checkpoint = run_dir / MODEL_FILE if cfg.get("save_model") else None
+    results = run_method(method, experiment, model_cfg, stage1, stage2, quality, int(cfg.seed), checkpoint)
 
     history = results.pop("history")
     lines = [json.dumps(rec) for stage in history.values() for rec in stage]

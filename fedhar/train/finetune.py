@@ -24,7 +24,16 @@ from fedhar.data.dataset import HARDataset
 from fedhar.train.batches import to_tensors
 from fedhar.train.config import FinetuneConfig
 from fedhar.train.history import EpochRecord, History
-from fedhar.train.loop import build_optimizer, epoch_bar, evaluate_into, finish_epoch, lr_at, run_epoch, set_lr
+from fedhar.train.loop import (
+    StepFn,
+    build_optimizer,
+    epoch_bar,
+    evaluate_into,
+    finish_epoch,
+    lr_at,
+    run_epoch,
+    set_lr,
+)
 from fedhar.train.modulation import modulation_coefficients, scale_encoder_grads, unimodal_confidences
 from fedhar.train.seeding import seed_everything
 
@@ -109,7 +118,7 @@ def finetune_iterative(
     history = History(STAGE)
     bar = epoch_bar(cfg.epochs, STAGE, cfg.progress if progress is None else progress)
 
-    def make_step(phase: Phase):  # noqa: ANN202 - a closure over the phase
+    def make_step(phase: Phase) -> StepFn:
         optimizer = optimizers[phase]
         modulate = cfg.gradient_modulation and phase == "encoders"
 

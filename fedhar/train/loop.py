@@ -18,7 +18,19 @@ from fedhar.train.config import OptimConfig
 from fedhar.train.evaluate import evaluate
 from fedhar.train.history import EpochRecord, History
 
-__all__ = ["build_optimizer", "build_scheduler", "epoch_bar", "evaluate_into", "lr_at", "run_epoch", "set_lr"]
+__all__ = [
+    "TEST_ACCURACY",
+    "TEST_MACRO_F1",
+    "StepFn",
+    "build_optimizer",
+    "build_scheduler",
+    "epoch_bar",
+    "evaluate_into",
+    "finish_epoch",
+    "lr_at",
+    "run_epoch",
+    "set_lr",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ class TestTrain:
     def test_train__writes_results_with_all_keys(self, tmp_path: Path) -> None:
         # Prepare: synthetic data, compact model, tiny budget, run folder under tmp_path
         cfg = _compose(["dataset=synthetic", "label_rate=20", "budget=tiny", "model=compact", "seed=1",
-                        "quality.max_samples=100", f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/c"])
+                        "quality.max_samples=100", "save_model=true", f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/c"])
         # Execute
         results = train(cfg)
         # Assert: one run folder with config, metrics and results holding every key
@@ -46,7 +46,7 @@ class TestTrain:
             assert key in saved
         assert saved["wall_time_s"]["run"] > 0 and saved["parameters"]["stage2_model"] > 0
         assert len((run_dir / METRICS_FILE).read_text().splitlines()) == cfg.stage1.epochs + cfg.stage2.epochs
-        assert (run_dir / "config.yaml").is_file()
+        assert (run_dir / "config.yaml").is_file() and (run_dir / "model.pt").is_file()
         assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
 
 
