@@ -134,6 +134,8 @@ def run_method(
     stage2_cfg: FinetuneConfig,
     quality_cfg: QualityConfig | None,
     seed: int,
+    *,
+    supervised_cfg: SupervisedConfig | None = None,
     checkpoint_path: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one method; return its results (JSON-serialisable).
@@ -149,13 +151,15 @@ def run_method(
     stage1_cfg
         Pretraining budget and optimizer (cosmo, cmc, cpc).
     stage2_cfg
-        Fine-tuning budget and optimizer; the supervised baselines use its epochs, batch
-        size, optimizer and evaluation period.
+        Fine-tuning budget and optimizer (cosmo, cmc).
     quality_cfg
         QoM settings (cosmo); ``source`` (``"raw"`` or ``"features"``) picks what QoM is
         computed on. ``None``: the defaults of :class:`fedhar.quality.QualityConfig`.
     seed
         The run's seed (weights, shuffling, dropout); stage 1 and stage 2 use derived seeds.
+    supervised_cfg
+        Loop settings of the supervised baselines and the CPC classifier (default: stage 2's
+        epochs, batch size, optimizer and evaluation period).
     checkpoint_path
         If given, the final (last-epoch) model is saved there (:func:`save_checkpoint`).
 
@@ -177,7 +181,9 @@ def run_method(
     seed_everything(seed)
     runner = {"cosmo": _run_contrastive, "cmc": _run_contrastive, "cpc": _run_cpc,
               "deepsense": _run_baseline, "attnsense": _run_baseline, "supervised": _run_single}[method_cfg.name]
-    model, histories, extra = runner(method_cfg, experiment, model_cfg, stage1_cfg, stage2_cfg, quality_cfg, seed)
+    supervised = supervised_cfg or _supervised_cfg(stage2_cfg)
+    model, histories, extra = runner(method_cfg, experiment, model_cfg, stage1_cfg, stage2_cfg, quality_cfg, seed,
+                                     supervised)
     test = experiment.test.with_modalities([extra["modality"]]) if "modality" in extra else experiment.test
     final = evaluate(model, test)
     last = histories[-1]
@@ -210,7 +216,7 @@ def run_method(
 
 
 def _supervised_cfg(stage2: FinetuneConfig) -> SupervisedConfig:
-    """The supervised baselines' loop settings: stage 2's budget, batch, optimizer, evaluation."""
+    """Default supervised loop settings: stage 2's budget, batch, optimizer, evaluation."""
     return SupervisedConfig(epochs=stage2.epochs, batch_size=stage2.batch_size, optim=stage2.optim,
                             eval_every=stage2.eval_every, progress=stage2.progress, log_every=stage2.log_every)
 
@@ -226,6 +232,7 @@ def _specs(experiment: ExperimentData, names: Sequence[str] | None = None) -> tu
 def _run_contrastive(
     method: MethodConfig, experiment: ExperimentData, model_cfg: ModelConfig, stage1: PretrainConfig,
     stage2: FinetuneConfig, quality_cfg: QualityConfig | None, seed: int,
+    supervised: SupervisedConfig,
 ) -> tuple[nn.Module, list[History], dict[str, Any]]:
     """Cosmo / CMC: contrastive stage 1, (QoM,) iterative fusion stage 2."""
     specs = _specs(experiment)
@@ -274,6 +281,7 @@ def _compute_qom(model: ContrastiveFusionModel, data: HARDataset, num_classes: i
 def _run_baseline(
     method: MethodConfig, experiment: ExperimentData, model_cfg: ModelConfig, stage1: PretrainConfig,
     stage2: FinetuneConfig, quality_cfg: QualityConfig | None, seed: int,
+    supervised: SupervisedConfig,
 ) -> tuple[nn.Module, list[History], dict[str, Any]]:
     """DeepSense / AttnSense: supervised on the labeled set, all modalities."""
     specs, k = _specs(experiment), experiment.info.num_classes
@@ -282,7 +290,7 @@ def _run_baseline(
         model: nn.Module = DeepSenseModel(specs, k, DeepSenseConfig.from_mapping(method.architecture))
     else:
         model = AttnSenseModel(specs, k, AttnSenseConfig.from_mapping(method.architecture))
-    h = train_supervised(model, experiment.labeled, _supervised_cfg(stage2), derive_seed(seed, "stage2"),
+    h = train_supervised(model, experiment.labeled, supervised, derive_seed(seed, "stage2"),
                          eval_data=experiment.test)
     return model, [h], {"parameters": {"model": count_parameters(model)}}
 
@@ -290,19 +298,21 @@ def _run_baseline(
 def _run_single(
     method: MethodConfig, experiment: ExperimentData, model_cfg: ModelConfig, stage1: PretrainConfig,
     stage2: FinetuneConfig, quality_cfg: QualityConfig | None, seed: int,
+    supervised: SupervisedConfig,
 ) -> tuple[nn.Module, list[History], dict[str, Any]]:
     """One modality: Cosmo's encoder + stage-2 classifier (no QoM prior), trained end to end."""
     (spec,) = _specs(experiment, [str(method.modality)])
     seed_everything(derive_seed(seed, "model"))
     model = SingleModalityClassifier(spec, experiment.info.num_classes, model_cfg.encoder, model_cfg.classifier)
     labeled, test = experiment.labeled.with_modalities([spec.name]), experiment.test.with_modalities([spec.name])
-    h = train_supervised(model, labeled, _supervised_cfg(stage2), derive_seed(seed, "stage2"), eval_data=test)
+    h = train_supervised(model, labeled, supervised, derive_seed(seed, "stage2"), eval_data=test)
     return model, [h], {"parameters": {"model": count_parameters(model)}, "modality": spec.name}
 
 
 def _run_cpc(
     method: MethodConfig, experiment: ExperimentData, model_cfg: ModelConfig, stage1: PretrainConfig,
     stage2: FinetuneConfig, quality_cfg: QualityConfig | None, seed: int,
+    supervised: SupervisedConfig,
 ) -> tuple[nn.Module, list[History], dict[str, Any]]:
     """CPC pretraining on the unlabeled pool, then the CPC classifier on the labeled set."""
     specs = _specs(experiment)
@@ -316,7 +326,7 @@ def _run_cpc(
     seed_everything(derive_seed(seed, "classifier"))
     model = CPCClassifier(cpc, experiment.info.num_classes, cfg)
     model.freeze_encoder(method.freeze_encoder)
-    h2 = train_supervised(model, experiment.labeled, _supervised_cfg(stage2), derive_seed(seed, "stage2"),
+    h2 = train_supervised(model, experiment.labeled, supervised, derive_seed(seed, "stage2"),
                           eval_data=experiment.test)
     model.freeze_encoder(False)
     return model, [h1, h2], {"parameters": {"encoder": count_parameters(cpc), "model": count_parameters(model)}}

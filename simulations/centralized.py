@@ -31,7 +31,7 @@ from fedhar.data.loading import load_dataset
 from fedhar.models.config import ModelConfig
 from fedhar.pipeline import MethodConfig, run_method
 from fedhar.train.checkpoint import atomic_write_text
-from fedhar.train.config import FinetuneConfig, PretrainConfig
+from fedhar.train.config import FinetuneConfig, PretrainConfig, SupervisedConfig
 
 __all__ = ["RESULT_KEYS", "main", "run_dir_for", "train"]
 
@@ -76,7 +76,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ----------
     cfg
         The composed config (configs/config.yaml): dataset, label_rate, seed, method,
-        model, quality, stage1, stage2, paths; optional ``num_threads``, ``run_dir`` and
+        model, quality, stage1, stage2, supervised, paths; optional ``num_threads``, ``run_dir`` and
         ``save_model``.
 
     Returns
@@ -92,6 +92,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model_cfg = ModelConfig.from_mapping(_container(cfg.get("model") or {}))
     stage1 = PretrainConfig.from_mapping(_container(cfg.stage1))
     stage2 = FinetuneConfig.from_mapping(_container(cfg.stage2))
+    supervised = SupervisedConfig.from_mapping(_container(cfg.supervised)) if cfg.get("supervised") else None
     quality = _quality_config(cfg) if method.use_qom else None
     run_dir = run_dir_for(cfg, method.label)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +102,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     dataset = load_dataset(dataset_cfg)
     experiment = prepare_experiment(dataset, dataset_cfg, float(cfg.label_rate), int(cfg.seed))
     checkpoint = run_dir / MODEL_FILE if cfg.get("save_model") else None
-    results = run_method(method, experiment, model_cfg, stage1, stage2, quality, int(cfg.seed), checkpoint)
+    results = run_method(method, experiment, model_cfg, stage1, stage2, quality, int(cfg.seed),
+                         supervised_cfg=supervised, checkpoint_path=checkpoint)
 
     history = results.pop("history")
     lines = [json.dumps(rec) for stage in history.values() for rec in stage]
