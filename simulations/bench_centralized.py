@@ -1,6 +1,6 @@
 """Centralised benchmark: methods x label rates x seeds through ``simulations.centralized.train``.
 
-``python -m simulations.bench_centralized [--out benchmarks/centralized] [--seeds 0 1 2]``
+``python -m simulations.bench_centralized [--out benchmarks/centralized] [--seeds 0 1 2] [--num-threads 1]``
 
 Each cell writes its own run folder (``<out>/runs/<dataset>/<method>/lr<r>/seed<s>``); a cell
 whose ``results.json`` exists is read back, not recomputed, so the script can be stopped
@@ -132,13 +132,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--usc-seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--model", default="compact", help="configs/model/<name>.yaml")
+    parser.add_argument("--num-threads", type=int, default=1,
+                        help="torch threads per run (1 avoids oversubscription on a shared CPU)")
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     results: list[dict[str, Any]] = []
     for cell in build_grid(args.seeds, args.usc_seeds):
         try:
-            results.append(run_cell(cell, args.out, args.model, args.override))
+            results.append(run_cell(cell, args.out, args.model, [f"num_threads={args.num_threads}", *args.override]))
         except Exception:  # noqa: BLE001 - one failed cell must not stop the grid
             logger.exception("cell %s failed", cell)
             continue
