@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 Criterion = Literal["silhouette", "calinski_harabasz"]
 Source = Literal["raw", "features"]
+ClusterPenalty = Literal["absolute", "relative"]
+_PENALTIES = ("absolute", "relative")
 _CRITERIA = {"silhouette": silhouette_score, "calinski_harabasz": calinski_harabasz_score}
 
 
@@ -50,9 +52,17 @@ class QualityConfig:
         ``"silhouette"`` (mean silhouette, higher is better) or ``"calinski_harabasz"``.
     kmeans_n_init
         KMeans restarts per ``k``.
+    cluster_penalty
+        How the cluster-count mismatch enters ``q_j = H_j / c_j``. ``"absolute"``
+        (Cosmo): ``c_j = max(|k*_j - K|, c_min)``, in ``[c_min, ~K]``: a lucky exact
+        match multiplies ``q_j`` by up to ``K / c_min`` against a near miss, so with the
+        noisy ``k*`` of ~100 samples per client the weights swing between ~0.05 and
+        ~0.95. ``"relative"`` (fedhar): ``c_j = 1 + |k*_j - K| / K``, in ``[1, ~2]``:
+        the mismatch at most halves ``q_j`` and the Hopkins statistic keeps its say.
     c_min
-        Guard for ``c_j = |k*_j - K| = 0``: ``c_j := max(c_j, c_min)``, so a perfect
-        cluster-count match counts ``1 / c_min`` times a miss by one.
+        Guard of the absolute penalty for ``c_j = |k*_j - K| = 0``: ``c_j := max(c_j,
+        c_min)``, so a perfect cluster-count match counts ``1 / c_min`` times a miss by
+        one. Unused by the relative penalty.
     seed
         Seed of the subsample, the Hopkins probes, PCA and KMeans.
     """
@@ -66,6 +76,7 @@ class QualityConfig:
     k_max_factor: float = 1.5
     criterion: Criterion = "silhouette"
     kmeans_n_init: int = 3
+    cluster_penalty: ClusterPenalty = "absolute"
     c_min: float = 0.5
     seed: int = 0
 
@@ -87,6 +98,13 @@ class QualityConfig:
             )
         if self.c_min <= 0:
             raise ValueError(f"quality.c_min must be > 0, got {self.c_min}")
+        if self.cluster_penalty not in _PENALTIES:
+            raise ValueError(f"quality.cluster_penalty must be one of {_PENALTIES}, got {self.cluster_penalty!r}")
+
+    @property
+    def max_score(self) -> float:
+        """The largest possible ``q_j`` (``H_j <= 1``): ``1 / c_min`` (absolute) or 1 (relative)."""
+        return 1.0 / self.c_min if self.cluster_penalty == "absolute" else 1.0
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> QualityConfig:
@@ -107,6 +125,10 @@ class QoMResult:
     clusters: Mapping[str, int]
     scores: Mapping[str, float]
     weights: Mapping[str, float]
+
+    def bounded_scores(self, cfg: QualityConfig) -> dict[str, float]:
+        """``q_j / cfg.max_score`` in [0, 1]: comparable across clients, unlike the per-client ``weights``."""
+        return {m: float(min(max(q / cfg.max_score, 0.0), 1.0)) for m, q in self.scores.items()}
 
     def metrics(self) -> dict[str, float]:
         """The weights as reply metrics ``{"qom-<modality>": weight}``."""
@@ -233,9 +255,10 @@ def compute_qom(
 ) -> QoMResult:
     """Quality of each modality (Cosmo, Sec. 5.1), normalised over the modalities.
 
-    ``q_j = H_j / max(|k*_j - K|, c_min)`` with ``H_j`` the Hopkins statistic and
-    ``k*_j`` the best KMeans cluster count of modality ``j`` (searched in
-    ``[k_min, ceil(k_max_factor * K)]``), then ``beta_QoM_j = q_j / sum_i q_i``. A
+    ``q_j = H_j / c_j`` with ``H_j`` the Hopkins statistic, ``k*_j`` the best KMeans
+    cluster count of modality ``j`` (searched in ``[k_min, ceil(k_max_factor * K)]``)
+    and ``c_j`` = :func:`cluster_penalty` (Cosmo's ``max(|k*_j - K|, c_min)`` or the
+    relative ``1 + |k*_j - K| / K``), then ``beta_QoM_j = q_j / sum_i q_i``. A
     modality whose samples are all identical (a dead sensor) gets ``H = 0.5`` and
     ``k* = 1``: a low but non-zero weight, with a warning.
 
@@ -281,11 +304,22 @@ def compute_qom(
         else:
             hopkins[m] = compute_hopkins(data, fraction=cfg.hopkins_fraction, seed=cfg.seed)
             clusters[m] = select_cluster_count(data, k_range, cfg.criterion, cfg.seed, cfg.kmeans_n_init)
-        scores[m] = hopkins[m] / max(abs(clusters[m] - num_classes), cfg.c_min)
+        scores[m] = hopkins[m] / cluster_penalty(clusters[m], num_classes, cfg)
     total = sum(scores.values())
     weights = {m: q / total for m, q in scores.items()}
     logger.debug("QoM: hopkins %s, clusters %s (K=%d), weights %s", hopkins, clusters, num_classes, weights)
     return QoMResult(hopkins=hopkins, clusters=clusters, scores=scores, weights=weights)
+
+
+def cluster_penalty(k_star: int, num_classes: int, cfg: QualityConfig) -> float:
+    """The divisor ``c_j`` of ``q_j = H_j / c_j`` for a best cluster count ``k_star`` and ``K`` classes.
+
+    ``"absolute"`` (Cosmo): ``max(|k* - K|, c_min)``; ``"relative"``: ``1 + |k* - K| / K``.
+    """
+    miss = abs(k_star - num_classes)
+    if cfg.cluster_penalty == "absolute":
+        return max(float(miss), cfg.c_min)
+    return 1.0 + miss / num_classes
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ from fedhar.quality import (
     QualityConfig,
     compute_client_qom,
     compute_hopkins,
+    cluster_penalty,
     compute_qom,
     select_cluster_count,
 )
@@ -83,6 +84,41 @@ class TestComputeQoM:
         assert result.scores["imu"] == pytest.approx(result.hopkins["imu"] / 0.25)
         assert result.weights == {"imu": 1.0}
 
+    @pytest.mark.parametrize(
+        ("penalty", "k_star", "expected"),
+        [("absolute", 27, 0.5), ("absolute", 26, 1.0), ("absolute", 3, 24.0),
+         ("relative", 27, 1.0), ("relative", 3, 1.0 + 24 / 27), ("relative", 41, 1.0 + 14 / 27)],
+    )
+    def test_cluster_penalty__known_values(self, penalty: str, k_star: int, expected: float) -> None:
+        cfg = QualityConfig(cluster_penalty=penalty, c_min=0.5)  # type: ignore[arg-type]
+        assert cluster_penalty(k_star, 27, cfg) == pytest.approx(expected)
+
+    def test_qom__relative_penalty_divides_by_one_plus_relative_miss(self) -> None:
+        x, _ = _blobs(300, 5, seed=4)
+        result = compute_qom({"imu": x}, num_classes=8, cfg=QualityConfig(cluster_penalty="relative"))
+        assert result.clusters["imu"] == 5
+        assert result.scores["imu"] == pytest.approx(result.hopkins["imu"] / (1 + 3 / 8))
+
+    def test_qom__relative_penalty_is_less_extreme_than_absolute(self) -> None:
+        # Same Hopkins-like quality, one modality matches K = 5 clusters exactly, the other finds 2.
+        data = {"match": _blobs(300, 5, seed=4)[0], "miss": _blobs(300, 2, seed=5)[0]}
+        absolute = compute_qom(data, 5, QualityConfig(cluster_penalty="absolute"))
+        relative = compute_qom(data, 5, QualityConfig(cluster_penalty="relative"))
+        assert (absolute.clusters["match"], absolute.clusters["miss"]) == (5, 2)
+        assert absolute.weights["match"] > 0.8  # 1 / 0.5 against 1 / 3: Cosmo's penalty
+        assert 0.5 < relative.weights["match"] < 0.65  # 1 against 1 / 1.6
+
+    @pytest.mark.parametrize("penalty", ["absolute", "relative"])
+    def test_bounded_scores__in_unit_interval_and_scaled_by_max_score(self, penalty: str) -> None:
+        cfg = QualityConfig(cluster_penalty=penalty, c_min=0.25)  # type: ignore[arg-type]
+        result = compute_qom({"a": _blobs(200, 4, seed=2)[0], "b": np.random.default_rng(2).normal(size=(200, 8))},
+                             num_classes=4, cfg=cfg)
+        bounded = result.bounded_scores(cfg)
+        assert all(0.0 <= v <= 1.0 for v in bounded.values())
+        for m, q in result.scores.items():
+            assert bounded[m] == pytest.approx(q / cfg.max_score)
+        assert cfg.max_score == (4.0 if penalty == "absolute" else 1.0)
+
     def test_qom__subsample_is_seeded(self) -> None:
         data = {"a": _blobs(900, 3, seed=5)[0], "b": np.random.default_rng(5).normal(size=(900, 8))}
         cfg = QualityConfig(max_samples=200)
@@ -130,7 +166,8 @@ class TestQualityConfig:
 
     @pytest.mark.parametrize(
         "kwargs",
-        [{"source": "logits"}, {"c_min": 0.0}, {"hopkins_fraction": 1.0}, {"k_min": 1}, {"max_samples": 2}],
+        [{"source": "logits"}, {"c_min": 0.0}, {"hopkins_fraction": 1.0}, {"k_min": 1}, {"max_samples": 2},
+         {"cluster_penalty": "squared"}],
     )
     def test_init__bad_value_raises(self, kwargs: dict) -> None:
         with pytest.raises(ValueError):
