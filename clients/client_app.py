@@ -105,8 +105,8 @@ def _load_subset(model: torch.nn.Module, arrays: ArrayRecord) -> None:
 def _qom(local: _Local, context: Context, model: torch.nn.Module | None = None) -> dict[str, float]:
     """This client's QoM per modality in [0, 1]: computed once, then read from ``context.state``.
 
-    Sent is ``q_j * c_min`` (``q_j = H_j / max(c_j, c_min)``, Cosmo's score): divided by
-    the largest possible score ``1 / c_min``, so it lies in [0, 1] and stays comparable
+    Sent is ``q_j / max_score`` (``q_j = H_j / c_j``, see ``quality.cluster_penalty``):
+    divided by the largest possible score, so it lies in [0, 1] and stays comparable
     across clients (unlike the per-client normalised weights, which give a single-modality
     client 1 for any quality).
     """
@@ -115,7 +115,7 @@ def _qom(local: _Local, context: Context, model: torch.nn.Module | None = None) 
     cfg = QualityConfig.from_mapping({**local.settings.quality, "seed": local.settings.seed})
     data = local.partition.unlabeled
     result = compute_client_qom(dict(data.data), local.num_classes, cfg, model=model)
-    scores = {m: float(np.clip(result.scores[m] * cfg.c_min, 0.0, 1.0)) for m in data.modalities}
+    scores = result.bounded_scores(cfg)
     context.state[keys.STATE_QOM] = MetricRecord(scores)  # type: ignore[arg-type]
     logger.info("subject %d: QoM %s (Hopkins %s, clusters %s)", local.partition.subject, scores,
                 dict(result.hopkins), dict(result.clusters))
@@ -142,6 +142,12 @@ def _round_schedule(settings: ClientSettings, num_labeled: int) -> FinetuneConfi
                        cfg.epochs, cfg.t_iter)
     offset = max(settings.server_round - 1, 0) * cfg.epochs
     return replace(cfg, first_phase=phase_of_epoch(offset, cfg.t_iter, cfg.first_phase))
+
+
+def _can_finetune(model: torch.nn.Module, num_labeled: int) -> bool:
+    """Whether local fine-tuning is possible: at least one labeled row, two if a BatchNorm1d must train on them."""
+    has_bn1d = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    return num_labeled >= (2 if has_bn1d else 1)
 
 
 def _client_seed(settings: ClientSettings, subject: int) -> int:
@@ -175,13 +181,16 @@ def train_finetune(msg: Message, context: Context) -> Message:
     model = build_finetune_model(part.labeled.info, part.modalities, settings.model, settings.qom_prior)
     _load_subset(model, msg.content[keys.ARRAYS])
     seed = _client_seed(settings, part.subject)
-    history = finetune_iterative(model, part.labeled, _round_schedule(settings, part.num_labeled), seed=seed, progress=False)
+    metrics: dict[str, float | int] = {keys.NUM_EXAMPLES: part.num_labeled, keys.SUBJECT: part.subject}
+    if _can_finetune(model, part.num_labeled):
+        history = finetune_iterative(model, part.labeled, _round_schedule(settings, part.num_labeled), seed=seed,
+                                     progress=False)
+        metrics[keys.TRAIN_LOSS] = float(history.records[-1].loss)
+    else:
+        logger.warning("subject %d: %d labeled row(s) cannot train a classifier with BatchNorm (batch statistics of "
+                       "one sample); skipping this round's fine-tuning and returning the global weights (set "
+                       "model.classifier.batch_norm=false to let it train)", part.subject, part.num_labeled)
     own = evaluate(model, part.unlabeled) if len(part.unlabeled) else None
-    metrics: dict[str, float | int] = {
-        keys.NUM_EXAMPLES: part.num_labeled,
-        keys.SUBJECT: part.subject,
-        keys.TRAIN_LOSS: float(history.records[-1].loss),
-    }
     if own is not None:
         metrics[keys.ACCURACY] = float(own.accuracy)
         metrics[keys.MACRO_F1] = float(own.macro_f1)

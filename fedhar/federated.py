@@ -8,6 +8,7 @@ client's encoders and the global fusion classifier over every modality of the da
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -22,7 +23,7 @@ from fedhar.models.attention import build_fusion_classifier
 from fedhar.train.batches import to_tensors
 from fedhar.train.evaluate import eval_mode
 
-__all__ = ["build_finetune_model", "build_pretrain_model", "normalise_prior", "probe_accuracy"]
+__all__ = ["build_finetune_model", "build_pretrain_model", "normalise_prior", "probe_accuracy", "state_digest"]
 
 _PROBE_BATCH = 256
 _PROBE_MAX_ITER = 500
@@ -63,6 +64,17 @@ def build_finetune_model(
     classifier = build_fusion_classifier(full.feature_shapes, info.num_classes, cfg.classifier, prior)
     encoders = nn.ModuleDict({m: full.encoders[m] for m in modalities})
     return FusionClassifierModel(encoders, classifier)
+
+
+def state_digest(state: Mapping[str, torch.Tensor | np.ndarray]) -> str:
+    """SHA-256 over a state dict's keys, dtypes, shapes and bytes, in key order (bit-identical weights check)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        value = state[name]
+        arr = np.ascontiguousarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value)
+        digest.update(f"{name}:{arr.dtype}:{arr.shape};".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
 
 
 def normalise_prior(scores: Mapping[str, float], floor: float = 1e-3) -> dict[str, float]:

@@ -18,7 +18,7 @@ from fedhar import keys
 from fedhar.data.config import DatasetConfig
 from fedhar.data.experiment import prepare_experiment
 from fedhar.data.loading import load_dataset
-from fedhar.federated import build_pretrain_model, normalise_prior, probe_accuracy
+from fedhar.federated import build_pretrain_model, normalise_prior, probe_accuracy, state_digest
 from fedhar.models import ModelConfig
 from fedhar.train import derive_seed, seed_everything
 from fedhar.train.checkpoint import atomic_write_text
@@ -31,27 +31,17 @@ logger = logging.getLogger(__name__)
 
 RESULTS_MARKER = "fedhar-results: "
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-# Groups this app needs; appended ("+group=...") while configs/config.yaml does not list them.
-_APP_GROUPS = {"strategy": "qom-fedavg", "federation": "default"}
+# configs/federated.yaml: the federated defaults (compact model, strategy, federation groups).
+CONFIG_NAME = "federated"
 _OPTIONAL_GROUPS = ("model", "stage1", "stage2", "quality")
 
 app = ServerApp()
 
 
 def compose_config(overrides: str) -> DictConfig:
-    """Compose configs/config.yaml with space-separated Hydra ``overrides`` (run-config ``hydra-overrides``)."""
-    items = overrides.split()
+    """Compose configs/federated.yaml with space-separated Hydra ``overrides`` (run-config ``hydra-overrides``)."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        base = compose("config")
-        for group, default in _APP_GROUPS.items():
-            if group in base:
-                continue
-            chosen = [i for i in items if i.split("=")[0] == group]
-            items = [f"+{i}" if i in chosen else i for i in items]
-            if not chosen and not any(i.split("=")[0] == f"+{group}" for i in items):
-                items.insert(0, f"+{group}={default}")
-        cfg = compose("config", overrides=items)
-    return cfg
+        return compose(CONFIG_NAME, overrides=overrides.split())
 
 
 def _group(cfg: DictConfig, name: str) -> dict[str, Any]:
@@ -111,16 +101,21 @@ def main(grid: Grid, context: Context) -> None:
                              num_rounds=int(fed.stage1_rounds), timeout=float(fed.round_timeout_s),
                              train_config=config, evaluate_fn=stage1_eval)
     stage1 = _stage_summary(result1, strategy, round_times, num_nodes)
+    stage1["weights_sha256"] = state_digest(result1.arrays.to_torch_state_dict())
     prior = _qom_prior(result1.train_metrics_clientapp, info.modality_names)
     logger.info("global QoM prior for stage 2: %s", prior)
 
     # ---- stage 2: federated / local / centralised fine-tuning
     stage2 = run_stage2(grid=grid, cfg=cfg, setup=setup, experiment=experiment, model_cfg=model_cfg,
                         encoders=result1.arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir)
+    compare = {mode: run_stage2(grid=grid, cfg=cfg, setup=setup, experiment=experiment, model_cfg=model_cfg,
+                                encoders=result1.arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir, mode=mode)
+               for mode in fed.get("stage2_compare") or () if mode != fed.stage2_mode}
     results = {
         "run_id": context.run_id, "config": OmegaConf.to_container(cfg, resolve=True),
         "train_subjects": list(experiment.partitions), "test_subjects": list(experiment.protocol.test_subjects),
         "stage1": stage1, "qom_prior": prior, "stage2": stage2,
+        "stage2_compare": compare,
         "final": stage2["final"], "wall_time_s": time.perf_counter() - started,
     }
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2, default=float))
@@ -128,7 +123,9 @@ def main(grid: Grid, context: Context) -> None:
     # The summary, and the marker line simulations/run_federated.py looks for.
     print(f"fedhar run {context.run_id}: stage 2 {cfg.federation.stage2_mode}, accuracy "  # noqa: T201
           f"{stage2['final']['accuracy']:.3f}, macro-F1 {stage2['final']['macro_f1']:.3f}, "
-          f"{results['wall_time_s']:.0f} s\n{RESULTS_MARKER}{run_dir / 'results.json'}", flush=True)
+          f"{results['wall_time_s']:.0f} s"
+          + "".join(f"; stage 2 {m}: accuracy {c['final']['accuracy']:.3f}" for m, c in compare.items())
+          + f"\n{RESULTS_MARKER}{run_dir / 'results.json'}", flush=True)
 
 
 def _stage_summary(result: Any, strategy: QoMFedAvg, times: list[float], num_nodes: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from fedhar import keys
 from fedhar.data.experiment import ExperimentData
-from fedhar.federated import build_finetune_model
+from fedhar.federated import build_finetune_model, state_digest
 from fedhar.models import ModelConfig
 from fedhar.train import FinetuneConfig, derive_seed, evaluate, finetune_iterative
 from strategies.qom_fedavg import QoMFedAvg, parse_reply
@@ -37,8 +37,12 @@ def run_stage2(
     prior: dict[str, float],
     num_nodes: int,
     run_dir: Path,
+    mode: str | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune from the stage-1 encoders in ``cfg.federation.stage2_mode``; test on the held-out subjects.
+    """Fine-tune from the stage-1 encoders in ``mode`` (default ``cfg.federation.stage2_mode``); test on the held-out subjects.
+
+    The centralised mode trains ``federation.centralized_epochs`` epochs (``null``:
+    ``stage2_rounds x stage2_local_epochs``) with ``stage2``'s optimizer and lr milestones.
 
     Returns
     -------
@@ -51,7 +55,7 @@ def run_stage2(
         If the mode is unknown.
     """
     fed, seed, info = cfg.federation, int(cfg.seed), experiment.info
-    mode = str(fed.stage2_mode)
+    mode = str(fed.stage2_mode) if mode is None else mode
     if mode not in STAGE2_MODES:
         raise ValueError(f"federation.stage2_mode must be one of {STAGE2_MODES}, got {mode!r}")
     model = build_finetune_model(info, info.modality_names, model_cfg, prior, seed=derive_seed(seed, "init", "stage2"))
@@ -65,10 +69,12 @@ def run_stage2(
 
     if mode == "centralized":
         labeled = experiment.labeled
+        budget = budget if fed.get("centralized_epochs") is None else int(fed.centralized_epochs)
         ft_cfg = FinetuneConfig.from_mapping({**setup.get("stage2", {}), "progress": False}).with_epochs(budget)
         finetune_iterative(model, labeled, ft_cfg, seed=derive_seed(seed, "stage2", "centralized"), progress=False)
-        torch.save(model.state_dict(), run_dir / "stage2-final.pt")
-        return {"mode": mode, "epochs": budget, "num_labeled": len(labeled), "final": _test(model, experiment)}
+        torch.save(model.state_dict(), run_dir / f"stage2-{mode}-final.pt")
+        return {"mode": mode, "epochs": budget, "num_labeled": len(labeled), "final": _test(model, experiment),
+                "weights_sha256": state_digest(model.state_dict())}
 
     if mode == "local":
         config[keys.LOCAL_EPOCHS] = budget
@@ -127,6 +133,7 @@ def run_stage2(
         "bytes_down_per_client_round": strategy.bytes_sent / max(1, rounds * num_nodes),
         "bytes_up_per_client_round": strategy.bytes_received / max(1, rounds * num_nodes),
         "final": {"accuracy": float(final[keys.ACCURACY]), "macro_f1": float(final[keys.MACRO_F1])},  # type: ignore[arg-type]
+        "weights_sha256": state_digest(result.arrays.to_torch_state_dict()),
     }
 
 

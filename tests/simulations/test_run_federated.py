@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import sys
 from pathlib import Path
@@ -81,9 +82,18 @@ def _stop_superlink_of(flwr_home: Path) -> None:
             os.kill(int(proc.name), signal.SIGTERM)
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now (for a private local SuperLink)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture) -> dict:
+    # A private FLWR_HOME and private ports: never join (and run the code of) another SuperLink.
     env = {"FLWR_HOME": str(tmp_path / "flwr-home"), "FEDHAR_OUTPUT_DIR": str(tmp_path / "runs"),
-           "FEDHAR_CACHE_DIR": str(tmp_path / "cache"), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+           "FEDHAR_CACHE_DIR": str(tmp_path / "cache"), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()), "FLWR_LOCAL_CONTROL_API_PORT": str(free_port())}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     cwd = os.getcwd()
@@ -127,3 +137,18 @@ def test_flwr_run__heterogeneous_modalities(tmp_path: Path, capsys: pytest.Captu
     assert "weight-noise-subject-1" not in rnd and rnd["weight-noise-subject-2"] == 1.0
     assert 0 < rnd["weight-imu-subject-1"] < 1
     assert results["stage2"]["rounds"]["1"]["num-rejected"] == 0
+
+
+@pytest.mark.slow
+def test_flwr_run__same_seed_same_weights_and_every_stage2_mode(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Same seed, full participation: bit-identical stage-1 and stage-2 weights. The first run
+    # also runs stage 2 "local" and "centralized" from the same encoders (after the primary mode).
+    first = _flwr_run(tmp_path / "a", f"{SMOKE} federation.stage2_compare=[local,centralized]", capsys)
+    second = _flwr_run(tmp_path / "b", SMOKE, capsys)
+    assert first["stage1"]["weights_sha256"] == second["stage1"]["weights_sha256"]
+    assert first["stage2"]["weights_sha256"] == second["stage2"]["weights_sha256"]
+    assert first["final"] == second["final"]
+    local, central = first["stage2_compare"]["local"], first["stage2_compare"]["centralized"]
+    assert set(local["clients"]) == {"subject-1", "subject-2"} and set(local["mean"]) >= {"accuracy", "own_accuracy"}
+    assert central["num_labeled"] > 0 and 0.0 <= central["final"]["accuracy"] <= 1.0
+    assert second["stage2_compare"] == {}
