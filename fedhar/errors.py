@@ -40,3 +40,15 @@ class CacheError(FedharError):
 
 class ConfigError(FedharError, ValueError):
     """A configuration value is out of range or inconsistent with the data."""
+
+
+class ModalityMissingError(DatasetNotFoundError):
+    """A device's data lacks a modality that the model or the run's config expects."""
+
+
+class DeploymentError(FedharError):
+    """A SuperLink / SuperNode deployment fault: server unreachable, TLS mismatch, node key not registered."""
+
+
+class ExportError(FedharError):
+    """An exported model (TorchScript / ONNX) cannot be built, loaded, or disagrees with the PyTorch model."""
