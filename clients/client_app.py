@@ -137,6 +137,8 @@ def _round_schedule(settings: ClientSettings, num_labeled: int) -> FinetuneConfi
     cfg = settings.finetune
     if num_labeled > 1 and num_labeled % cfg.batch_size == 1:
         cfg = replace(cfg, batch_size=cfg.batch_size + 1)
+    if settings.freeze_encoders:  # one classifier phase over all local epochs
+        return replace(cfg, t_iter=max(cfg.epochs, 1), first_phase="classifier")
     if cfg.epochs % cfg.t_iter:
         logger.warning("stage 2: %d local epochs is not a multiple of t_iter %d; phases restart each round",
                        cfg.epochs, cfg.t_iter)

@@ -44,6 +44,8 @@ class ClientSettings:
         The round, from 1.
     qom_prior
         Global normalised QoM per modality, for stage 2's attention prior.
+    freeze_encoders
+        Stage 2 trains only the fusion classifier; the stage-1 encoders stay as received.
     """
 
     dataset: DatasetConfig
@@ -56,6 +58,7 @@ class ClientSettings:
     stage: str = ""
     server_round: int = 0
     qom_prior: Mapping[str, float] = field(default_factory=dict)
+    freeze_encoders: bool = False
 
 
 def parse_config(config: ConfigRecord) -> ClientSettings:
@@ -93,6 +96,7 @@ def parse_config(config: ConfigRecord) -> ClientSettings:
         stage=str(config.get(keys.STAGE, "")),
         server_round=int(config.get(keys.SERVER_ROUND, 0)),  # type: ignore[arg-type]
         qom_prior=qom_prior_of(config),
+        freeze_encoders=bool(config.get(keys.FREEZE_ENCODERS, False)),
     )
 
 

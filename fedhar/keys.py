@@ -36,6 +36,7 @@ NUM_AGGREGATED = "num-aggregated"
 WEIGHT_PREFIX = "weight-"  # "weight-<group>-subject-<id>": a client's normalised weight for a group
 QOM_PRIOR_PREFIX = "qom-prior-"  # ConfigRecord: global normalised QoM prior per modality
 SETUP = "setup"  # ConfigRecord: JSON of the resolved static config (dataset, model, stage1, stage2, quality)
+FREEZE_ENCODERS = "freeze-encoders"  # ConfigRecord: stage 2 trains only the classifier (encoders stay global)
 LOCAL_EPOCHS = "local-epochs"  # ConfigRecord: epochs each client trains per round
 SEED = "seed"  # ConfigRecord: the run's seed (clients derive theirs from seed, subject, round)
 STATE_QOM = "qom"  # context.state MetricRecord: the client's QoM scores, computed once

@@ -65,6 +65,7 @@ def run_stage2(
     model.load_state_dict(state)
     budget = int(fed.stage2_rounds) * int(fed.stage2_local_epochs)
     config = ConfigRecord({keys.SETUP: json.dumps(setup), keys.SEED: seed,
+                           keys.FREEZE_ENCODERS: bool(fed.get("stage2_freeze_encoders", False)),
                            **{f"{keys.QOM_PRIOR_PREFIX}{m}": float(w) for m, w in prior.items()}})
 
     if mode == "centralized":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
@@ -129,3 +130,46 @@ class TestFinetuneAndEvaluateHandlers:
         evaluated = app(_message("evaluate", setup, arrays, **prior), context)
         record = evaluated.content[keys.METRICS]
         assert record[keys.NUM_EXAMPLES] > 0 and 0.0 <= record[keys.MACRO_F1] <= 1.0
+
+    def _finetune_arrays(self, setup: dict) -> tuple[dict[str, np.ndarray], ArrayRecord]:
+        info = _info(setup)
+        model = build_finetune_model(info, info.modality_names, ModelConfig.from_mapping(setup["model"]), seed=0)
+        arrays = ArrayRecord(model.state_dict())
+        return {k: v.numpy() for k, v in arrays.items()}, arrays
+
+    def test_finetune__freeze_encoders_trains_only_the_classifier(self, setup_for: Callable) -> None:
+        setup = setup_for()
+        reference, arrays = self._finetune_arrays(setup)
+        reply = app(_message("train.finetune", setup, arrays, **{keys.FREEZE_ENCODERS: True}),
+                    _context(**{keys.PARTITION_ID: 0}))
+        update, _ = parse_reply(reply)
+        assert update is not None
+        for name, value in update.arrays.items():
+            same = np.array_equal(value, reference[name])
+            assert same if name.startswith(keys.ENCODER_PREFIX) else True
+        assert any(not np.array_equal(v, reference[k]) for k, v in update.arrays.items() if k.startswith("classifier."))
+
+    def test_finetune__one_label_with_batchnorm_skips_training_and_says_so(
+        self, setup_for: Callable, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # A client holding a single labeled row cannot train a BatchNorm1d classifier: it replies
+        # the global weights, its honest num-examples (1) and no train loss; it never crashes.
+        import clients.client_app as client_app
+
+        setup = setup_for("model.classifier.batch_norm=true")
+        reference, arrays = self._finetune_arrays(setup)
+        original = client_app.load_partition
+
+        def one_label(context: Context, settings: object) -> object:
+            local = original(context, settings)  # type: ignore[arg-type]
+            part = local.partition
+            one = replace(part, labeled=part.labeled.subset(np.arange(1)))
+            return replace(local, partition=one)
+
+        monkeypatch.setattr(client_app, "load_partition", one_label)
+        reply = app(_message("train.finetune", setup, arrays), _context(**{keys.PARTITION_ID: 0}))
+        update, reason = parse_reply(reply)
+        assert reason is None and update is not None
+        assert update.num_examples == 1 and update.train_loss is None
+        assert all(np.array_equal(v, reference[k]) for k, v in update.arrays.items())
+        assert "cannot train" in caplog.text

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
+import time
 import socket
 import stat
 import sys
@@ -89,18 +93,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture) -> dict:
+def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, extra_env: dict[str, str] | None = None,
+              federation: str = "num-supernodes=2 client-resources-num-cpus=1") -> dict:
     # A private FLWR_HOME and private ports: never join (and run the code of) another SuperLink.
     env = {"FLWR_HOME": str(tmp_path / "flwr-home"), "FEDHAR_OUTPUT_DIR": str(tmp_path / "runs"),
            "FEDHAR_CACHE_DIR": str(tmp_path / "cache"), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()), "FLWR_LOCAL_CONTROL_API_PORT": str(free_port())}
+           "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()), "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()), **(extra_env or {})}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     cwd = os.getcwd()
     try:
         os.chdir(REPO)
         code = run_federated.main([".", "--run-config", f'hydra-overrides="{overrides}"', "--federation-config",
-                                   "num-supernodes=2 client-resources-num-cpus=1", "--timeout", "900"])
+                                   federation, "--timeout", "900"])
     finally:
         _stop_superlink_of(tmp_path / "flwr-home")
         os.chdir(cwd)
@@ -152,3 +157,37 @@ def test_flwr_run__same_seed_same_weights_and_every_stage2_mode(tmp_path: Path, 
     assert set(local["clients"]) == {"subject-1", "subject-2"} and set(local["mean"]) >= {"accuracy", "own_accuracy"}
     assert central["num_labeled"] > 0 and 0.0 <= central["final"]["accuracy"] <= 1.0
     assert second["stage2_compare"] == {}
+
+
+RAY_START_TIMEOUT_S = 120.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ray") is None, reason="the ray CLI is not installed")
+def test_flwr_run__joins_existing_ray_cluster(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # `ray start --head --num-cpus 2`, then the unchanged app (no init-args-num-cpus) joins it.
+    # The head gets a private port and temp dir (other simulations on the machine do not
+    # join it), runs with --block in its own process group and is always terminated.
+    port = free_port()
+    temp_dir = Path(tempfile.mkdtemp(prefix="fedhar-ray-", dir="/tmp"))  # short: Ray's socket paths
+    head = subprocess.Popen(["ray", "start", "--head", "--num-cpus", "2", "--port", str(port), "--block",
+                             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + RAY_START_TIMEOUT_S
+        while not any(temp_dir.glob("session_*/logs/gcs_server.out")) and time.monotonic() < deadline:
+            assert head.poll() is None, "ray start --head exited early"
+            time.sleep(1.0)
+        time.sleep(3.0)
+        results = _flwr_run(tmp_path, SMOKE, capsys, extra_env={"RAY_ADDRESS": f"127.0.0.1:{port}"})
+        assert results["final"]["accuracy"] > 0.0
+        # The run's simulation driver registered as a job with the head's GCS.
+        jobs = list(temp_dir.glob("session_*/logs/*driver*")) + list(temp_dir.glob("session_*/logs/worker-*"))
+        assert jobs, f"no driver or worker log in {temp_dir}: the run did not join the cluster"
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
