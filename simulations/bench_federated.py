@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -85,8 +86,10 @@ def run_cell(cell: Cell, out: Path, budget: str, local_epochs: int, nodes: int, 
     work = cell_dir / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    # Private FLWR_HOME and ports: a SuperLink left running elsewhere would run its own (stale) code.
     env = {**os.environ, "FLWR_HOME": str(work / "flwr-home"), "FEDHAR_OUTPUT_DIR": str(work / "runs"),
-           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
+           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
+           "FLWR_LOCAL_CONTROL_API_PORT": str(free_port())}
     overrides = cell_overrides(cell, budget, local_epochs, extra)
     cmd = [sys.executable, "-m", "simulations.run_federated", str(REPO), "--run-config",
            f'hydra-overrides="{overrides}"', "--federation-config",
@@ -106,6 +109,13 @@ def run_cell(cell: Cell, out: Path, budget: str, local_epochs: int, nodes: int, 
     results["bench_wall_s"] = time.perf_counter() - started
     atomic_write_text(done, json.dumps(results, indent=2))
     return results
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def stop_superlink(flwr_home: Path) -> None:
@@ -190,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=6, help="simulated SuperNodes (one per training subject)")
     parser.add_argument("--extra", default="", help="further Hydra overrides for every cell")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per cell")
+    parser.add_argument("--retries", type=int, default=1, help="reruns of a failed cell (e.g. a lost heartbeat)")
     parser.add_argument("--centralized", type=Path, default=REPO / "benchmarks" / "centralized" / "summary.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -200,11 +211,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rate in args.label_rates:
             for weighting in args.weightings:
                 cell = Cell(rate, seed, weighting)
-                try:
-                    results[cell] = run_cell(cell, args.out, args.budget, args.local_epochs, args.nodes, args.extra,
-                                             args.timeout)
-                except RuntimeError as err:
-                    logger.error("%s", err)
+                for attempt in range(args.retries + 1):
+                    try:
+                        results[cell] = run_cell(cell, args.out, args.budget, args.local_epochs, args.nodes,
+                                                 args.extra, args.timeout)
+                        break
+                    except RuntimeError as err:
+                        logger.error("attempt %d: %s", attempt + 1, err)
+                if cell not in results:
                     continue
                 summary = {**summarise(results, args.centralized), "budget": args.budget,
                            "budget_epochs": budget_epochs(args.budget), "local_epochs": args.local_epochs,
