@@ -18,6 +18,7 @@ from fedhar import keys
 from fedhar.data.config import DatasetConfig
 from fedhar.data.experiment import prepare_experiment
 from fedhar.data.loading import load_dataset
+from fedhar.errors import ConfigError
 from fedhar.federated import build_pretrain_model, normalise_prior, probe_accuracy, state_digest
 from fedhar.models import ModelConfig
 from fedhar.train import derive_seed, seed_everything
@@ -74,6 +75,8 @@ def main(grid: Grid, context: Context) -> None:
     logger.info("run %s: %d training subjects %s, test subjects %s, output %s", context.run_id,
                 len(experiment.partitions), list(experiment.partitions), list(experiment.protocol.test_subjects), run_dir)
 
+    wait_for_nodes(grid, num_nodes, float(fed.node_wait_s))
+
     # ---- stage 1: federated contrastive fusion pretraining
     torch.manual_seed(derive_seed(seed, "init", "stage1"))
     info = experiment.info
@@ -126,6 +129,25 @@ def main(grid: Grid, context: Context) -> None:
           f"{results['wall_time_s']:.0f} s"
           + "".join(f"; stage 2 {m}: accuracy {c['final']['accuracy']:.3f}" for m, c in compare.items())
           + f"\n{RESULTS_MARKER}{run_dir / 'results.json'}", flush=True)
+
+
+def wait_for_nodes(grid: Grid, needed: int, timeout_s: float, poll_s: float = 1.0) -> None:
+    """Wait until ``needed`` nodes are connected; fail clearly instead of waiting forever.
+
+    Raises
+    ------
+    ConfigError
+        If fewer nodes than training subjects connect within ``timeout_s`` (e.g. Flower's
+        default of 2 simulated SuperNodes for UTD-MHAD's 6 training subjects).
+    """
+    deadline = time.monotonic() + timeout_s
+    while (connected := len(list(grid.get_node_ids()))) < needed:
+        if time.monotonic() >= deadline:
+            raise ConfigError(
+                f"{connected} node(s) connected after {timeout_s:.0f} s, the run needs {needed} (one per training "
+                f"subject); simulate them with --federation-config \"num-supernodes={needed} "
+                f"client-resources-num-cpus=1\", or set federation.min_nodes", "federation.min_nodes")
+        time.sleep(poll_s)
 
 
 def _stage_summary(result: Any, strategy: QoMFedAvg, times: list[float], num_nodes: int) -> dict[str, Any]:
