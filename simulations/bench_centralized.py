@@ -129,14 +129,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run (or resume) the grid and write the summary after every cell."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/centralized"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--usc-seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--model", default="compact", help="configs/model/<name>.yaml")
     parser.add_argument("--num-threads", type=int, default=1,
                         help="torch threads per run (1 avoids oversubscription on a shared CPU)")
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override (repeatable)")
+    parser.add_argument("--summarize-only", action="store_true",
+                        help="only rebuild summary.json and table.md from every finished run folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.summarize_only:
+        finished = [json.loads(p.read_text()) for p in sorted((args.out / "runs").glob(f"**/{RESULTS_FILE}"))]
+        write_summary(finished, args.out, args.model)
+        return
     results: list[dict[str, Any]] = []
     for cell in build_grid(args.seeds, args.usc_seeds):
         try:
@@ -144,9 +150,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         except Exception:  # noqa: BLE001 - one failed cell must not stop the grid
             logger.exception("cell %s failed", cell)
             continue
-        rows = summarize(results)
-        atomic_write_text(args.out / "summary.json", json.dumps({"rows": rows, "model": args.model}, indent=2))
-        atomic_write_text(args.out / "table.md", to_markdown(rows))
+        write_summary(results, args.out, args.model)
+
+
+def write_summary(results: list[dict[str, Any]], out: Path, model: str) -> None:
+    """Write ``summary.json`` and ``table.md`` of ``results`` under ``out``."""
+    rows = summarize(results)
+    atomic_write_text(out / "summary.json", json.dumps({"rows": rows, "model": model}, indent=2))
+    atomic_write_text(out / "table.md", to_markdown(rows))
 
 
 if __name__ == "__main__":
