@@ -204,6 +204,9 @@ def explain_supernode_failure(exit_code: int, log_tail: str, public_key: Path | 
             f"node key not registered: the SuperLink runs with --enable-supernode-auth and refused this node's key. "
             f"On a machine with a SuperLink connection run `flwr supernode register {pub} {connection}`, then "
             "restart the SuperNode", public_key)
+    if "Server disconnected without sending a response" in log_tail:
+        return DeploymentError("the SuperLink closed the connection without an answer: a plaintext (--insecure) "
+                               "SuperNode talking to a TLS SuperLink? Pass --root-certificates instead")
     if _TLS_FAILURE.search(log_tail):
         return DeploymentError("TLS failed between SuperNode and SuperLink; check --root-certificates against "
                                "the server's CA (`python -m simulations.deploy check ...`)")
