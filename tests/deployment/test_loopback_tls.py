@@ -57,6 +57,9 @@ class _Processes:
         return proc
 
     def stop_all(self) -> None:
+        # SuperExec starts its ServerApp/ClientApp processes in a session of their own: collect every
+        # descendant PID first (they are re-parented to init once their parent exits), stop them by PID.
+        descendants = [pid for proc in self.started for pid in _descendants(proc.pid)]
         for proc in reversed(self.started):
             _stop_group(proc.pid)
             try:
@@ -64,6 +67,28 @@ class _Processes:
             except subprocess.TimeoutExpired:
                 _stop_group(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=STOP_TIMEOUT_S)
+        for pid in descendants:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+def _descendants(root: int) -> list[int]:
+    """PIDs of every live descendant of ``root`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def _stop_group(pid: int, sig: signal.Signals = signal.SIGTERM) -> None:
