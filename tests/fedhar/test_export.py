@@ -16,7 +16,7 @@ from fedhar.export import (ExportMetadata, PositionalClassifier, StaticAdaptiveA
 from fedhar.federated import build_finetune_model
 from fedhar.models import ModelConfig
 
-pytest.importorskip("onnx")
+import onnx  # noqa: E402,F401  (a test dependency: fail loudly if missing)
 UTD = DatasetInfo("utd-mhad", (ModalitySpec("inertial", (120, 6), 50.0), ModalitySpec("skeleton", (40, 20, 3), 30.0)),
                   tuple(f"a{i}" for i in range(1, 28)), (1, 2))
 ATOL = 1e-4

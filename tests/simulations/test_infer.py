@@ -20,7 +20,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 UTD = DatasetInfo("utd-mhad", (ModalitySpec("inertial", (120, 6), 50.0), ModalitySpec("skeleton", (40, 20, 3), 30.0)),
                   tuple(f"a{i}" for i in range(1, 28)), (1, 2))
 
-pytest.importorskip("onnx")
+import onnx  # noqa: E402,F401  (a test dependency: fail loudly if missing)
 
 
 @pytest.fixture(scope="module")
