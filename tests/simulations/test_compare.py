@@ -1,0 +1,79 @@
+"""simulations.compare: the smoke comparison on real UTD-MHAD, resume, failed cells."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from simulations.compare import CONFIG_DIR, plan, run
+
+MIN_PNG_BYTES = 5_000
+SMOKE_METHODS = ("supervised-skeleton", "cosmo", "fed-fedavg", "fed-qom")
+
+
+def _cfg(out_dir: Path, *overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("compare", overrides=[f"out_dir={out_dir}", *overrides])
+
+
+@pytest.mark.parametrize("budget", ["smoke", "quick", "paper"])
+@pytest.mark.parametrize("dataset", ["utd-mhad", "usc-had"])
+def test_plan__every_budget_composes(budget: str, dataset: str, tmp_path: Path) -> None:
+    cells = plan(_cfg(tmp_path, f"compare_budget={budget}", f"dataset={dataset}"))
+    assert cells and {c.method for c in cells} >= {"cosmo", "fed-fedavg", "fed-qom"}
+    assert any(c.method.startswith("supervised-") for c in cells)
+
+
+def test_failed_cell__reported_as_failed_and_retried_unless_told(tmp_path: Path) -> None:
+    # Prepare: a method whose Hydra override raises at composition time (no data needed)
+    cfg = _cfg(tmp_path, "compare_budget.methods=[broken]",
+               "+methods.broken={kind: centralized, label: broken, method: cosmo, "
+               "overrides: ['method=does-not-exist']}")
+    # Execute
+    first = run(cfg, progress=False)
+    # Assert: failed, shown as FAILED with its error, not as a number
+    assert first["failed"] == ["broken lr5 seed0"] and first["ran"] == first["failed"]
+    line = next(x for x in (tmp_path / "table.md").read_text().splitlines() if "| broken |" in x)
+    assert "FAILED" in line and "MissingConfigException" in line
+    assert "FAILED" in (tmp_path / "table.csv").read_text()
+    # A failed cell is retried by default, kept failed with retry_failed=false.
+    assert run(cfg, progress=False)["ran"] == ["broken lr5 seed0"]
+    cfg.retry_failed = False
+    again = run(cfg, progress=False)
+    assert again["ran"] == [] and again["failed"] == ["broken lr5 seed0"]
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_smoke_comparison__table_plots_and_resume(data_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: real UTD-MHAD, private output/cache, no runtime dependency installation by flwr
+    monkeypatch.setenv("FEDHAR_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+    monkeypatch.setenv("FEDHAR_CACHE_DIR", os.environ.get("FEDHAR_CACHE_DIR", str(tmp_path / "cache")))
+    out = tmp_path / "cmp"
+    cfg = _cfg(out, "compare_budget=smoke", "dataset=utd-mhad")
+    # Execute
+    first = run(cfg, progress=False)
+    # Assert: every method's row with numbers, and the plots
+    assert first["failed"] == [], first
+    assert sorted(first["ran"]) == sorted(f"{m} lr5 seed0" for m in SMOKE_METHODS)
+    rows = {r["method"]: r for r in first["rows"]}
+    assert set(rows) == set(SMOKE_METHODS)
+    assert all(r["status"] == "ok" and 0.0 <= r["accuracy"][0] <= 100.0 for r in rows.values())
+    table = (out / "table.md").read_text()
+    for method in SMOKE_METHODS:
+        assert str(cfg.methods[method].label) in table
+    for name in ("accuracy_vs_label_rate.png", "convergence.png", "quality_weights_fed-qom.png",
+                 "quality_weights_fed-fedavg.png"):
+        assert (out / name).stat().st_size > MIN_PNG_BYTES, name
+    records = sorted((out / "cells").glob("**/*.json"))
+    mtimes = {p: p.stat().st_mtime_ns for p in records}
+    # Resume: nothing runs again, no record is rewritten
+    second = run(cfg, progress=False)
+    assert second["ran"] == [] and len(second["skipped"]) == len(SMOKE_METHODS)
+    assert {p: p.stat().st_mtime_ns for p in records} == mtimes
