@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
+from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from simulations import bench_centralized, bench_federated
@@ -46,10 +46,13 @@ from simulations.grid import DONE, CellKey, CellStore, GridOutcome, run_grid
 from simulations.plots import plot_accuracy_vs_label_rate, plot_convergence, plot_quality_weights
 from simulations.report import write_report
 
-__all__ = ["CellRunner", "main", "plan", "run"]
+__all__ = ["CellRunner", "compose_config", "main", "plan", "run"]
 
 logger = logging.getLogger(__name__)
 
+CONFIG_NAME = "compare"
+LOG_FILE = "compare.log"
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 CENTRALIZED = "centralized"
 FEDERATED = "federated"
 CELLS_DIR = "cells"
@@ -272,15 +275,28 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
             "plots": [str(p) for p in plots], "rows": json.loads((out_dir / "summary.json").read_text())["rows"]}
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="compare")
-def main(cfg: DictConfig) -> None:
-    """Hydra entry point: only calls :func:`run`; exit status 1 if a cell failed (and ``fail_on_error``)."""
+def compose_config(overrides: Sequence[str]) -> DictConfig:
+    """Compose configs/compare.yaml with Hydra command-line ``overrides``."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(CONFIG_NAME, overrides=list(overrides))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point (Hydra override syntax); exit status 1 if a cell failed and ``fail_on_error``.
+
+    Not ``@hydra.main``: the centralised cells compose configs/config.yaml themselves
+    (simulations.bench_centralized.run_cell), which a running Hydra app forbids.
+    """
+    cfg = compose_config(sys.argv[1:] if argv is None else argv)
+    out_dir = Path(str(cfg.out_dir)).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT,
+                        handlers=[logging.StreamHandler(), logging.FileHandler(out_dir / LOG_FILE)])
     summary = run(cfg)
     print(f"{len(summary['ran'])} cells run, {len(summary['skipped'])} skipped, {len(summary['failed'])} failed; "  # noqa: T201
           f"table {summary['out_dir']}/table.md")
-    if summary["failed"] and cfg.fail_on_error:
-        sys.exit(1)
+    return 1 if summary["failed"] and cfg.fail_on_error else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
