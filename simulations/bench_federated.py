@@ -201,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--extra", default="", help="further Hydra overrides for every cell")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per cell")
     parser.add_argument("--retries", type=int, default=1, help="reruns of a failed cell (e.g. a lost heartbeat)")
+    parser.add_argument("--summarize-only", action="store_true", help="rebuild summary/table from finished cells")
     parser.add_argument("--centralized", type=Path, default=REPO / "benchmarks" / "centralized" / "summary.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -211,6 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rate in args.label_rates:
             for weighting in args.weightings:
                 cell = Cell(rate, seed, weighting)
+                if args.summarize_only:
+                    done = args.out / "runs" / cell.folder / "results.json"
+                    if done.is_file():
+                        results[cell] = json.loads(done.read_text(encoding="utf-8"))
+                    continue
                 for attempt in range(args.retries + 1):
                     try:
                         results[cell] = run_cell(cell, args.out, args.budget, args.local_epochs, args.nodes,
@@ -220,12 +226,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         logger.error("attempt %d: %s", attempt + 1, err)
                 if cell not in results:
                     continue
-                summary = {**summarise(results, args.centralized), "budget": args.budget,
-                           "budget_epochs": budget_epochs(args.budget), "local_epochs": args.local_epochs,
-                           "nodes": args.nodes, "extra": args.extra}
-                atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=2))
-                atomic_write_text(args.out / "table.md", table(summary))
+                _write_summary(args, results)
+    if args.summarize_only:
+        _write_summary(args, results)
     return 0
+
+
+def _write_summary(args: argparse.Namespace, results: dict[Cell, dict]) -> None:
+    summary = {**summarise(results, args.centralized), "budget": args.budget,
+               "budget_epochs": budget_epochs(args.budget), "local_epochs": args.local_epochs,
+               "nodes": args.nodes, "extra": args.extra}
+    atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(args.out / "table.md", table(summary))
 
 
 if __name__ == "__main__":
