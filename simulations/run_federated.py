@@ -5,6 +5,13 @@ exit code of `flwr run`, the run's status in `flwr ls --format json` (``finished
 or anything but ``finished:completed`` fails), and the results file the ServerApp
 announces with the line ``fedhar-results: <path>`` (it must exist and parse as JSON).
 
+A run that ends ``finished:failed`` without a results file is launched again, up to
+``--retries`` times (default 1). On a saturated machine Flower 1.41's local SuperLink can
+expire a simulation task whose heartbeats were delayed ("No heartbeat received from the
+task", 60 s after the last one acknowledged); such a run failed for reasons outside the
+app, and its ``flwr-simulation`` process keeps running: it is killed (by PID, found by the
+SuperLink's runtime port) before the retry. A genuine failure fails every attempt.
+
 Usage::
 
     python -m simulations.run_federated --run-config 'hydra-overrides="dataset=synthetic"' \\
@@ -18,6 +25,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -31,6 +39,8 @@ logger = logging.getLogger(__name__)
 RESULTS_MARKER = "fedhar-results: "  # printed by strategies.server_app
 _RUN_ID = re.compile(r"Successfully started run (\d+)")
 _COMPLETED = "finished:completed"
+_FAILED = "finished:failed"
+_DEFAULT_RUNTIME_PORT = "39091"  # Flower's local SuperLink port unless FLWR_LOCAL_SUPERLINK_HTTP_API_PORT is set
 EXIT_FAILED = 1
 EXIT_NO_RESULTS = 2
 
@@ -89,6 +99,40 @@ def check_run(lines: Sequence[str], status_of: Callable[[int], str | None] | Non
     return RunOutcome(run_id, status, results)
 
 
+def _lost_task(code: int, outcome: RunOutcome) -> bool:
+    """Whether a run started, then ended ``finished:failed`` with no results file (worth one more try)."""
+    no_results = outcome.results is None or not outcome.results.is_file()
+    return code == 0 and outcome.run_id is not None and outcome.status == _FAILED and no_results
+
+
+def kill_orphaned_simulations(env: dict[str, str]) -> int:
+    """SIGKILL the ``flwr-simulation`` processes attached to this environment's local SuperLink.
+
+    They are found by the ``--runtime-api-address 127.0.0.1:<port>`` in their command line
+    (the port of ``FLWR_LOCAL_SUPERLINK_HTTP_API_PORT``, else Flower's default), so
+    simulations of other SuperLinks on the machine are left alone. Returns how many were killed.
+    """
+    port = env.get("FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", _DEFAULT_RUNTIME_PORT)
+    marker = f":{port}"
+    killed = 0
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc_dir / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in args if a]
+        if not any(w.endswith("flwr-simulation") for w in words[:2]):
+            continue
+        address = next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--runtime-api-address"), "")
+        if address.endswith(marker):
+            try:
+                os.kill(int(proc_dir.name), signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+    return killed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -96,14 +140,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-config", "-c", action="append", default=[], help="passed to flwr run (repeatable)")
     parser.add_argument("--federation-config", action="append", default=[], help="passed to flwr run (repeatable)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds before the run is killed")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="relaunches of a run that ended finished:failed without results (default 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     env = dict(os.environ)
     env.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
-    code, lines = run(args.app, args.run_config, args.federation_config, env, args.timeout)
-    outcome = check_run(lines, lambda rid: run_status(rid, env))
-    logger.info("flwr run exit %d, run %s, status %s, results %s", code, outcome.run_id, outcome.status,
-                outcome.results)
+    for attempt in range(args.retries + 1):
+        code, lines = run(args.app, args.run_config, args.federation_config, env, args.timeout)
+        outcome = check_run(lines, lambda rid: run_status(rid, env))
+        logger.info("flwr run exit %d, run %s, status %s, results %s", code, outcome.run_id, outcome.status,
+                    outcome.results)
+        if not _lost_task(code, outcome) or attempt == args.retries:
+            break
+        killed = kill_orphaned_simulations(env)
+        logger.warning("run %s ended %s without results (Flower drops a simulation task whose heartbeats "
+                       "are late on a saturated machine); killed %d orphaned flwr-simulation process(es); "
+                       "retry %d of %d", outcome.run_id, outcome.status, killed, attempt + 1, args.retries)
     if code != 0 or outcome.run_id is None:
         logger.error("flwr run failed (exit %d) or started no run", code)
         return EXIT_FAILED

@@ -34,6 +34,12 @@ def _fake_flwr(bin_dir: Path, run_lines: list[str], status: str, code: int = 0) 
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
 
 
+def _count_runs(flwr: Path, calls: Path) -> None:
+    """Make the fake `flwr` append its first argument to ``calls`` on every invocation."""
+    text = flwr.read_text().replace("import sys\n", f"import sys\nopen({str(calls)!r}, 'a').write(sys.argv[1] + chr(10))\n", 1)
+    flwr.write_text(text)
+
+
 class TestRunFederatedExitCodes:
     @pytest.fixture
     def fake_path(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -61,6 +67,43 @@ class TestRunFederatedExitCodes:
     def test_main__flwr_error_exits_nonzero(self, fake_path: Path) -> None:
         _fake_flwr(fake_path, ["boom"], "finished:completed", code=3)
         assert run_federated.main(["."]) == EXIT_FAILED
+
+    def test_main__failed_without_results__relaunched_then_fails(self, fake_path: Path, tmp_path: Path) -> None:
+        # Prepare: a run that always ends finished:failed with no results (a lost task heartbeat)
+        _fake_flwr(fake_path, ["Successfully started run 42"], "finished:failed")
+        calls = tmp_path / "calls"
+        _count_runs(fake_path / "flwr", calls)
+        # Execute / Assert: one launch plus one retry by default, still a failure
+        assert run_federated.main(["."]) == EXIT_FAILED
+        assert calls.read_text().count("run") == 2
+
+    def test_main__retries_0__single_launch(self, fake_path: Path, tmp_path: Path) -> None:
+        _fake_flwr(fake_path, ["Successfully started run 42"], "finished:failed")
+        calls = tmp_path / "calls"
+        _count_runs(fake_path / "flwr", calls)
+        assert run_federated.main([".", "--retries", "0"]) == EXIT_FAILED
+        assert calls.read_text().count("run") == 1
+
+    def test_kill_orphaned_simulations__only_this_superlinks_port(self, tmp_path: Path) -> None:
+        # Prepare: two fake `flwr-simulation` processes attached to different runtime ports
+        script = tmp_path / "flwr-simulation"
+        script.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(60)\n")
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+        mine = subprocess.Popen([str(script), "--runtime-api-address", "127.0.0.1:45671"])
+        other = subprocess.Popen([str(script), "--runtime-api-address", "127.0.0.1:45672"])
+        try:
+            time.sleep(0.5)
+            # Execute
+            killed = run_federated.kill_orphaned_simulations({"FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": "45671"})
+            # Assert: only the process of port 45671 is gone
+            assert killed == 1
+            assert mine.wait(timeout=10) == -signal.SIGKILL
+            assert other.poll() is None
+        finally:
+            for proc in (mine, other):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
 
     def test_check_run__parses_id_and_results(self) -> None:
         outcome = check_run(["x", "Successfully started run 7", "fedhar-results: /a/b.json"], lambda rid: "s")
