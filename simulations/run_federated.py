@@ -125,12 +125,31 @@ def kill_orphaned_simulations(env: dict[str, str]) -> int:
             continue
         address = next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--runtime-api-address"), "")
         if address.endswith(marker):
-            try:
-                os.kill(int(proc_dir.name), signal.SIGKILL)
-                killed += 1
-            except OSError:
-                pass
+            pid = int(proc_dir.name)
+            for victim in (pid, *_descendants(pid)):  # its Ray cluster (gcs_server, raylet, workers) too
+                try:
+                    os.kill(victim, signal.SIGKILL)
+                except OSError:
+                    continue
+                killed += victim == pid
     return killed
+
+
+def _descendants(pid: int) -> list[int]:
+    """PIDs of every process below ``pid`` in the process tree (read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
+    found, todo = [], list(children.get(pid, ()))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, ()))
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

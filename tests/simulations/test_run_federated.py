@@ -87,19 +87,27 @@ class TestRunFederatedExitCodes:
     def test_kill_orphaned_simulations__only_this_superlinks_port(self, tmp_path: Path) -> None:
         # Prepare: two fake `flwr-simulation` processes attached to different runtime ports
         script = tmp_path / "flwr-simulation"
-        script.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(60)\n")
+        # each fake simulation starts a child (standing in for its Ray processes)
+        script.write_text(f"#!{sys.executable}\nimport subprocess, sys, time\n"
+                          f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\ntime.sleep(60)\n")
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
         mine = subprocess.Popen([str(script), "--runtime-api-address", "127.0.0.1:45671"])
         other = subprocess.Popen([str(script), "--runtime-api-address", "127.0.0.1:45672"])
         try:
             time.sleep(0.5)
+            child = run_federated._descendants(mine.pid)
+            assert len(child) == 1
             # Execute
             killed = run_federated.kill_orphaned_simulations({"FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": "45671"})
             # Assert: only the process of port 45671 is gone
             assert killed == 1
             assert mine.wait(timeout=10) == -signal.SIGKILL
             assert other.poll() is None
+            time.sleep(0.5)
+            assert not Path(f"/proc/{child[0]}").exists() or "Z" in Path(f"/proc/{child[0]}/stat").read_text().split()[2]
         finally:
+            for pid in run_federated._descendants(other.pid):
+                os.kill(pid, signal.SIGKILL)
             for proc in (mine, other):
                 if proc.poll() is None:
                     proc.kill()
@@ -214,7 +222,7 @@ def test_flwr_run__joins_existing_ray_cluster(tmp_path: Path, capsys: pytest.Cap
     port = free_port()
     temp_dir = Path(tempfile.mkdtemp(prefix="fedhar-ray-", dir="/tmp"))  # short: Ray's socket paths
     head = subprocess.Popen(["ray", "start", "--head", "--num-cpus", "2", "--port", str(port), "--block",
-                             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+                             "--node-ip-address", "127.0.0.1", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + RAY_START_TIMEOUT_S
