@@ -21,8 +21,6 @@ import logging
 import math
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +33,7 @@ from typing import Any
 import yaml
 
 from fedhar.train.checkpoint import atomic_write_text
+from simulations.run_federated import free_port, stop_superlink
 
 logger = logging.getLogger(__name__)
 
@@ -109,24 +108,6 @@ def run_cell(cell: Cell, out: Path, budget: str, local_epochs: int, nodes: int, 
     results["bench_wall_s"] = time.perf_counter() - started
     atomic_write_text(done, json.dumps(results, indent=2))
     return results
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop_superlink(flwr_home: Path) -> None:
-    """Terminate the detached local SuperLink started with ``flwr_home`` (its command line names it)."""
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "flower-superlink" in cmdline and str(flwr_home) in cmdline:
-            os.kill(int(proc.name), signal.SIGTERM)
 
 
 def _stat(values: list[float]) -> list[float]:

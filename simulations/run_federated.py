@@ -26,13 +26,14 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunOutcome", "check_run", "main", "run"]
+__all__ = ["RunOutcome", "check_run", "free_port", "kill_orphaned_simulations", "main", "run", "stop_superlink"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,27 @@ def check_run(lines: Sequence[str], status_of: Callable[[int], str | None] | Non
     results = next((Path(line.split(RESULTS_MARKER, 1)[1].strip()) for line in lines if RESULTS_MARKER in line), None)
     status = status_of(run_id) if status_of is not None and run_id is not None else None
     return RunOutcome(run_id, status, results)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on now (for a private local SuperLink)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop_superlink(flwr_home: Path) -> None:
+    """SIGTERM the detached local SuperLink that ``flwr run`` started for ``flwr_home``.
+
+    Found by its command line, which names ``flwr_home``; other SuperLinks are left alone.
+    """
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "flower-superlink" in cmdline and str(flwr_home) in cmdline:
+            os.kill(int(proc.name), signal.SIGTERM)
 
 
 def _lost_task(code: int, outcome: RunOutcome) -> bool:

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import socket
 import stat
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from simulations import run_federated
-from simulations.run_federated import EXIT_FAILED, EXIT_NO_RESULTS, check_run
+from simulations.run_federated import EXIT_FAILED, EXIT_NO_RESULTS, check_run, free_port, stop_superlink
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,24 +125,6 @@ RESULT_KEYS = {"run_id", "config", "train_subjects", "test_subjects", "stage1", 
                "wall_time_s"}
 
 
-def _stop_superlink_of(flwr_home: Path) -> None:
-    """Terminate the detached local SuperLink this test started (its command line names our FLWR_HOME)."""
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "flower-superlink" in cmdline and str(flwr_home) in cmdline:
-            os.kill(int(proc.name), signal.SIGTERM)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on now (for a private local SuperLink)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, extra_env: dict[str, str] | None = None,
               federation: str = "num-supernodes=2 client-resources-num-cpus=1") -> dict:
     # A private FLWR_HOME and private ports: never join (and run the code of) another SuperLink.
@@ -158,7 +139,7 @@ def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, ext
         code = run_federated.main([".", "--run-config", f'hydra-overrides="{overrides}"', "--federation-config",
                                    federation, "--timeout", "900"])
     finally:
-        _stop_superlink_of(tmp_path / "flwr-home")
+        stop_superlink(tmp_path / "flwr-home")
         os.chdir(cwd)
         for k, v in old.items():
             if v is None:
