@@ -21,6 +21,7 @@ from fedhar.data.dataset import DatasetInfo, HARDataset
 from fedhar.models import ContrastiveFusionModel, FusionClassifierModel, ModelConfig
 from fedhar.models.attention import build_fusion_classifier
 from fedhar.train.batches import to_tensors
+from fedhar.train.device import model_device
 from fedhar.train.evaluate import eval_mode
 
 __all__ = ["build_finetune_model", "build_pretrain_model", "normalise_prior", "probe_accuracy", "state_digest"]
@@ -89,13 +90,13 @@ def probe_accuracy(model: ContrastiveFusionModel, data: HARDataset, seed: int, f
 
     A cheap convergence signal for stage 1, computed on the held-out test subjects only:
     the concatenated L2-normalised projections of every modality, a logistic regression,
-    ``min(folds, smallest class count)`` folds (at least 2).
+    ``min(folds, smallest class count)`` folds (at least 2). The model runs where it is.
     """
-    tensors = to_tensors(data, model.modalities)
+    tensors = to_tensors(data, model.modalities, device=model_device(model))
     with eval_mode(model), torch.no_grad():
         parts = [model({m: tensors.inputs[m][i:i + _PROBE_BATCH] for m in model.modalities})
                  for i in range(0, len(data), _PROBE_BATCH)]
-    features = np.concatenate([torch.cat(list(p.values()), dim=1).numpy() for p in parts])
+    features = np.concatenate([torch.cat(list(p.values()), dim=1).cpu().numpy() for p in parts])
     labels = np.asarray(data.labels)
     smallest = int(np.bincount(labels)[np.unique(labels)].min())
     cv = StratifiedKFold(n_splits=max(2, min(folds, smallest)), shuffle=True, random_state=seed)

@@ -50,6 +50,7 @@ from fedhar.models.fusion_classifier import build_fusion_classifier_model
 from fedhar.quality import QualityConfig, compute_client_qom
 from fedhar.train.checkpoint import save_checkpoint
 from fedhar.train.config import FinetuneConfig, PretrainConfig, SupervisedConfig
+from fedhar.train.device import device_name, resolve_device
 from fedhar.train.evaluate import evaluate
 from fedhar.train.finetune import finetune_iterative
 from fedhar.train.history import History
@@ -137,6 +138,7 @@ def run_method(
     *,
     supervised_cfg: SupervisedConfig | None = None,
     checkpoint_path: str | Path | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Train and evaluate one method; return its results (JSON-serialisable).
 
@@ -162,30 +164,38 @@ def run_method(
         epochs, batch size, optimizer and evaluation period).
     checkpoint_path
         If given, the final (last-epoch) model is saved there (:func:`save_checkpoint`).
+    device
+        Train, compute QoM and evaluate on this device (``"cpu"``, ``"cuda"``,
+        ``"cuda:N"``, ``"auto"``; :func:`fedhar.train.device.resolve_device`). Only
+        ``"cpu"`` is bit-reproducible. Models are built, checkpointed and returned to the
+        CPU between stages.
 
     Returns
     -------
     dict
         ``accuracy``, ``macro_f1`` (last epoch, test set), ``best_epoch_accuracy`` and
         ``best_epoch`` (selected on the test set), ``confusion``, ``num_test``,
-        ``num_labeled``, ``num_unlabeled``, ``parameters``, ``wall_time_s``, ``history``
-        and, for cosmo, ``qom``.
+        ``num_labeled``, ``num_unlabeled``, ``parameters``, ``wall_time_s``, ``history``,
+        ``device`` (``"cpu"`` or ``"cuda:N"``), ``device_name`` (the GPU's name, ``None``
+        on the CPU) and, for cosmo, ``qom``.
 
     Raises
     ------
     ConfigError
         For a method that does not fit the dataset (CPC on skeleton data, an unknown
-        modality, a single-modality dataset for a fusion method).
+        modality, a single-modality dataset for a fusion method), or an unknown or
+        unavailable ``device``.
     """
+    target = resolve_device(device)
     started = time.perf_counter()
     seed_everything(seed)
     runner = {"cosmo": _run_contrastive, "cmc": _run_contrastive, "cpc": _run_cpc,
               "deepsense": _run_baseline, "attnsense": _run_baseline, "supervised": _run_single}[method_cfg.name]
     supervised = supervised_cfg or _supervised_cfg(stage2_cfg)
     model, histories, extra = runner(method_cfg, experiment, model_cfg, stage1_cfg, stage2_cfg, quality_cfg, seed,
-                                     supervised)
+                                     supervised, target)
     test = experiment.test.with_modalities([extra["modality"]]) if "modality" in extra else experiment.test
-    final = evaluate(model, test)
+    final = evaluate(model, test, device=target)
     last = histories[-1]
     if checkpoint_path is not None:
         save_checkpoint(checkpoint_path, model, epoch=len(last), extra={"method": method_cfg.label, "seed": seed})
@@ -207,11 +217,13 @@ def run_method(
         "num_labeled": len(experiment.labeled),
         "num_unlabeled": len(experiment.unlabeled),
         "wall_time_s": wall,
+        "device": str(target),
+        "device_name": device_name(target),
         "history": {h.stage: h.to_list() for h in histories},
         **extra,
     }
-    logger.info("%s seed %d: accuracy %.4f macro-F1 %.4f (best-epoch accuracy %.4f, selects on test) in %.1f s",
-                method_cfg.label, seed, final.accuracy, final.macro_f1, best_acc, wall["total"])
+    logger.info("%s seed %d: accuracy %.4f macro-F1 %.4f (best-epoch accuracy %.4f, selects on test) in %.1f s on %s",
+                method_cfg.label, seed, final.accuracy, final.macro_f1, best_acc, wall["total"], target)
     return results
 
 
@@ -232,7 +244,7 @@ def _specs(experiment: ExperimentData, names: Sequence[str] | None = None) -> tu
 def _run_contrastive(
     method: MethodConfig, experiment: ExperimentData, model_cfg: ModelConfig, stage1: PretrainConfig,
     stage2: FinetuneConfig, quality_cfg: QualityConfig | None, seed: int,
-    supervised: SupervisedConfig,
+    supervised: SupervisedConfig, device: torch.device,
 ) -> tuple[nn.Module, list[History], dict[str, Any]]:
     """Cosmo / CMC: contrastive stage 1, (QoM,) iterative fusion stage 2."""
     specs = _specs(experiment)
@@ -243,13 +255,13 @@ def _run_contrastive(
     stage1_model = ContrastiveFusionModel(specs, model_cfg)
     objective = (cosmo_objective(CosmoFusionLoss(**method.loss)) if method.name == "cosmo"
                  else cmc_objective(CMCLoss(CMCConfig.from_mapping(method.loss).temperature)))
-    h1 = pretrain(stage1_model, objective, experiment.unlabeled, stage1, derive_seed(seed, "stage1"))
+    h1 = pretrain(stage1_model, objective, experiment.unlabeled, stage1, derive_seed(seed, "stage1"), device=device)
     extra: dict[str, Any] = {"wall_time_s": {}}
     names = stage1_model.modalities
     if method.use_qom:
         t0 = time.perf_counter()
         quality_cfg = quality_cfg or QualityConfig()
-        qom = _compute_qom(stage1_model, experiment.unlabeled, experiment.info.num_classes, quality_cfg)
+        qom = _compute_qom(stage1_model, experiment.unlabeled, experiment.info.num_classes, quality_cfg, device)
         extra["wall_time_s"]["qom"] = time.perf_counter() - t0
         prior = {m: float(qom.weights[m]) for m in names}
         extra["qom"] = {"weights": prior, "hopkins": _plain(qom.hopkins), "clusters": _plain(qom.clusters),
@@ -268,20 +280,23 @@ def _run_contrastive(
                            "classifier": count_parameters(classifier),
                            "stage1_model": count_parameters(stage1_model),
                            "stage2_model": count_parameters(model)}
-    h2 = finetune_iterative(model, experiment.labeled, stage2, derive_seed(seed, "stage2"), eval_data=experiment.test)
+    h2 = finetune_iterative(model, experiment.labeled, stage2, derive_seed(seed, "stage2"), eval_data=experiment.test,
+                            device=device)
     return model, [h1, h2], extra
 
 
-def _compute_qom(model: ContrastiveFusionModel, data: HARDataset, num_classes: int, quality_cfg: QualityConfig) -> Any:
+def _compute_qom(
+    model: ContrastiveFusionModel, data: HARDataset, num_classes: int, quality_cfg: QualityConfig, device: torch.device
+) -> Any:
     """QoM of each modality on ``data`` (raw inputs or stage-1 features), as a federated client computes it."""
     return compute_client_qom({m: np.asarray(data.data[m]) for m in model.modalities}, num_classes, quality_cfg,
-                              model=model)
+                              model=model, device=device)
 
 
 def _run_baseline(
     method: MethodConfig, experiment: ExperimentData, model_cfg: ModelConfig, stage1: PretrainConfig,
     stage2: FinetuneConfig, quality_cfg: QualityConfig | None, seed: int,
-    supervised: SupervisedConfig,
+    supervised: SupervisedConfig, device: torch.device,
 ) -> tuple[nn.Module, list[History], dict[str, Any]]:
     """DeepSense / AttnSense: supervised on the labeled set, all modalities."""
     specs, k = _specs(experiment), experiment.info.num_classes
@@ -291,28 +306,28 @@ def _run_baseline(
     else:
         model = AttnSenseModel(specs, k, AttnSenseConfig.from_mapping(method.architecture))
     h = train_supervised(model, experiment.labeled, supervised, derive_seed(seed, "stage2"),
-                         eval_data=experiment.test)
+                         eval_data=experiment.test, device=device)
     return model, [h], {"parameters": {"model": count_parameters(model)}}
 
 
 def _run_single(
     method: MethodConfig, experiment: ExperimentData, model_cfg: ModelConfig, stage1: PretrainConfig,
     stage2: FinetuneConfig, quality_cfg: QualityConfig | None, seed: int,
-    supervised: SupervisedConfig,
+    supervised: SupervisedConfig, device: torch.device,
 ) -> tuple[nn.Module, list[History], dict[str, Any]]:
     """One modality: Cosmo's encoder + stage-2 classifier (no QoM prior), trained end to end."""
     (spec,) = _specs(experiment, [str(method.modality)])
     seed_everything(derive_seed(seed, "model"))
     model = SingleModalityClassifier(spec, experiment.info.num_classes, model_cfg.encoder, model_cfg.classifier)
     labeled, test = experiment.labeled.with_modalities([spec.name]), experiment.test.with_modalities([spec.name])
-    h = train_supervised(model, labeled, supervised, derive_seed(seed, "stage2"), eval_data=test)
+    h = train_supervised(model, labeled, supervised, derive_seed(seed, "stage2"), eval_data=test, device=device)
     return model, [h], {"parameters": {"model": count_parameters(model)}, "modality": spec.name}
 
 
 def _run_cpc(
     method: MethodConfig, experiment: ExperimentData, model_cfg: ModelConfig, stage1: PretrainConfig,
     stage2: FinetuneConfig, quality_cfg: QualityConfig | None, seed: int,
-    supervised: SupervisedConfig,
+    supervised: SupervisedConfig, device: torch.device,
 ) -> tuple[nn.Module, list[History], dict[str, Any]]:
     """CPC pretraining on the unlabeled pool, then the CPC classifier on the labeled set."""
     specs = _specs(experiment)
@@ -322,12 +337,12 @@ def _run_cpc(
     cfg = CPCConfig.from_mapping(method.architecture)
     seed_everything(derive_seed(seed, "model"))
     cpc = CPCModel(specs, cfg)
-    h1 = pretrain(cpc, cpc_objective(), experiment.unlabeled, stage1, derive_seed(seed, "stage1"))
+    h1 = pretrain(cpc, cpc_objective(), experiment.unlabeled, stage1, derive_seed(seed, "stage1"), device=device)
     seed_everything(derive_seed(seed, "classifier"))
     model = CPCClassifier(cpc, experiment.info.num_classes, cfg)
     model.freeze_encoder(method.freeze_encoder)
     h2 = train_supervised(model, experiment.labeled, supervised, derive_seed(seed, "stage2"),
-                          eval_data=experiment.test)
+                          eval_data=experiment.test, device=device)
     model.freeze_encoder(False)
     return model, [h1, h2], {"parameters": {"encoder": count_parameters(cpc), "model": count_parameters(model)}}
 

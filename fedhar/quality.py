@@ -16,6 +16,7 @@ from sklearn.metrics import calinski_harabasz_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
 from fedhar import keys
+from fedhar.train.device import on_device
 
 logger = logging.getLogger(__name__)
 
@@ -323,22 +324,28 @@ def cluster_penalty(k_star: int, num_classes: int, cfg: QualityConfig) -> float:
 
 
 @torch.no_grad()
-def encode_for_quality(model: torch.nn.Module, data: Mapping[str, np.ndarray], batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Encoder features ``(N, S, F)`` of ``data`` via ``model.encode(batch)``, in eval mode.
+def encode_for_quality(
+    model: torch.nn.Module,
+    data: Mapping[str, np.ndarray],
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> dict[str, np.ndarray]:
+    """Encoder features ``(N, S, F)`` of ``data`` via ``model.encode(batch)``, in eval mode, as CPU arrays.
 
-    The model's train/eval mode is restored afterwards.
+    ``device``: encode there (the model moves back afterwards); ``None``: where the model
+    is. The model's train/eval mode is restored afterwards.
     """
     was_training = model.training
     model.eval()
     try:
         n = len(next(iter(data.values())))
-        device = next(model.parameters()).device
         chunks: dict[str, list[np.ndarray]] = {m: [] for m in data}
-        for start in range(0, n, batch_size):
-            batch = {m: torch.as_tensor(np.asarray(x[start : start + batch_size]), dtype=torch.float32, device=device)
-                     for m, x in data.items()}
-            for m, z in model.encode(batch).items():
-                chunks[m].append(z.cpu().numpy())
+        with on_device(model, device) as target:
+            for start in range(0, n, batch_size):
+                batch = {m: torch.as_tensor(np.asarray(x[start : start + batch_size]), dtype=torch.float32,
+                                            device=target) for m, x in data.items()}
+                for m, z in model.encode(batch).items():
+                    chunks[m].append(z.cpu().numpy())
     finally:
         model.train(was_training)
     return {m: np.concatenate(c) for m, c in chunks.items()}
@@ -349,6 +356,7 @@ def compute_client_qom(
     num_classes: int,
     cfg: QualityConfig | None = None,
     model: torch.nn.Module | None = None,
+    device: str | torch.device | None = None,
 ) -> QoMResult:
     """QoM of a client's unlabeled data from the representation ``cfg.source`` names.
 
@@ -362,6 +370,9 @@ def compute_client_qom(
         Settings; ``source="features"`` needs ``model`` (anything with ``encode(batch)``).
     model
         The encoder model for ``source="features"``.
+    device
+        Encode on this device (``source="features"``; see
+        :func:`fedhar.train.device.resolve_device`); ``None``: where the model is.
 
     Raises
     ------
@@ -376,5 +387,5 @@ def compute_client_qom(
         if n > cfg.max_samples:  # subsample before encoding: cheaper, same rows as compute_qom would pick
             rows = np.random.default_rng(cfg.seed).choice(n, size=cfg.max_samples, replace=False)
             data = {m: np.asarray(x)[rows] for m, x in data.items()}
-        data = encode_for_quality(model, data)
+        data = encode_for_quality(model, data, device=device)
     return compute_qom(data, num_classes, cfg)

@@ -34,16 +34,35 @@ class TensorData:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        """Where the tensors live."""
+        return self.labels.device
 
-def to_tensors(data: HARDataset | TensorData, modalities: Sequence[str] | None = None) -> TensorData:
+    def to(self, device: torch.device) -> TensorData:
+        """The tensors on ``device``, copied once (``self`` when they are already there)."""
+        if self.labels.device == device and all(t.device == device for t in self.inputs.values()):
+            return self
+        return TensorData({m: t.to(device) for m, t in self.inputs.items()}, self.labels.to(device))
+
+
+def to_tensors(
+    data: HARDataset | TensorData,
+    modalities: Sequence[str] | None = None,
+    device: torch.device | None = None,
+) -> TensorData:
     """Convert (without copying where possible) a dataset's arrays to tensors.
 
     Parameters
     ----------
     data
-        The dataset (a :class:`TensorData` is returned as is, restricted to ``modalities``).
+        The dataset (a :class:`TensorData` is returned as is, restricted to ``modalities``
+        and moved to ``device``).
     modalities
         Keep only these modalities (default: all present).
+    device
+        Copy the tensors to this device once, so batches are indexed there (default:
+        leave them on the CPU, sharing the arrays' memory).
 
     Returns
     -------
@@ -56,15 +75,15 @@ def to_tensors(data: HARDataset | TensorData, modalities: Sequence[str] | None =
         If a requested modality is not in ``data``.
     """
     if isinstance(data, TensorData):
-        if modalities is None:
-            return data
-        return TensorData({m: data.inputs[m] for m in modalities}, data.labels)
+        kept = data if modalities is None else TensorData({m: data.inputs[m] for m in modalities}, data.labels)
+        return kept if device is None else kept.to(device)
     names = data.modalities if modalities is None else tuple(modalities)
     missing = [m for m in names if m not in data.data]
     if missing:
         raise KeyError(f"modalities {missing} not in the dataset view {data.modalities}")
     inputs = {m: torch.from_numpy(np.ascontiguousarray(data.data[m], dtype=np.float32)) for m in names}
-    return TensorData(inputs, torch.from_numpy(np.ascontiguousarray(data.labels, dtype=np.int64)))
+    tensors = TensorData(inputs, torch.from_numpy(np.ascontiguousarray(data.labels, dtype=np.int64)))
+    return tensors if device is None else tensors.to(device)
 
 
 def num_batches(num_samples: int, batch_size: int, drop_last: bool) -> int:
@@ -87,14 +106,14 @@ def iterate_batches(
     Parameters
     ----------
     data
-        The tensors.
+        The tensors; batches are indexed on their device.
     batch_size
         Samples per batch.
     shuffle
         Visit the samples in a random order drawn from ``rng``.
     rng
         Source of the permutation (required when ``shuffle``): the caller owns it, so a
-        seeded run shuffles identically.
+        seeded run shuffles identically on every device.
     drop_last
         Drop the last incomplete batch. When the dataset is smaller than ``batch_size``
         the single (incomplete) batch is kept, so an epoch never yields nothing.
@@ -115,9 +134,9 @@ def iterate_batches(
     if shuffle:
         if rng is None:
             raise ValueError("shuffle=True needs an rng (np.random.Generator) for reproducible order")
-        order = torch.from_numpy(rng.permutation(n))
+        order = torch.from_numpy(rng.permutation(n)).to(data.device)
     else:
-        order = torch.arange(n)
+        order = torch.arange(n, device=data.device)
     for b in range(num_batches(n, batch_size, drop_last)):
         idx = order[b * batch_size : (b + 1) * batch_size]
         yield {m: t.index_select(0, idx) for m, t in data.inputs.items()}, data.labels.index_select(0, idx)

@@ -66,7 +66,8 @@ def save_checkpoint(
     path
         Target file (parents are created).
     model
-        Its ``state_dict`` (parameters and buffers) is saved.
+        Its ``state_dict`` (parameters and buffers) is saved as CPU tensors, whatever
+        device the model is on, so the file loads on a machine without a GPU.
     epoch
         Number of finished epochs.
     optimizer, scheduler
@@ -79,7 +80,10 @@ def save_checkpoint(
     Path
         ``path``.
     """
-    state: dict[str, Any] = {"model": model.state_dict(), "epoch": int(epoch), "extra": dict(extra or {})}
+    weights = model.state_dict()
+    for name, tensor in weights.items():  # in place: keeps the state dict's version metadata
+        weights[name] = tensor.cpu()
+    state: dict[str, Any] = {"model": weights, "epoch": int(epoch), "extra": dict(extra or {})}
     if optimizer is not None:
         state["optimizer"] = optimizer.state_dict()
     if scheduler is not None:

@@ -14,6 +14,7 @@ from torch import nn
 
 from fedhar.data.dataset import HARDataset
 from fedhar.train.batches import TensorData, iterate_batches, to_tensors
+from fedhar.train.device import on_device
 
 __all__ = ["DEFAULT_EVAL_BATCH_SIZE", "EvalResult", "evaluate", "eval_mode", "predict", "score_predictions"]
 
@@ -61,14 +62,22 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: HARDataset | TensorData, batch_size: int = DEFAULT_EVAL_BATCH_SIZE) -> np.ndarray:
-    """Predicted class per sample, ``(N,)`` int64, in dataset order (eval mode, no grad)."""
-    tensors = to_tensors(data)
+def predict(
+    model: nn.Module,
+    data: HARDataset | TensorData,
+    batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """Predicted class per sample, ``(N,)`` int64 on the CPU, in dataset order (eval mode, no grad).
+
+    ``device``: run the model there (it moves back afterwards); ``None``: where the model is.
+    """
     preds = []
-    with eval_mode(model):
+    with on_device(model, device) as target, eval_mode(model):
+        tensors = to_tensors(data, device=target)
         for inputs, _ in iterate_batches(tensors, batch_size, shuffle=False):
             preds.append(model(inputs).argmax(dim=1))
-    return torch.cat(preds).numpy().astype(np.int64) if preds else np.zeros(0, dtype=np.int64)
+    return torch.cat(preds).cpu().numpy().astype(np.int64) if preds else np.zeros(0, dtype=np.int64)
 
 
 def score_predictions(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> EvalResult:
@@ -95,6 +104,7 @@ def evaluate(
     data: HARDataset,
     batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
     num_classes: int | None = None,
+    device: str | torch.device | None = None,
 ) -> EvalResult:
     """Evaluate a classifier ``model(batch) -> logits`` on ``data``.
 
@@ -108,6 +118,8 @@ def evaluate(
         Evaluation batch size (does not change the result).
     num_classes
         Number of classes ``K`` (default: ``data.info.num_classes``).
+    device
+        Run the model on this device (it moves back afterwards); ``None``: where it is.
 
     Returns
     -------
@@ -115,4 +127,4 @@ def evaluate(
         The metrics; the model's train/eval modes are left as they were.
     """
     k = data.info.num_classes if num_classes is None else num_classes
-    return score_predictions(np.asarray(data.labels), predict(model, data, batch_size), k)
+    return score_predictions(np.asarray(data.labels), predict(model, data, batch_size, device), k)

@@ -23,6 +23,7 @@ from torch import nn
 from fedhar.data.dataset import HARDataset
 from fedhar.train.batches import to_tensors
 from fedhar.train.config import FinetuneConfig
+from fedhar.train.device import on_device
 from fedhar.train.history import EpochRecord, History
 from fedhar.train.loop import (
     StepFn,
@@ -77,6 +78,7 @@ def finetune_iterative(
     seed: int,
     eval_data: HARDataset | None = None,
     progress: bool | None = None,
+    device: str | torch.device | None = None,
 ) -> History:
     """Iterative fusion learning on the labeled set (Cosmo stage 2).
 
@@ -100,6 +102,9 @@ def finetune_iterative(
         used for training or selection.
     progress
         Show a tqdm bar (default: ``cfg.progress``).
+    device
+        Train (and evaluate) on this device; the model moves back afterwards (see
+        :func:`fedhar.train.pretrain.pretrain`). ``None``: where the model is.
 
     Returns
     -------
@@ -111,48 +116,53 @@ def finetune_iterative(
     _warn_orphans(model, encoders, classifier)
     seed_everything(seed)
     rng = np.random.default_rng(seed)
-    tensors = to_tensors(data, [m for m in data.modalities if m in encoders])
-    optimizers = {"encoders": build_optimizer(encoders.parameters(), cfg.optim),
-                  "classifier": build_optimizer(classifier.parameters(), cfg.optim)}
     criterion = nn.CrossEntropyLoss()
     history = History(STAGE)
-    bar = epoch_bar(cfg.epochs, STAGE, cfg.progress if progress is None else progress)
-
-    def make_step(phase: Phase) -> StepFn:
-        optimizer = optimizers[phase]
-        modulate = cfg.gradient_modulation and phase == "encoders"
-
-        def step(inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> float:
-            optimizer.zero_grad(set_to_none=True)
-            if modulate:
-                features = {m: encoders[m](x) for m, x in inputs.items()}
-                loss = criterion(classifier(features), labels)
-                loss.backward()
-                confidences = unimodal_confidences(classifier, features, labels)
-                scale_encoder_grads(encoders, modulation_coefficients(confidences, cfg.modulation_alpha))
-            else:
-                loss = criterion(model(inputs), labels)
-                loss.backward()
-            optimizer.step()
-            return float(loss.detach())
-
-        return step
-
-    try:
-        for epoch in bar:
-            started = time.perf_counter()
-            phase = phase_of_epoch(epoch, cfg.t_iter, cfg.first_phase)
-            set_phase(model, phase)
-            lr = lr_at(cfg.optim, epoch)
-            set_lr(optimizers[phase], lr)
-            loss = run_epoch(make_step(phase), tensors, cfg.batch_size, rng)
-            record = EpochRecord(epoch + 1, STAGE, loss, lr, 0.0, phase=phase)
-            evaluate_into(record, model, eval_data, epoch + 1, cfg.epochs, cfg.eval_every)
-            finish_epoch(history, record, started, bar, cfg.log_every)
-    finally:
-        model.requires_grad_(True)
-        model.train()
+    with on_device(model, device) as target:
+        tensors = to_tensors(data, [m for m in data.modalities if m in encoders], device=target)
+        optimizers = {"encoders": build_optimizer(encoders.parameters(), cfg.optim),
+                      "classifier": build_optimizer(classifier.parameters(), cfg.optim)}
+        bar = epoch_bar(cfg.epochs, STAGE, cfg.progress if progress is None else progress)
+        try:
+            for epoch in bar:
+                started = time.perf_counter()
+                phase = phase_of_epoch(epoch, cfg.t_iter, cfg.first_phase)
+                set_phase(model, phase)
+                lr = lr_at(cfg.optim, epoch)
+                set_lr(optimizers[phase], lr)
+                loss = run_epoch(_make_step(model, optimizers[phase], criterion, cfg, phase), tensors, cfg.batch_size,
+                                 rng)
+                record = EpochRecord(epoch + 1, STAGE, loss, lr, 0.0, phase=phase)
+                evaluate_into(record, model, eval_data, epoch + 1, cfg.epochs, cfg.eval_every)
+                finish_epoch(history, record, started, bar, cfg.log_every)
+        finally:
+            model.requires_grad_(True)
+            model.train()
     return history
+
+
+def _make_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, cfg: FinetuneConfig, phase: Phase
+) -> StepFn:
+    """One optimisation step of ``phase`` (with gradient modulation in the encoder phase if configured)."""
+    encoders, classifier = _parts(model)
+    modulate = cfg.gradient_modulation and phase == "encoders"
+
+    def step(inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        if modulate:
+            features = {m: encoders[m](x) for m, x in inputs.items()}
+            loss = criterion(classifier(features), labels)
+            loss.backward()
+            confidences = unimodal_confidences(classifier, features, labels)
+            scale_encoder_grads(encoders, modulation_coefficients(confidences, cfg.modulation_alpha))
+        else:
+            loss = criterion(model(inputs), labels)
+            loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    return step
 
 
 def _parts(model: nn.Module) -> tuple[nn.ModuleDict, nn.Module]:

@@ -12,6 +12,7 @@ from torch import nn
 from fedhar.data.dataset import HARDataset
 from fedhar.train.batches import TensorData, to_tensors
 from fedhar.train.config import PretrainConfig
+from fedhar.train.device import on_device
 from fedhar.train.history import EpochRecord, History
 from fedhar.train.loop import build_optimizer, build_scheduler, epoch_bar, finish_epoch, run_epoch
 from fedhar.train.seeding import seed_everything
@@ -31,6 +32,7 @@ def pretrain(
     cfg: PretrainConfig,
     seed: int,
     progress: bool | None = None,
+    device: str | torch.device | None = None,
 ) -> History:
     """Train ``model`` to minimise ``objective`` on unlabeled ``data`` (labels are never read).
 
@@ -52,6 +54,10 @@ def pretrain(
         Seeds weights-independent randomness (shuffling, dropout): same seed, same result.
     progress
         Show a tqdm bar (default: ``cfg.progress``).
+    device
+        Train on this device (:func:`fedhar.train.device.resolve_device`): the model and
+        the data move there for the run and the model moves back afterwards, so a CPU
+        model comes back on the CPU. ``None``: where the model is.
 
     Returns
     -------
@@ -60,24 +66,25 @@ def pretrain(
     """
     seed_everything(seed)
     rng = np.random.default_rng(seed)
-    tensors = to_tensors(data)
-    optimizer = build_optimizer((p for p in model.parameters() if p.requires_grad), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim)
     history = History(STAGE)
-    bar = epoch_bar(cfg.epochs, STAGE, cfg.progress if progress is None else progress)
+    with on_device(model, device) as target:
+        tensors = to_tensors(data, device=target)
+        optimizer = build_optimizer((p for p in model.parameters() if p.requires_grad), cfg.optim)
+        scheduler = build_scheduler(optimizer, cfg.optim)
+        bar = epoch_bar(cfg.epochs, STAGE, cfg.progress if progress is None else progress)
 
-    def step(inputs: dict[str, torch.Tensor], _labels: torch.Tensor) -> float:
-        optimizer.zero_grad(set_to_none=True)
-        loss = objective(model, inputs)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
+        def step(inputs: dict[str, torch.Tensor], _labels: torch.Tensor) -> float:
+            optimizer.zero_grad(set_to_none=True)
+            loss = objective(model, inputs)
+            loss.backward()
+            optimizer.step()
+            return float(loss.detach())
 
-    model.train()
-    for epoch in bar:
-        started = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        loss = run_epoch(step, tensors, cfg.batch_size, rng, drop_last=cfg.drop_last)
-        scheduler.step()
-        finish_epoch(history, EpochRecord(epoch + 1, STAGE, loss, lr, 0.0), started, bar, cfg.log_every)
+        model.train()
+        for epoch in bar:
+            started = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            loss = run_epoch(step, tensors, cfg.batch_size, rng, drop_last=cfg.drop_last)
+            scheduler.step()
+            finish_epoch(history, EpochRecord(epoch + 1, STAGE, loss, lr, 0.0), started, bar, cfg.log_every)
     return history

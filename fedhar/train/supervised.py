@@ -11,6 +11,7 @@ from torch import nn
 from fedhar.data.dataset import HARDataset
 from fedhar.train.batches import to_tensors
 from fedhar.train.config import SupervisedConfig
+from fedhar.train.device import on_device
 from fedhar.train.history import EpochRecord, History
 from fedhar.train.loop import build_optimizer, build_scheduler, epoch_bar, evaluate_into, finish_epoch, run_epoch
 from fedhar.train.seeding import seed_everything
@@ -27,6 +28,7 @@ def train_supervised(
     seed: int,
     eval_data: HARDataset | None = None,
     progress: bool | None = None,
+    device: str | torch.device | None = None,
 ) -> History:
     """Train every parameter of ``model`` on labeled ``data`` (DeepSense, AttnSense, unimodal).
 
@@ -45,6 +47,9 @@ def train_supervised(
         ``test_macro_f1`` in the records); never used for training or model selection.
     progress
         Show a tqdm bar (default: ``cfg.progress``).
+    device
+        Train (and evaluate) on this device; the model moves back afterwards (see
+        :func:`fedhar.train.pretrain.pretrain`). ``None``: where the model is.
 
     Returns
     -------
@@ -53,27 +58,28 @@ def train_supervised(
     """
     seed_everything(seed)
     rng = np.random.default_rng(seed)
-    tensors = to_tensors(data)
-    optimizer = build_optimizer((p for p in model.parameters() if p.requires_grad), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim)
     criterion = nn.CrossEntropyLoss()
     history = History(STAGE)
-    bar = epoch_bar(cfg.epochs, STAGE, cfg.progress if progress is None else progress)
+    with on_device(model, device) as target:
+        tensors = to_tensors(data, device=target)
+        optimizer = build_optimizer((p for p in model.parameters() if p.requires_grad), cfg.optim)
+        scheduler = build_scheduler(optimizer, cfg.optim)
+        bar = epoch_bar(cfg.epochs, STAGE, cfg.progress if progress is None else progress)
 
-    def step(inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> float:
-        optimizer.zero_grad(set_to_none=True)
-        loss = criterion(model(inputs), labels)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
+        def step(inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> float:
+            optimizer.zero_grad(set_to_none=True)
+            loss = criterion(model(inputs), labels)
+            loss.backward()
+            optimizer.step()
+            return float(loss.detach())
 
-    for epoch in bar:
-        started = time.perf_counter()
-        model.train()
-        lr = optimizer.param_groups[0]["lr"]
-        loss = run_epoch(step, tensors, cfg.batch_size, rng)
-        scheduler.step()
-        record = EpochRecord(epoch + 1, STAGE, loss, lr, 0.0)
-        evaluate_into(record, model, eval_data, epoch + 1, cfg.epochs, cfg.eval_every)
-        finish_epoch(history, record, started, bar, cfg.log_every)
+        for epoch in bar:
+            started = time.perf_counter()
+            model.train()
+            lr = optimizer.param_groups[0]["lr"]
+            loss = run_epoch(step, tensors, cfg.batch_size, rng)
+            scheduler.step()
+            record = EpochRecord(epoch + 1, STAGE, loss, lr, 0.0)
+            evaluate_into(record, model, eval_data, epoch + 1, cfg.epochs, cfg.eval_every)
+            finish_epoch(history, record, started, bar, cfg.log_every)
     return history
