@@ -8,8 +8,10 @@ Examples
 Each run writes, under ``paths.output_dir/<dataset>/<method>/lr<rate>/seed<seed>/<stamp>``:
 ``config.yaml`` (resolved), ``metrics.jsonl`` (one line per epoch and stage) and
 ``results.json`` (accuracy, macro_f1, best_epoch_accuracy, confusion, wall time, parameter
-counts, ...), each written atomically, and with ``save_model=true`` the final model
-(``model.pt``, :func:`fedhar.train.save_checkpoint`).
+counts, the ``device`` trained on and, on a GPU, its ``device_name``, ...), each written
+atomically, and with ``save_model=true`` the final model (``model.pt``,
+:func:`fedhar.train.save_checkpoint`, CPU tensors). ``device=cuda`` (or ``cuda:N``,
+``auto``) trains on a GPU; the default ``cpu`` is bit-reproducible.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from fedhar.models.config import ModelConfig
 from fedhar.pipeline import MethodConfig, run_method
 from fedhar.train.checkpoint import atomic_write_text
 from fedhar.train.config import FinetuneConfig, PretrainConfig, SupervisedConfig
+from fedhar.train.device import resolve_device
 
 __all__ = ["RESULT_KEYS", "main", "run_dir_for", "train"]
 
@@ -76,14 +79,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ----------
     cfg
         The composed config (configs/config.yaml): dataset, label_rate, seed, method,
-        model, quality, stage1, stage2, supervised, paths; optional ``num_threads``, ``run_dir`` and
-        ``save_model``.
+        model, quality, stage1, stage2, supervised, paths; optional ``device`` (default
+        ``cpu``), ``num_threads``, ``run_dir`` and ``save_model``.
 
     Returns
     -------
     dict
         The results written to ``results.json`` plus ``run_dir``.
+
+    Raises
+    ------
+    fedhar.errors.ConfigError
+        For an unknown ``device``, or a CUDA device this machine does not have (checked
+        before any data is loaded).
     """
+    device = resolve_device(str(cfg.get("device") or "cpu"))
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     started = time.perf_counter()
@@ -97,13 +107,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = run_dir_for(cfg, method.label)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-    logger.info("run folder %s", run_dir)
+    logger.info("run folder %s, device %s", run_dir, device)
 
     dataset = load_dataset(dataset_cfg)
     experiment = prepare_experiment(dataset, dataset_cfg, float(cfg.label_rate), int(cfg.seed))
     checkpoint = run_dir / MODEL_FILE if cfg.get("save_model") else None
     results = run_method(method, experiment, model_cfg, stage1, stage2, quality, int(cfg.seed),
-                         supervised_cfg=supervised, checkpoint_path=checkpoint)
+                         supervised_cfg=supervised, checkpoint_path=checkpoint, device=device)
 
     history = results.pop("history")
     lines = [json.dumps(rec) for stage in history.values() for rec in stage]

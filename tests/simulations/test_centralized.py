@@ -25,6 +25,9 @@ class TestConfigs:
         cfg = _compose([f"method={method}"])
         assert MethodConfig.from_mapping(dict(cfg.method)).name == method
 
+    def test_compose__device_defaults_to_cpu(self) -> None:
+        assert _compose([]).device == "cpu"
+
     def test_compose__budget_overrides_stage_epochs(self) -> None:
         cfg = _compose(["budget=cpu-utd"])
         assert cfg.stage1.epochs < 300 and cfg.stage2.epochs < 500 and cfg.stage1.batch_size == 32
@@ -45,9 +48,19 @@ class TestTrain:
         for key in RESULT_KEYS:
             assert key in saved
         assert saved["wall_time_s"]["run"] > 0 and saved["parameters"]["stage2_model"] > 0
+        assert saved["device"] == "cpu" and saved["device_name"] is None
         assert len((run_dir / METRICS_FILE).read_text().splitlines()) == cfg.stage1.epochs + cfg.stage2.epochs
         assert (run_dir / "config.yaml").is_file() and (run_dir / "model.pt").is_file()
         assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+    def test_train__unknown_device_fails_before_the_run_folder(self, tmp_path: Path) -> None:
+        from fedhar.errors import ConfigError
+
+        cfg = _compose(["dataset=synthetic", "budget=tiny", "device=gpu", f"paths.output_dir={tmp_path}"])
+        with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+            train(cfg)
+        assert not list(tmp_path.iterdir())
 
 
 class TestBenchSummary:
