@@ -7,6 +7,8 @@ is spent. A frozen part has ``requires_grad = False``, is not in the phase's opt
 step, and is in eval mode (BatchNorm running statistics and dropout fixed), so its
 parameters and buffers are bit-identical across the phase. Each part keeps its own Adam
 state across its phases; both follow the same step lr schedule over global epochs.
+On CUDA the frozen part's RNNs run without cuDNN, whose RNN backward refuses eval mode
+(the encoders' gradients flow back through the frozen classifier's GRU).
 (Cosmo's public code switches train/eval modes but updates both parts all the time.)
 """
 
@@ -14,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -41,7 +45,7 @@ from fedhar.train.seeding import seed_everything
 if TYPE_CHECKING:
     from fedhar.models import FusionClassifierModel
 
-__all__ = ["Phase", "finetune_iterative", "phase_of_epoch", "set_phase"]
+__all__ = ["Phase", "finetune_iterative", "frozen_rnns_without_cudnn", "phase_of_epoch", "set_phase"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +134,10 @@ def finetune_iterative(
                 set_phase(model, phase)
                 lr = lr_at(cfg.optim, epoch)
                 set_lr(optimizers[phase], lr)
-                loss = run_epoch(_make_step(model, optimizers[phase], criterion, cfg, phase), tensors, cfg.batch_size,
-                                 rng)
+                frozen = classifier if phase == "encoders" else encoders
+                with frozen_rnns_without_cudnn(frozen) if target.type == "cuda" else nullcontext():
+                    loss = run_epoch(_make_step(model, optimizers[phase], criterion, cfg, phase), tensors,
+                                     cfg.batch_size, rng)
                 record = EpochRecord(epoch + 1, STAGE, loss, lr, 0.0, phase=phase)
                 evaluate_into(record, model, eval_data, epoch + 1, cfg.epochs, cfg.eval_every)
                 finish_epoch(history, record, started, bar, cfg.log_every)
@@ -139,6 +145,37 @@ def finetune_iterative(
             model.requires_grad_(True)
             model.train()
     return history
+
+
+@contextmanager
+def frozen_rnns_without_cudnn(module: nn.Module) -> Iterator[None]:
+    """Run the eval-mode RNNs inside ``module`` without cuDNN for the block.
+
+    cuDNN's RNN backward only works in train mode, but in the encoder phase the frozen
+    (eval-mode) classifier's GRU must pass gradients back to the encoders. Without cuDNN
+    PyTorch's own RNN kernels run, with the same eval-mode semantics (no inter-layer
+    dropout); the rest of the model keeps cuDNN. :func:`finetune_iterative` applies it on
+    CUDA only (the CPU never uses cuDNN).
+    """
+    saved: list[bool] = []
+
+    def disable(rnn: nn.Module, _args: tuple[Any, ...]) -> None:
+        saved.append(torch.backends.cudnn.enabled)
+        if not rnn.training:
+            torch.backends.cudnn.enabled = False
+
+    def restore(_rnn: nn.Module, _args: tuple[Any, ...], _output: Any) -> None:
+        torch.backends.cudnn.enabled = saved.pop()
+
+    handles = []
+    for rnn in (m for m in module.modules() if isinstance(m, nn.RNNBase)):
+        handles.append(rnn.register_forward_pre_hook(disable))
+        handles.append(rnn.register_forward_hook(restore, always_call=True))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _make_step(
