@@ -149,7 +149,8 @@ class CellRunner:
                           *spec.overrides])
         out = self.out_dir / FEDERATED_DIR / self.dataset
         nodes = int(self.cfg.datasets[self.dataset].nodes)
-        results = bench_federated.run_cell(cell, out, self.budget, int(self.cfg.compare_budget.local_epochs), nodes,
+        local_epochs = int(per_dataset(self.cfg.compare_budget.local_epochs, self.dataset))
+        results = bench_federated.run_cell(cell, out, self.budget, local_epochs, nodes,
                                            extra, float(self.cfg.compare_budget.cell_timeout_s))
         stage1 = results.get("stage1", {})
         return {"kind": FEDERATED, "accuracy": results["final"]["accuracy"], "macro_f1": results["final"]["macro_f1"],
@@ -208,7 +209,7 @@ def _header(cfg: DictConfig, records: Sequence[Mapping[str, Any]]) -> str:
     total = sum(float(r.get("cell_wall_s") or 0.0) for r in records)
     return (f"Comparison on {cfg.dataset.name}, budget `{cfg.compare_budget.name}` "
             f"(epochs: configs/budget/{per_dataset(cfg.compare_budget.budget, str(cfg.dataset.name))}.yaml, "
-            f"federated local epochs {cfg.compare_budget.local_epochs}), model `{cfg.model}`. "
+            f"federated local epochs {per_dataset(cfg.compare_budget.local_epochs, str(cfg.dataset.name))}), model `{cfg.model}`. "
             f"Machine: {platform.machine()}, {os.cpu_count()} CPU(s), {platform.platform()}. "
             f"Sum of cell wall times: {total / 60:.1f} min. Accuracy and macro-F1 at the last epoch on the "
             f"test subjects, mean ± std over finished seeds; best-epoch accuracy selects on the test set "

@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from simulations.compare import CONFIG_DIR, plan, run
+from simulations.compare import CONFIG_DIR, per_dataset, plan, run
 
 MIN_PNG_BYTES = 5_000
 SMOKE_METHODS = ("supervised-skeleton", "cosmo", "fed-fedavg", "fed-qom")
@@ -26,6 +26,16 @@ def test_plan__every_budget_composes(budget: str, dataset: str, tmp_path: Path) 
     cells = plan(_cfg(tmp_path, f"compare_budget={budget}", f"dataset={dataset}"))
     assert cells and {c.method for c in cells} >= {"cosmo", "fed-fedavg", "fed-qom"}
     assert any(c.method.startswith("supervised-") for c in cells)
+
+
+@pytest.mark.parametrize(("dataset", "rounds"), [("utd-mhad", 15), ("usc-had", 2)])
+def test_quick_budget__federated_stage1_matches_centralised_epochs(dataset: str, rounds: int, tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "compare_budget=quick", f"dataset={dataset}")
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        budget = compose("config", overrides=[f"budget={per_dataset(cfg.compare_budget.budget, dataset)}"])
+    local_epochs = int(per_dataset(cfg.compare_budget.local_epochs, dataset))
+    assert -(-int(budget.stage1.epochs) // local_epochs) == rounds
+    assert rounds * local_epochs == int(budget.stage1.epochs)
 
 
 def test_failed_cell__reported_as_failed_and_retried_unless_told(tmp_path: Path) -> None:
