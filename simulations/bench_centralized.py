@@ -1,6 +1,8 @@
 """Centralised benchmark: methods x label rates x seeds through ``simulations.centralized.train``.
 
 ``python -m simulations.bench_centralized [--out benchmarks/centralized] [--seeds 0 1 2] [--num-threads 1]``
+``python -m simulations.bench_centralized --out DIR --model reference --utd-budget reference --usc-seeds
+--methods cosmo --override device=cuda`` (the paper's model and epochs on a GPU)
 
 Each cell writes its own run folder (``<out>/runs/<dataset>/<method>/lr<r>/seed<s>``); a cell
 whose ``results.json`` exists is read back, not recomputed, so the script can be stopped
@@ -65,17 +67,28 @@ USC_METHODS: tuple[tuple[str, str | None], ...] = (
 )
 
 
-def build_grid(seeds: Sequence[int], usc_seeds: Sequence[int]) -> list[Cell]:
+def build_grid(
+    seeds: Sequence[int],
+    usc_seeds: Sequence[int],
+    utd_budget: str = "cpu-utd",
+    usc_budget: str = "cpu-usc",
+    methods: Sequence[str] | None = None,
+) -> list[Cell]:
     """UTD-MHAD at 5 % and 10 % for every seed, USC-HAD at 1 % for ``usc_seeds``.
 
     Ordered so that every method has a first seed early: UTD seeds 0 and 1, then USC, then
-    the remaining UTD seeds.
+    the remaining UTD seeds. ``methods`` keeps only cells whose label (``cosmo``,
+    ``supervised-skeleton``, ...) it names; the budgets are configs/budget/<name>.yaml.
     """
+    def keep(method: str, modality: str | None) -> bool:
+        return methods is None or (f"{method}-{modality}" if modality else method) in methods
+
     def utd(seed: int) -> list[Cell]:
-        return [Cell("utd-mhad", m, rate, seed, "cpu-utd", mod) for rate in (5, 10) for m, mod in UTD_METHODS]
+        return [Cell("utd-mhad", m, rate, seed, utd_budget, mod) for rate in (5, 10) for m, mod in UTD_METHODS
+                if keep(m, mod)]
 
     def usc(seed: int) -> list[Cell]:
-        return [Cell("usc-had", m, 1, seed, "cpu-usc", mod) for m, mod in USC_METHODS]
+        return [Cell("usc-had", m, 1, seed, usc_budget, mod) for m, mod in USC_METHODS if keep(m, mod)]
 
     early, late = list(seeds[:2]), list(seeds[2:])
     return ([c for s in early for c in utd(s)] + [c for s in usc_seeds for c in usc(s)]
@@ -132,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--usc-seeds", type=int, nargs="*", default=[0])
     parser.add_argument("--model", default="compact", help="configs/model/<name>.yaml")
+    parser.add_argument("--utd-budget", default="cpu-utd", help="configs/budget/<name>.yaml of the UTD-MHAD cells")
+    parser.add_argument("--usc-budget", default="cpu-usc", help="configs/budget/<name>.yaml of the USC-HAD cells")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="only these method labels (cosmo, cmc, supervised-skeleton, ...; default: all)")
     parser.add_argument("--num-threads", type=int, default=1,
                         help="torch threads per run (1 avoids oversubscription on a shared CPU)")
     parser.add_argument("--override", action="append", default=[], help="extra Hydra override (repeatable)")
@@ -144,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_summary(finished, args.out, args.model)
         return
     results: list[dict[str, Any]] = []
-    for cell in build_grid(args.seeds, args.usc_seeds):
+    for cell in build_grid(args.seeds, args.usc_seeds, args.utd_budget, args.usc_budget, args.methods):
         try:
             results.append(run_cell(cell, args.out, args.model, [f"num_threads={args.num_threads}", *args.override]))
         except Exception:  # noqa: BLE001 - one failed cell must not stop the grid

@@ -81,3 +81,11 @@ class TestBenchSummary:
 
         grid = build_grid([0, 1, 2], [0])
         assert grid[0].seed == 0 and grid[-1].seed == 2 and {c.dataset for c in grid} == {"utd-mhad", "usc-had"}
+
+    def test_grid__budgets_and_method_filter(self) -> None:
+        from simulations.bench_centralized import build_grid
+
+        grid = build_grid([0], [0], utd_budget="reference", usc_budget="tiny", methods=["cosmo", "supervised-acc"])
+        assert {(c.dataset, c.label, c.budget) for c in grid} == {
+            ("utd-mhad", "cosmo", "reference"), ("usc-had", "cosmo", "tiny"), ("usc-had", "supervised-acc", "tiny")}
+        assert len(grid) == 4  # UTD cosmo at 5 % and 10 %, USC two cells at 1 %
