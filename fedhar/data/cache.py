@@ -68,6 +68,7 @@ def compute_cache_key(
     preprocess: Mapping[str, Any],
     skip_bad_files: bool,
     fingerprint: Sequence[tuple[str, int, int]],
+    subjects: Sequence[int] | None = None,
 ) -> str:
     """SHA-256 (hex) of everything that determines a dataset's preprocessed arrays.
 
@@ -83,6 +84,9 @@ def compute_cache_key(
         Whether bad files are skipped (changes what a damaged dataset yields).
     fingerprint
         Output of :func:`fingerprint_files`.
+    subjects
+        The subject filter of the load (a device reads only its own subject); ``None``
+        (every subject) leaves the key as it was before filters existed.
     """
     record = {
         "format": CACHE_FORMAT_VERSION,
@@ -92,6 +96,8 @@ def compute_cache_key(
         "skip_bad_files": bool(skip_bad_files),
         "files": [list(f) for f in fingerprint],
     }
+    if subjects is not None:
+        record["subjects"] = sorted(int(s) for s in subjects)
     blob = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import scipy.io
 
-from fedhar.errors import DataFormatError
+from fedhar.errors import ConfigError, DataFormatError
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +83,29 @@ class LoadReport:
             skipped=[SkippedFile(str(p), str(r)) for p, r in content["skipped"]],
             too_short=[str(p) for p in content["too_short"]],
         )
+
+
+def check_subject_filter(subjects: Collection[int] | None, num_subjects: int, dataset: str) -> tuple[int, ...] | None:
+    """A reader's subject filter as sorted unique ints (``None``: every subject).
+
+    A deployed device holds only its own subject's files and reads with
+    ``subjects=(k,)``; the readers then list, check and read that subject's files only.
+
+    Raises
+    ------
+    ConfigError
+        If the filter is empty or names a subject outside ``1..num_subjects``.
+    """
+    if subjects is None:
+        return None
+    wanted = tuple(sorted({int(s) for s in subjects}))
+    if not wanted:
+        raise ConfigError(f"{dataset}: the subject filter is empty; give at least one subject or None for all",
+                          "subjects")
+    outside = [s for s in wanted if not 1 <= s <= num_subjects]
+    if outside:
+        raise ConfigError(f"{dataset} has subjects 1..{num_subjects}; cannot read subjects {outside}", "subjects")
+    return wanted
 
 
 def read_mat_array(path: Path, field_name: str, shape: Sequence[int | None]) -> np.ndarray:

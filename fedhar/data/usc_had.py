@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from fedhar.data.dataset import DatasetInfo, HARDataset, ModalitySpec
 from fedhar.data.preprocess import preprocess_kwargs, seconds_to_samples, sliding_windows
-from fedhar.data.raw_io import LoadReport, read_mat_array
+from fedhar.data.raw_io import LoadReport, check_subject_filter, read_mat_array
 from fedhar.errors import ConfigError, DataFormatError, DatasetNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -111,20 +111,34 @@ def build_info(preprocess: USCPreprocess, subjects: tuple[int, ...]) -> DatasetI
     )
 
 
-def list_source_files(root: Path) -> list[Path]:
-    """All ``Subject<k>/*.mat`` files under ``root``, sorted.
+def list_source_files(root: Path, subjects: Collection[int] | None = None) -> list[Path]:
+    """All ``Subject<k>/*.mat`` files under ``root`` (only those of ``subjects`` if given), sorted.
+
+    With ``subjects`` (a device holding only its own subject's folder), the folders of
+    other subjects are ignored, present or not.
 
     Raises
     ------
     DatasetNotFoundError
-        If ``root`` is missing, has no ``Subject<k>/`` folder, or a subject folder holds no
-        ``.mat`` file.
+        If ``root`` is missing, has no ``Subject<k>/`` folder, or a (requested) subject
+        folder is missing or holds no ``.mat`` file.
+    ConfigError
+        If a requested subject is outside 1..14.
     """
     if not root.is_dir():
         raise DatasetNotFoundError(f"dataset folder not found; point dataset.root at {_LAYOUT}", root)
-    subject_dirs = sorted(p for p in root.iterdir() if p.is_dir() and _SUBJECT_DIR.fullmatch(p.name))
-    if not subject_dirs:
-        raise DatasetNotFoundError(f"no Subject<k>/ folder; expected {_LAYOUT}", root)
+    wanted = check_subject_filter(subjects, NUM_SUBJECTS, NAME)
+    if wanted is None:
+        subject_dirs = sorted(p for p in root.iterdir() if p.is_dir() and _SUBJECT_DIR.fullmatch(p.name))
+        if not subject_dirs:
+            raise DatasetNotFoundError(f"no Subject<k>/ folder; expected {_LAYOUT}", root)
+    else:
+        subject_dirs = [root / f"Subject{s}" for s in wanted]
+        for folder, subject in zip(subject_dirs, wanted, strict=True):
+            if not folder.is_dir():
+                raise DatasetNotFoundError(
+                    f"no folder {folder.name}/ for subject {subject}: this device must hold its own subject's "
+                    f"files as published ({_LAYOUT})", folder)
     files: list[Path] = []
     for folder in subject_dirs:
         found = sorted(folder.glob("*.mat"))
@@ -140,6 +154,7 @@ def read_usc_had(
     *,
     skip_bad_files: bool = False,
     progress: bool = False,
+    subjects: Collection[int] | None = None,
 ) -> tuple[HARDataset, LoadReport]:
     """Read USC-HAD as sliding windows: modalities ``acc`` and ``gyro``, ``(window, 3)`` each.
 
@@ -160,6 +175,9 @@ def read_usc_had(
         instead of raising.
     progress
         Show a tqdm progress bar over the trials.
+    subjects
+        Read only these subjects' folders (``None``: all); the missing-trial check covers
+        only them, and other subjects' folders are ignored.
 
     Returns
     -------
@@ -175,12 +193,15 @@ def read_usc_had(
         Wrong folder layout (see :func:`list_source_files`), or no window at all.
     DataFormatError
         A bad file, or a missing trial; the error names the file.
+    ConfigError
+        A requested subject outside 1..14.
     """
     pre = preprocess or USCPreprocess()
     window, stride = pre.window_samples, pre.stride_samples
-    files = list_source_files(root)
+    wanted = check_subject_filter(subjects, NUM_SUBJECTS, NAME)
+    files = list_source_files(root, wanted)
     report = LoadReport(dataset=NAME)
-    trials = _index_trials(root, files, report, skip_bad_files)
+    trials = _index_trials(root, files, report, skip_bad_files, wanted)
     chunks: list[np.ndarray] = []
     rows: list[np.ndarray] = []  # per trial: (num_windows, 5) subject, label, trial, start, 0
     for (subject, activity, trial), path in tqdm(
@@ -220,8 +241,9 @@ def read_usc_had(
     return dataset, report
 
 
-def _index_trials(root: Path, files: list[Path], report: LoadReport, skip_bad_files: bool) -> dict[TrialKey, Path]:
-    """(subject, activity, trial) -> file from the names; check every expected trial is there."""
+def _index_trials(root: Path, files: list[Path], report: LoadReport, skip_bad_files: bool,
+                  subjects: tuple[int, ...] | None) -> dict[TrialKey, Path]:
+    """(subject, activity, trial) -> file from the names; check every expected trial of ``subjects`` is there."""
     found: dict[TrialKey, Path] = {}
     for path in files:
         subject = int(_SUBJECT_DIR.fullmatch(path.parent.name).group(1))  # type: ignore[union-attr]
@@ -240,7 +262,7 @@ def _index_trials(root: Path, files: list[Path], report: LoadReport, skip_bad_fi
             report.record_skip(path, reason)
             continue
         found[key] = path
-    for key in _expected_trials():
+    for key in _expected_trials(subjects):
         if key not in found:
             missing = root / f"Subject{key[0]}" / f"a{key[1]}t{key[2]}.mat"
             reason = f"trial {key[2]} of activity {key[1]} of subject {key[0]} not found"
@@ -250,10 +272,10 @@ def _index_trials(root: Path, files: list[Path], report: LoadReport, skip_bad_fi
     return dict(sorted(found.items()))
 
 
-def _expected_trials() -> list[TrialKey]:
+def _expected_trials(subjects: tuple[int, ...] | None = None) -> list[TrialKey]:
     return [
         (s, a, t)
-        for s in range(1, NUM_SUBJECTS + 1)
+        for s in (subjects if subjects is not None else range(1, NUM_SUBJECTS + 1))
         for a in range(1, len(ACTIVITY_NAMES) + 1)
         for t in range(1, NUM_TRIALS + 1)
     ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from fedhar.data.dataset import DatasetInfo, HARDataset, ModalitySpec
 from fedhar.data.preprocess import preprocess_kwargs, resample_linear
-from fedhar.data.raw_io import LoadReport, read_mat_array
+from fedhar.data.raw_io import LoadReport, check_subject_filter, read_mat_array
 from fedhar.errors import ConfigError, DataFormatError, DatasetNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -129,18 +129,24 @@ def build_info(preprocess: UTDPreprocess, subjects: tuple[int, ...]) -> DatasetI
     )
 
 
-def list_source_files(root: Path) -> list[Path]:
+def list_source_files(root: Path, subjects: Collection[int] | None = None) -> list[Path]:
     """All raw ``.mat`` files under ``root`` (Inertial then Skeleton), sorted.
+
+    With ``subjects`` (a device holding only its own subject's files), only files named
+    ``…_s<k>_…`` for a requested ``k`` are listed; other subjects' files are ignored.
 
     Raises
     ------
     DatasetNotFoundError
         If ``root`` or one of its ``Inertial/``, ``Skeleton/`` folders is missing or holds
-        no ``.mat`` file.
+        no ``.mat`` file (of a requested subject).
+    ConfigError
+        If a requested subject is outside 1..8.
     """
     layout = "UTD-MHAD as published: Inertial/a<m>_s<k>_t<n>_inertial.mat and Skeleton/…_skeleton.mat"
     if not root.is_dir():
         raise DatasetNotFoundError(f"dataset folder not found; point dataset.root at {layout}", root)
+    wanted = check_subject_filter(subjects, NUM_SUBJECTS, NAME)
     for sub in (INERTIAL_DIR, SKELETON_DIR):
         if not (root / sub).is_dir():
             raise DatasetNotFoundError(f"folder {sub}/ is missing; expected {layout}", root / sub)
@@ -148,10 +154,24 @@ def list_source_files(root: Path) -> list[Path]:
     for sub in (INERTIAL_DIR, SKELETON_DIR):
         folder = root / sub
         found = sorted(folder.glob("*.mat"))
+        if wanted is not None:
+            by_subject = {s: [p for p in found if _subject_of(p) == s] for s in wanted}
+            for subject, own in by_subject.items():
+                if not own:
+                    raise DatasetNotFoundError(
+                        f"no file of subject {subject} (a*_s{subject}_t*_{_SUFFIX[sub]}.mat) in {sub}/: this device "
+                        f"must hold its own subject's files; expected {layout}", folder)
+            found = sorted(p for own in by_subject.values() for p in own)
         if not found:
             raise DatasetNotFoundError(f"no .mat file in {sub}/; expected {layout}", folder)
         files.extend(found)
     return files
+
+
+def _subject_of(path: Path) -> int | None:
+    """The subject in a raw file's name, or ``None`` if the name is not as published."""
+    match = _PATTERNS[path.parent.name].fullmatch(path.name)
+    return None if match is None else int(match.group(2))
 
 
 def read_utd_mhad(
@@ -160,6 +180,7 @@ def read_utd_mhad(
     *,
     skip_bad_files: bool = False,
     progress: bool = False,
+    subjects: Collection[int] | None = None,
 ) -> tuple[HARDataset, LoadReport]:
     """Read UTD-MHAD: one sample per trial, inertial ``(imu_length, 6)`` and skeleton
     ``(skeleton_frames, 20, 3)``, both resampled by linear interpolation.
@@ -178,6 +199,9 @@ def read_utd_mhad(
         instead of raising.
     progress
         Show a tqdm progress bar over the trials.
+    subjects
+        Read only these subjects' files (``None``: all); the incomplete-trial check covers
+        only them, and other subjects' files are ignored.
 
     Returns
     -------
@@ -193,11 +217,14 @@ def read_utd_mhad(
     DataFormatError
         A bad file, or a trial missing its inertial or skeleton file (other than the
         three known missing trials); the error names the file.
+    ConfigError
+        A requested subject outside 1..8.
     """
     pre = preprocess or UTDPreprocess()
-    list_source_files(root)
+    wanted = check_subject_filter(subjects, NUM_SUBJECTS, NAME)
+    list_source_files(root, wanted)
     report = LoadReport(dataset=NAME)
-    pairs = _pair_trials(root, report, skip_bad_files)
+    pairs = _pair_trials(root, report, skip_bad_files, wanted)
     inertial, skeleton, keys = [], [], []
     for key, (imu_path, skel_path) in tqdm(pairs.items(), desc=NAME, unit="trial", disable=None if progress else True):
         try:
@@ -227,13 +254,14 @@ def read_utd_mhad(
     return dataset, report
 
 
-def _pair_trials(root: Path, report: LoadReport, skip_bad_files: bool) -> dict[TrialKey, tuple[Path, Path]]:
-    """Pair inertial and skeleton files by name; check every expected trial is there."""
-    found = {sub: _index_folder(root / sub, report, skip_bad_files) for sub in (INERTIAL_DIR, SKELETON_DIR)}
+def _pair_trials(root: Path, report: LoadReport, skip_bad_files: bool,
+                 subjects: tuple[int, ...] | None) -> dict[TrialKey, tuple[Path, Path]]:
+    """Pair inertial and skeleton files by name; check every expected trial of ``subjects`` is there."""
+    found = {sub: _index_folder(root / sub, report, skip_bad_files, subjects) for sub in (INERTIAL_DIR, SKELETON_DIR)}
     expected = {
         (a, s, t)
         for a in range(1, len(ACTION_NAMES) + 1)
-        for s in range(1, NUM_SUBJECTS + 1)
+        for s in (subjects if subjects is not None else range(1, NUM_SUBJECTS + 1))
         for t in range(1, NUM_TRIALS + 1)
     } - KNOWN_MISSING_TRIALS
     pairs: dict[TrialKey, tuple[Path, Path]] = {}
@@ -253,16 +281,20 @@ def _pair_trials(root: Path, report: LoadReport, skip_bad_files: bool) -> dict[T
     return pairs
 
 
-def _index_folder(folder: Path, report: LoadReport, skip_bad_files: bool) -> dict[TrialKey, Path]:
-    """(action, subject, trial) -> file, from the file names of one folder."""
+def _index_folder(folder: Path, report: LoadReport, skip_bad_files: bool,
+                  subjects: tuple[int, ...] | None) -> dict[TrialKey, Path]:
+    """(action, subject, trial) -> file, from the file names of one folder (of ``subjects`` only, if given)."""
     pattern = _PATTERNS[folder.name]
     out: dict[TrialKey, Path] = {}
     for path in sorted(folder.glob("*.mat")):
         match = pattern.fullmatch(path.name)
         if match is None:
-            logger.warning("%s: ignoring %s: name does not match %s", NAME, path, pattern.pattern)
+            if subjects is None:
+                logger.warning("%s: ignoring %s: name does not match %s", NAME, path, pattern.pattern)
             continue
         a, s, t = (int(g) for g in match.groups())
+        if subjects is not None and s not in subjects:
+            continue  # another subject's file on this device
         if not (1 <= a <= len(ACTION_NAMES) and 1 <= s <= NUM_SUBJECTS and 1 <= t <= NUM_TRIALS):
             reason = (
                 f"action/subject/trial ({a}, {s}, {t}) outside 1..{len(ACTION_NAMES)}, "
