@@ -52,3 +52,7 @@ class DeploymentError(FedharError):
 
 class ExportError(FedharError):
     """An exported model (TorchScript / ONNX) cannot be built, loaded, or disagrees with the PyTorch model."""
+
+
+class FederationError(FedharError):
+    """A federated step got no usable reply: every node failed or was rejected (see the log per node)."""

@@ -40,3 +40,13 @@ FREEZE_ENCODERS = "freeze-encoders"  # ConfigRecord: stage 2 trains only the cla
 LOCAL_EPOCHS = "local-epochs"  # ConfigRecord: epochs each client trains per round
 SEED = "seed"  # ConfigRecord: the run's seed (clients derive theirs from seed, subject, round)
 STATE_QOM = "qom"  # context.state MetricRecord: the client's QoM scores, computed once
+
+# Normalisation round (before stage 1): the server queries every client's data summary.
+NORM_STATS_ACTION = "norm_stats"  # message type "query.norm_stats" (an action must be a Python identifier)
+NORM_STATS = "norm-stats"  # reply ArrayRecord of the client's moments; ConfigRecord: JSON of the merged NormStats
+LABEL_CENSUS = "label-census"  # ConfigRecord: JSON of training subject -> rows per class (draws the label split)
+TRAIN_SUBJECTS = "train-subjects"  # ConfigRecord: the protocol's training subjects (maps partition-id, checks subject-id)
+CLASS_COUNTS = "class-counts"  # reply array: (num_classes,) rows of each class on the client
+COUNT_SUFFIX = ".count"  # reply array "<modality>.count": (1,) values per channel
+SUM_SUFFIX = ".sum"  # reply array "<modality>.sum": (C,) sum per channel
+SUM_SQ_SUFFIX = ".sum-sq"  # reply array "<modality>.sum-sq": (C,) sum of squares per channel

@@ -4,6 +4,7 @@ from fedhar.data.config import DatasetConfig
 from fedhar.data.dataset import DatasetInfo, HARDataset, ModalitySpec
 from fedhar.data.download import fetch_dataset
 from fedhar.data.experiment import ExperimentData, prepare_experiment
+from fedhar.data.federation import DataSummary, FederationData, build_client_partition, merge_summaries
 from fedhar.data.loading import load_dataset, load_dataset_with_report
 from fedhar.data.manifest import Manifest, VerifyReport, build_manifest, load_manifest, verify_folder
 from fedhar.data.normalization import NormStats, Normalizer, fit_normalizer
@@ -15,9 +16,11 @@ from fedhar.data.synthetic import make_synthetic
 
 __all__ = [
     "ClientPartition",
+    "DataSummary",
     "DatasetConfig",
     "DatasetInfo",
     "ExperimentData",
+    "FederationData",
     "HARDataset",
     "LabelSplit",
     "LoadReport",
@@ -27,6 +30,7 @@ __all__ = [
     "Normalizer",
     "Protocol",
     "VerifyReport",
+    "build_client_partition",
     "build_manifest",
     "fetch_dataset",
     "fit_normalizer",
@@ -35,6 +39,7 @@ __all__ = [
     "load_manifest",
     "make_label_split",
     "make_synthetic",
+    "merge_summaries",
     "partition_by_subject",
     "partition_ids",
     "prepare_experiment",

@@ -6,7 +6,8 @@ modalities its device exposes (:func:`partition_norm_stats`), and the sums are m
 (:meth:`NormStats.merge`). Test subjects never contribute. Without modality subsets this
 equals fitting on all training rows at once; with them, a modality's statistics come
 from the subjects that have it. Centralised and federated runs therefore see the same
-normalised numbers.
+normalised numbers. A federated server passes the statistics merged in its normalisation
+round (``stats=``, see :mod:`fedhar.data.federation`) instead of fitting them itself.
 """
 
 from __future__ import annotations
@@ -78,7 +79,9 @@ def partition_norm_stats(partition: ClientPartition) -> NormStats:
     return NormStats.merge(parts)
 
 
-def prepare_experiment(dataset: HARDataset, cfg: DatasetConfig, label_rate: float, seed: int) -> ExperimentData:
+def prepare_experiment(
+    dataset: HARDataset, cfg: DatasetConfig, label_rate: float, seed: int, stats: NormStats | None = None
+) -> ExperimentData:
     """Resolve the protocol, draw the label split, fit train-only statistics, normalise, partition.
 
     Parameters
@@ -91,6 +94,9 @@ def prepare_experiment(dataset: HARDataset, cfg: DatasetConfig, label_rate: floa
         Percent, with the semantics of ``cfg.label_scheme``.
     seed
         Seed of the label split.
+    stats
+        Normalisation statistics to use instead of fitting them on the training subjects
+        (a federated server's merged statistics); ``None`` fits them.
 
     Returns
     -------
@@ -107,12 +113,13 @@ def prepare_experiment(dataset: HARDataset, cfg: DatasetConfig, label_rate: floa
     protocol = resolve_protocol(cfg, dataset.info)
     split = make_label_split(dataset, protocol, label_rate, seed, cfg.label_scheme, cfg.sequences_per_class)
     raw_partitions = partition_by_subject(dataset, split, cfg.modality_subsets)
-    stats = NormStats.merge(partition_norm_stats(p) for p in raw_partitions.values())
+    if stats is None:
+        stats = NormStats.merge(partition_norm_stats(p) for p in raw_partitions.values())
     unseen = [m for m in dataset.modalities if m not in stats.moments]
     if unseen:
         raise ConfigError(
-            f"no training subject exposes modalities {unseen}, so they cannot be normalised; "
-            "give at least one training subject each modality",
+            f"no training subject exposes modalities {unseen} (or the given statistics lack them), so they "
+            "cannot be normalised; give at least one training subject each modality",
             "dataset.modality_subsets",
         )
     normalizer = Normalizer(stats)

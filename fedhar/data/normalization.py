@@ -10,6 +10,8 @@ equals the stats of their pooled data. Moments are kept in float64; the variance
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +142,10 @@ class Normalizer:
         scale = {name: np.where(m.std > self.min_std, m.std, 1.0) for name, m in self.stats.moments.items()}
         object.__setattr__(self, "_scale", scale)
 
+    def scale(self, modality: str) -> np.ndarray:
+        """``(C,)`` divisor of ``modality``: its std, or 1 where the std is below ``min_std``."""
+        return self._scale[modality]
+
     def apply(self, dataset: HARDataset) -> HARDataset:
         """A new dataset with every modality standardised (float32); labels etc. are shared.
 
@@ -158,8 +164,18 @@ class Normalizer:
         return HARDataset(dataset.info, data, dataset.labels, dataset.subjects, dataset.trials, dataset.extra)
 
     def save(self, path: Path) -> None:
-        """Write the statistics and ``min_std`` as JSON."""
-        Path(path).write_text(json.dumps({"min_std": self.min_std, "stats": self.stats.to_dict()}, indent=1))
+        """Write the statistics and ``min_std`` as JSON, atomically (a temporary file, then a rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps({"min_std": self.min_std, "stats": self.stats.to_dict()}, indent=1)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: Path) -> Normalizer:

@@ -12,12 +12,18 @@ Two schemes (``DatasetConfig.label_scheme``):
 
 Rounding is half up on exact decimals (``Fraction``), so 2.5 % of 20 gives 1. The rows are
 drawn with a seeded :class:`numpy.random.Generator`: same seed, same split, in any process.
+
+The draw depends only on the number of training rows of each class: for class k it picks
+positions among the class's training rows ordered by (subject, row). A federated client
+that holds one subject can therefore reproduce its share of the global split from the
+per-subject class counts alone (:func:`subject_label_split`), without anyone's data.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -29,7 +35,14 @@ from fedhar.data.dataset import HARDataset
 from fedhar.data.protocol import Protocol
 from fedhar.errors import ConfigError
 
-__all__ = ["LabelSplit", "labeled_count_per_class", "make_label_split", "split_sizes"]
+__all__ = [
+    "LabelSplit",
+    "draw_labeled_positions",
+    "labeled_count_per_class",
+    "make_label_split",
+    "split_sizes",
+    "subject_label_split",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -233,21 +246,113 @@ def make_label_split(
     for side, rows in (("training", train_rows), ("test", test_rows)):
         if rows.size == 0:
             raise ConfigError(f"{dataset.info.name} has no rows of the {side} subjects of {protocol}", "protocol")
+    # Candidates of each class in (subject, row) order: what a client can rebuild from class counts.
+    train_rows = train_rows[np.argsort(dataset.subjects[train_rows], kind="stable")]
     train_labels = dataset.labels[train_rows]
     num_classes = dataset.info.num_classes
     class_counts = np.bincount(train_labels, minlength=num_classes)
     per_class = labeled_count_per_class(class_counts, label_rate, scheme, sequences_per_class)
-    rng = np.random.default_rng(seed)
-    chosen = [
-        rng.choice(train_rows[train_labels == k], size=int(n), replace=False)
-        for k, n in enumerate(per_class)
-        if n > 0
-    ]
-    labeled = np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
-    unlabeled = np.setdiff1d(train_rows, labeled)
+    positions = draw_labeled_positions(class_counts, per_class, seed)
+    chosen = [train_rows[train_labels == k][pos] for k, pos in enumerate(positions)]
+    labeled = np.sort(np.concatenate(chosen)).astype(np.int64)
+    unlabeled = np.setdiff1d(train_rows, labeled)  # sorted
     split = LabelSplit(labeled, unlabeled, test_rows, per_class, float(label_rate), int(seed))
     logger.debug("%s label split at %s%% (seed %d): %s", dataset.info.name, label_rate, seed, split.counts())
     return split
+
+
+def draw_labeled_positions(class_counts: np.ndarray, per_class: np.ndarray, seed: int) -> list[np.ndarray]:
+    """Which of each class's training rows are labeled, as positions in the class's (subject, row) order.
+
+    Parameters
+    ----------
+    class_counts
+        ``(num_classes,)`` training rows of each class, over every training subject.
+    per_class
+        ``(num_classes,)`` rows to label per class (:func:`labeled_count_per_class`).
+    seed
+        Seed of the :class:`numpy.random.Generator`; classes draw in ascending order.
+
+    Returns
+    -------
+    list[numpy.ndarray]
+        For class k, ``per_class[k]`` distinct int64 positions in ``[0, class_counts[k])``
+        (empty when nothing is labeled).
+    """
+    rng = np.random.default_rng(seed)
+    return [
+        rng.choice(int(total), size=int(n), replace=False).astype(np.int64) if n > 0 else np.empty(0, np.int64)
+        for total, n in zip(class_counts, per_class, strict=True)
+    ]
+
+
+def subject_label_split(
+    dataset: HARDataset,
+    subject: int,
+    class_counts: Mapping[int, np.ndarray],
+    label_rate: float,
+    seed: int,
+    scheme: LabelScheme,
+    sequences_per_class: int | None = None,
+) -> LabelSplit:
+    """One training subject's share of :func:`make_label_split`, from its own rows and everyone's class counts.
+
+    This is how a federated client that holds only its own subject draws its labeled
+    rows: with the training subjects' per-class row counts (collected in the normalisation
+    round) it knows where its rows sit in each class's (subject, row) order, and draws the
+    same positions as the centralised split. With the counts of every training subject,
+    the result equals the centralised split restricted to ``subject``.
+
+    Parameters
+    ----------
+    dataset
+        Holds ``subject``'s rows (other subjects' rows, if any, are left out).
+    subject
+        The client's subject.
+    class_counts
+        Training subject -> ``(num_classes,)`` rows of each class, for every subject of the
+        federation (``subject`` included).
+    label_rate, seed, scheme, sequences_per_class
+        As for :func:`make_label_split`.
+
+    Returns
+    -------
+    LabelSplit
+        Row indices into ``dataset``: the subject's labeled and unlabeled rows, no test row;
+        ``labeled_per_class`` counts the subject's own labeled rows.
+
+    Raises
+    ------
+    ConfigError
+        If ``subject`` is not in ``class_counts``, the counts have the wrong length, or the
+        subject's rows do not match its counts (its data changed since they were sent).
+    """
+    num_classes = dataset.info.num_classes
+    counts = {int(s): np.asarray(c, dtype=np.int64) for s, c in class_counts.items()}
+    if subject not in counts:
+        raise ConfigError(f"subject {subject} is not in the class counts of the federation {sorted(counts)}; "
+                          "did its normalisation-round reply get rejected?", f"subject {subject}")
+    bad = {s: c.shape for s, c in counts.items() if c.shape != (num_classes,)}
+    if bad:
+        raise ConfigError(f"class counts must have {num_classes} entries; got shapes {bad}", "class counts")
+    rows = dataset.indices_of_subjects([subject])
+    labels = dataset.labels[rows]
+    own = np.bincount(labels, minlength=num_classes)
+    if not np.array_equal(own, counts[subject]):
+        raise ConfigError(f"subject {subject} holds {own.tolist()} rows per class, but reported "
+                          f"{counts[subject].tolist()}; its data changed during the run", f"subject {subject}")
+    totals = np.sum(list(counts.values()), axis=0)
+    before = np.sum([c for s, c in counts.items() if s < subject] or [np.zeros(num_classes, np.int64)], axis=0)
+    per_class = labeled_count_per_class(totals, label_rate, scheme, sequences_per_class)
+    positions = draw_labeled_positions(totals, per_class, seed)
+    chosen = []
+    for k, pos in enumerate(positions):
+        mine = pos[(pos >= before[k]) & (pos < before[k] + own[k])] - before[k]
+        chosen.append(rows[labels == k][mine])
+    labeled = np.sort(np.concatenate(chosen)).astype(np.int64)
+    unlabeled = np.setdiff1d(rows, labeled)
+    own_per_class = np.bincount(dataset.labels[labeled], minlength=num_classes)
+    return LabelSplit(labeled, unlabeled, np.empty(0, np.int64), own_per_class, float(label_rate), int(seed))
 
 
 def split_sizes(dataset: HARDataset, protocol: Protocol, cfg: DatasetConfig, seed: int) -> list[dict[str, Any]]:

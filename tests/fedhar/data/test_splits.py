@@ -18,7 +18,8 @@ import yaml
 from fedhar.data.config import DatasetConfig
 from fedhar.data.dataset import HARDataset
 from fedhar.data.protocol import Protocol, resolve_protocol
-from fedhar.data.splits import LabelSplit, labeled_count_per_class, make_label_split, split_sizes
+from fedhar.data.splits import (LabelSplit, labeled_count_per_class, make_label_split, split_sizes,
+                                subject_label_split)
 from fedhar.data.synthetic import make_synthetic
 from fedhar.errors import ConfigError
 
@@ -263,3 +264,77 @@ class TestRealUsc:
         cfg, ds, protocol = usc
         a, b, c = (make_label_split(ds, protocol, 5, s, cfg.label_scheme) for s in (0, 0, 1))
         assert np.array_equal(a.labeled, b.labeled) and not np.array_equal(a.labeled, c.labeled)
+
+
+def _loop_reference_labeled(ds: HARDataset, protocol: Protocol, rate: float, seed: int, scheme: Any,
+                            spc: int | None) -> np.ndarray:
+    """The split as first written: one generator, classes in order, a choice among the class's ascending rows."""
+    train = ds.indices_of_subjects(protocol.train_subjects)
+    labels = ds.labels[train]
+    per_class = labeled_count_per_class(np.bincount(labels, minlength=ds.info.num_classes), rate, scheme, spc)
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(train[labels == k], size=int(n), replace=False) for k, n in enumerate(per_class) if n > 0]
+    return np.sort(np.concatenate(chosen))
+
+
+def _census(ds: HARDataset, subjects: tuple[int, ...]) -> dict[int, np.ndarray]:
+    return {s: np.bincount(ds.labels[ds.subjects == s], minlength=ds.info.num_classes) for s in subjects}
+
+
+def _assert_subject_shares(ds: HARDataset, protocol: Protocol, rate: float, seed: int, scheme: Any,
+                           spc: int | None) -> None:
+    """Each subject, holding only its own rows and the census, draws exactly its rows of the global split."""
+    split = make_label_split(ds, protocol, rate, seed, scheme, spc)
+    census = _census(ds, protocol.train_subjects)
+    for subject in protocol.train_subjects:
+        rows = ds.indices_of_subjects([subject])
+        own = subject_label_split(ds.subset(rows), subject, census, rate, seed, scheme, spc)
+        assert np.array_equal(rows[own.labeled], split.labeled[ds.subjects[split.labeled] == subject])
+        assert np.array_equal(rows[own.unlabeled], split.unlabeled[ds.subjects[split.unlabeled] == subject])
+        assert own.num_test == 0 and int(own.labeled_per_class.sum()) == own.num_labeled
+
+
+class TestSubjectLabelSplit:
+    @pytest.mark.parametrize(("rate", "scheme", "spc"), [(10, "fraction", None), (50, "fraction", None),
+                                                         (25, "per_class", 8)])
+    @pytest.mark.parametrize("seed", [0, 3])
+    def test_make_label_split__matches_loop_reference(self, synthetic: Any, rate: float, scheme: Any,
+                                                      spc: int | None, seed: int) -> None:
+        _, ds, protocol = synthetic
+        split = make_label_split(ds, protocol, rate, seed, scheme, spc)
+        assert np.array_equal(split.labeled, _loop_reference_labeled(ds, protocol, rate, seed, scheme, spc))
+
+    @pytest.mark.parametrize(("rate", "scheme", "spc"), [(10, "fraction", None), (50, "fraction", None),
+                                                         (25, "per_class", 8)])
+    @pytest.mark.parametrize("seed", [0, 3])
+    def test_subject_split__equals_the_global_split_of_that_subject(self, synthetic: Any, rate: float, scheme: Any,
+                                                                     spc: int | None, seed: int) -> None:
+        _, ds, protocol = synthetic
+        _assert_subject_shares(ds, protocol, rate, seed, scheme, spc)
+
+    def test_subject_split__rows_disagree_with_census__raises(self, synthetic: Any) -> None:
+        _, ds, protocol = synthetic
+        census = _census(ds, protocol.train_subjects)
+        census[2] = census[2] + 1
+        with pytest.raises(ConfigError, match="its data changed"):
+            subject_label_split(ds, 2, census, 10, 0, "fraction")
+
+    def test_subject_split__subject_not_in_census__raises(self, synthetic: Any) -> None:
+        _, ds, protocol = synthetic
+        census = _census(ds, (1, 3))
+        with pytest.raises(ConfigError, match="not in the class counts"):
+            subject_label_split(ds, 2, census, 10, 0, "fraction")
+
+    @pytest.mark.realdata
+    def test_real_utd__cosmo_5_percent(self, utd: Any) -> None:
+        cfg, ds, protocol = utd
+        assert np.array_equal(make_label_split(ds, protocol, 5, 0, cfg.label_scheme, cfg.sequences_per_class).labeled,
+                              _loop_reference_labeled(ds, protocol, 5, 0, cfg.label_scheme, cfg.sequences_per_class))
+        _assert_subject_shares(ds, protocol, 5, 0, cfg.label_scheme, cfg.sequences_per_class)
+
+    @pytest.mark.realdata
+    def test_real_usc__1_percent(self, usc: Any) -> None:
+        cfg, ds, protocol = usc
+        assert np.array_equal(make_label_split(ds, protocol, 1, 0, cfg.label_scheme).labeled,
+                              _loop_reference_labeled(ds, protocol, 1, 0, cfg.label_scheme, None))
+        _assert_subject_shares(ds, protocol, 1, 0, cfg.label_scheme, None)

@@ -1,0 +1,290 @@
+"""The normalisation round's data: what one client reports, what the server merges, and the client's partition.
+
+A deployed client holds only its own subject's files, so it cannot fit normalisation
+statistics on the training subjects, nor draw the label split over them. Before stage 1
+each client sends a :class:`DataSummary` of its own training rows: the sufficient
+statistics of :class:`NormStats` (count, sum, sum of squares per channel, for the
+modalities its device exposes) and its number of rows per class. The server validates and
+merges them (:func:`merge_summaries`) into :class:`FederationData` and sends it back with
+every later message; each client then normalises with the merged statistics and draws its
+share of the global label split (:func:`build_client_partition`). With every training
+subject present this reproduces the centralised experiment: the merged statistics equal a
+fit on the training subjects' rows (to float round-off), and the split is the same rows.
+
+The class counts reveal each subject's activity histogram to the server; that is what the
+label-rate protocol needs (see :func:`fedhar.data.splits.subject_label_split`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedhar import keys
+from fedhar.data.config import DatasetConfig
+from fedhar.data.dataset import DatasetInfo, HARDataset
+from fedhar.data.normalization import ChannelMoments, NormStats, Normalizer
+from fedhar.data.partition import ClientPartition, validate_modality_subsets
+from fedhar.data.splits import subject_label_split
+from fedhar.errors import ConfigError
+
+__all__ = [
+    "DataSummary",
+    "FederationData",
+    "build_client_partition",
+    "merge_summaries",
+    "subject_modalities",
+    "summarize_subject",
+    "validate_summary",
+]
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """One client's reply in the normalisation round.
+
+    Parameters
+    ----------
+    subject
+        The client's subject.
+    stats
+        Moments of the subject's training rows, one entry per modality its device exposes.
+    class_counts
+        ``(num_classes,)`` int64 rows of each class.
+    """
+
+    subject: int
+    stats: NormStats
+    class_counts: np.ndarray
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat arrays for an ArrayRecord: ``class-counts`` and ``<modality>.count|.sum|.sum-sq``."""
+        arrays = {keys.CLASS_COUNTS: np.asarray(self.class_counts, dtype=np.int64)}
+        for name, mom in self.stats.moments.items():
+            arrays[f"{name}{keys.COUNT_SUFFIX}"] = np.asarray([mom.count], dtype=np.int64)
+            arrays[f"{name}{keys.SUM_SUFFIX}"] = np.asarray(mom.sum, dtype=np.float64)
+            arrays[f"{name}{keys.SUM_SQ_SUFFIX}"] = np.asarray(mom.sum_sq, dtype=np.float64)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, subject: int, arrays: Mapping[str, np.ndarray]) -> DataSummary:
+        """Inverse of :meth:`to_arrays`.
+
+        Raises
+        ------
+        ValueError
+            If an array is missing, unexpected, of the wrong kind or shape (the message says which).
+        """
+        if keys.CLASS_COUNTS not in arrays:
+            raise ValueError(f"array {keys.CLASS_COUNTS!r} is missing")
+        counts = np.asarray(arrays[keys.CLASS_COUNTS])
+        if counts.ndim != 1 or counts.dtype.kind not in "iu":
+            raise ValueError(f"{keys.CLASS_COUNTS!r} must be a 1-D integer array, got {counts.dtype} {counts.shape}")
+        suffixes = (keys.COUNT_SUFFIX, keys.SUM_SUFFIX, keys.SUM_SQ_SUFFIX)
+        names = sorted({k[: -len(sfx)] for k in arrays for sfx in suffixes if k.endswith(sfx)})
+        expected = {keys.CLASS_COUNTS} | {f"{n}{sfx}" for n in names for sfx in suffixes}
+        extra, missing = sorted(set(arrays) - expected), sorted(expected - set(arrays))
+        if extra or missing:
+            raise ValueError(f"unexpected arrays {extra} / missing arrays {missing}")
+        moments = {}
+        for name in names:
+            count = np.asarray(arrays[f"{name}{keys.COUNT_SUFFIX}"])
+            total, squares = (np.asarray(arrays[f"{name}{sfx}"]) for sfx in suffixes[1:])
+            if count.shape != (1,) or count.dtype.kind not in "iu":
+                raise ValueError(f"{name}{keys.COUNT_SUFFIX} must be one integer, got {count.dtype} {count.shape}")
+            if total.ndim != 1 or total.shape != squares.shape or total.dtype.kind != "f" or squares.dtype.kind != "f":
+                raise ValueError(f"{name}: sum {total.dtype} {total.shape} and sum of squares {squares.dtype} "
+                                 f"{squares.shape} must be float arrays of one shape (C,)")
+            moments[name] = ChannelMoments(int(count[0]), total.astype(np.float64), squares.astype(np.float64))
+        return cls(int(subject), NormStats(moments), counts.astype(np.int64))
+
+
+def summarize_subject(dataset: HARDataset, subject: int, modalities: Sequence[str]) -> DataSummary:
+    """The :class:`DataSummary` of ``subject``'s rows of ``dataset``, over ``modalities`` only.
+
+    Raises
+    ------
+    ConfigError
+        If ``dataset`` holds no row of ``subject``.
+    """
+    rows = dataset.indices_of_subjects([subject])
+    if rows.size == 0:
+        raise ConfigError(f"no rows of subject {subject} in {dataset.info.name}; subjects present: "
+                          f"{sorted(set(dataset.subjects.tolist()))}", f"subject {subject}")
+    own = dataset.subset(rows).with_modalities(modalities)
+    counts = np.bincount(own.labels, minlength=dataset.info.num_classes).astype(np.int64)
+    return DataSummary(int(subject), NormStats.from_dataset(own), counts)
+
+
+def validate_summary(summary: DataSummary, info: DatasetInfo, train_subjects: Iterable[int]) -> str | None:
+    """Why a client's summary cannot be merged, or ``None`` if it can.
+
+    Checks: the subject is a training subject; at least one modality, each known to
+    ``info`` with its number of channels; counts > 0 and equal to the rows in the class
+    counts times the values per row; sums finite, sums of squares finite and >= 0; one
+    non-negative class count per class, at least one row.
+    """
+    if summary.subject not in set(int(s) for s in train_subjects):
+        return f"subject {summary.subject} is not a training subject {sorted(train_subjects)}"
+    counts = summary.class_counts
+    if counts.shape != (info.num_classes,):
+        return f"{keys.CLASS_COUNTS} has shape {counts.shape}, expected ({info.num_classes},)"
+    if np.any(counts < 0) or counts.sum() <= 0:
+        return f"{keys.CLASS_COUNTS} must be >= 0 with at least one row, got {counts.tolist()}"
+    if not summary.stats.moments:
+        return "no modality in the statistics"
+    for name, mom in summary.stats.moments.items():
+        if name not in info.modality_names:
+            return f"unknown modality {name!r}; {info.name} has {list(info.modality_names)}"
+        spec = info.modality(name)
+        channels, per_row = spec.shape[-1], math.prod(spec.shape[:-1])
+        if mom.sum.shape != (channels,) or mom.sum_sq.shape != (channels,):
+            return f"{name}: moments of shape {mom.sum.shape}/{mom.sum_sq.shape}, expected ({channels},)"
+        if mom.count <= 0:
+            return f"{name}: count must be > 0, got {mom.count}"
+        if mom.count != int(counts.sum()) * per_row:
+            return (f"{name}: count {mom.count} != {int(counts.sum())} rows x {per_row} values per channel "
+                    "of each row")
+        if not (np.all(np.isfinite(mom.sum)) and np.all(np.isfinite(mom.sum_sq))):
+            return f"{name}: sums hold NaN or Inf"
+        if np.any(mom.sum_sq < 0):
+            return f"{name}: a sum of squares is negative"
+    return None
+
+
+@dataclass(frozen=True)
+class FederationData:
+    """What the server merged from the clients' summaries; sent back with every later message.
+
+    Parameters
+    ----------
+    stats
+        Pooled moments: per modality, over the subjects whose device exposes it.
+    class_counts
+        Subject -> ``(num_classes,)`` rows of each class, for every merged subject.
+    """
+
+    stats: NormStats
+    class_counts: Mapping[int, np.ndarray]
+
+    @property
+    def subjects(self) -> tuple[int, ...]:
+        """The subjects merged, ascending."""
+        return tuple(sorted(self.class_counts))
+
+    def to_config(self) -> dict[str, str]:
+        """The ConfigRecord entries ``norm-stats`` and ``label-census`` (JSON; floats round-trip exactly)."""
+        census = {str(s): np.asarray(c).tolist() for s, c in sorted(self.class_counts.items())}
+        return {keys.NORM_STATS: json.dumps(self.stats.to_dict()), keys.LABEL_CENSUS: json.dumps(census)}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> FederationData | None:
+        """Inverse of :meth:`to_config`; ``None`` if the entries are absent (before the round).
+
+        Raises
+        ------
+        ConfigError
+            If only one entry is there or either is not valid JSON of the expected form.
+        """
+        present = [k for k in (keys.NORM_STATS, keys.LABEL_CENSUS) if k in config]
+        if not present:
+            return None
+        if len(present) == 1:
+            raise ConfigError(f"the record has {present[0]!r} but not the other of {keys.NORM_STATS!r} / "
+                              f"{keys.LABEL_CENSUS!r}", present[0])
+        try:
+            stats = NormStats.from_dict(json.loads(str(config[keys.NORM_STATS])))
+            census = {int(s): np.asarray(c, dtype=np.int64)
+                      for s, c in json.loads(str(config[keys.LABEL_CENSUS])).items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise ConfigError(f"malformed normalisation-round data: {err}", keys.NORM_STATS) from err
+        return cls(stats, census)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form for results.json: subjects, statistics, class counts."""
+        return {"subjects": list(self.subjects), "stats": self.stats.to_dict(),
+                "class_counts": {str(s): np.asarray(c).tolist() for s, c in sorted(self.class_counts.items())}}
+
+
+def merge_summaries(summaries: Iterable[DataSummary]) -> FederationData:
+    """Pool the clients' summaries (in ascending subject order, so the sums are reproducible).
+
+    Raises
+    ------
+    ValueError
+        If there is no summary, a subject appears twice, or the class counts disagree in length.
+    """
+    ordered = sorted(summaries, key=lambda s: s.subject)
+    if not ordered:
+        raise ValueError("no summary to merge")
+    subjects = [s.subject for s in ordered]
+    if len(set(subjects)) != len(subjects):
+        raise ValueError(f"a subject appears twice among {subjects}")
+    if len({s.class_counts.shape for s in ordered}) != 1:
+        raise ValueError(f"class counts differ in length: {[s.class_counts.shape for s in ordered]}")
+    stats = NormStats.merge(s.stats for s in ordered)
+    return FederationData(stats, {s.subject: s.class_counts.copy() for s in ordered})
+
+
+def subject_modalities(dataset: HARDataset, cfg: DatasetConfig, subject: int) -> tuple[str, ...]:
+    """The modalities ``subject``'s device exposes (``cfg.modality_subsets``, else all), in the dataset's order.
+
+    Raises
+    ------
+    ConfigError
+        If the subject's entry names an unknown modality or none (see
+        :func:`fedhar.data.partition.validate_modality_subsets`).
+    """
+    if subject not in cfg.modality_subsets:
+        return dataset.modalities
+    return validate_modality_subsets(dataset, {subject: cfg.modality_subsets[subject]})[subject]
+
+
+def build_client_partition(
+    dataset: HARDataset, cfg: DatasetConfig, subject: int, federation: FederationData, label_rate: float, seed: int
+) -> ClientPartition:
+    """A client's partition from its own rows and the merged data of the normalisation round.
+
+    Parameters
+    ----------
+    dataset
+        Un-normalised; holds ``subject``'s rows (a device's dataset holds only those).
+    cfg
+        Dataset settings (label scheme, modality subsets).
+    subject
+        The client's subject.
+    federation
+        Merged statistics and class counts from the normalisation round.
+    label_rate, seed
+        Label rate in percent and seed of the run's label split.
+
+    Returns
+    -------
+    ClientPartition
+        The subject's labeled and unlabeled rows of the global split, its modalities only,
+        normalised with the merged statistics.
+
+    Raises
+    ------
+    ConfigError
+        If the subject is not in the census, its rows disagree with its reported counts,
+        or the merged statistics lack one of its modalities.
+    """
+    modalities = subject_modalities(dataset, cfg, subject)
+    missing = [m for m in modalities if m not in federation.stats.moments]
+    if missing:
+        raise ConfigError(f"the merged statistics lack modalities {missing} of subject {subject}", keys.NORM_STATS)
+    split = subject_label_split(dataset, subject, federation.class_counts, label_rate, seed, cfg.label_scheme,
+                                cfg.sequences_per_class)
+    normalizer = Normalizer(federation.stats)
+    return ClientPartition(
+        subject=subject,
+        modalities=modalities,
+        labeled=normalizer.apply(dataset.subset(split.labeled).with_modalities(modalities)),
+        unlabeled=normalizer.apply(dataset.subset(split.unlabeled).with_modalities(modalities)),
+    )
