@@ -1,5 +1,12 @@
 """ClientApp: one Flower node = one subject; Message -> typed settings -> fedhar call -> Message.
 
+A node reads only its own subject's files (deployment: node-config ``data-path`` holds just
+them). Normalisation round (``query.norm_stats``, before stage 1): the node replies the
+sufficient statistics (count, sum, sum of squares per channel) and per-class row counts of
+its training rows; every later message carries the server's merged statistics and class
+counts, with which the node normalises its rows and draws its share of the label split
+(``fedhar.data.federation``). Simulation runs the same path.
+
 Stage 1 (``train.pretrain``): contrastive fusion pretraining of the global encoders and
 heads of the modalities the subject's device has, on its unlabeled pool. A client with a
 single modality cannot form fused views; it trains with the unimodal SimCLR objective on
@@ -17,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clients.settings import ClientSettings, parse_config
 from fedhar import keys
-from fedhar.data.experiment import prepare_experiment
+from fedhar.data.dataset import HARDataset
+from fedhar.data.federation import build_client_partition, subject_modalities, summarize_subject
 from fedhar.data.loading import load_dataset
 from fedhar.data.partition import ClientPartition, partition_ids
 from fedhar.errors import ConfigError
@@ -31,7 +39,7 @@ from fedhar.losses import cosmo_or_unimodal_objective
 from fedhar.quality import QualityConfig, compute_client_qom
 from fedhar.train import FinetuneConfig, derive_seed, evaluate, finetune_iterative, phase_of_epoch, pretrain
 
-__all__ = ["app", "load_partition", "resolve_subject"]
+__all__ = ["app", "load_own_dataset", "load_partition", "resolve_subject"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +64,12 @@ def resolve_subject(context: Context, train_subjects: tuple[int, ...]) -> int:
     Raises
     ------
     ConfigError
-        If neither key is set, or the id is not a training subject / a valid partition.
+        If neither key is set, the id is not a training subject / a valid partition, or the
+        server sent no training subjects.
     """
+    if not train_subjects:
+        raise ConfigError(f"the ConfigRecord lacks {keys.TRAIN_SUBJECTS!r}; is the ServerApp from the same fedhar "
+                          "version?", keys.TRAIN_SUBJECTS)
     node_config = context.node_config
     if keys.SUBJECT_ID in node_config:
         subject = int(node_config[keys.SUBJECT_ID])  # type: ignore[arg-type]
@@ -74,18 +86,36 @@ def resolve_subject(context: Context, train_subjects: tuple[int, ...]) -> int:
     raise ConfigError(f"node config has neither {keys.SUBJECT_ID!r} nor {keys.PARTITION_ID!r}", "node-config")
 
 
-def load_partition(context: Context, settings: ClientSettings) -> _Local:
-    """Load (through the data layer's disk cache) and split the dataset; keep this node's subject.
+def load_own_dataset(context: Context, settings: ClientSettings, subject: int) -> HARDataset:
+    """This node's subject's rows, un-normalised, read through the data layer's disk cache.
 
-    In deployment, node-config ``data-path`` overrides the dataset root.
+    Only the subject's own files are read (a device holds nothing else); node-config
+    ``data-path`` overrides the dataset root in deployment.
     """
     cfg = settings.dataset
     if keys.DATA_PATH in context.node_config:
         cfg = replace(cfg, root=Path(str(context.node_config[keys.DATA_PATH])))
-    dataset = load_dataset(cfg)
-    experiment = prepare_experiment(dataset, cfg, settings.label_rate, settings.seed)
-    subject = resolve_subject(context, experiment.protocol.train_subjects)
-    return _Local(settings, experiment.partitions[subject], dataset.info.num_classes)
+    return load_dataset(cfg, subjects=(subject,))
+
+
+def load_partition(context: Context, settings: ClientSettings) -> _Local:
+    """This node's partition: its own rows, its share of the label split, normalised with the merged statistics.
+
+    Raises
+    ------
+    ConfigError
+        If the message lacks the normalisation round's results (see :func:`resolve_subject`
+        and :func:`fedhar.data.federation.build_client_partition` for the other cases).
+    """
+    subject = resolve_subject(context, settings.train_subjects)
+    if settings.federation is None:
+        raise ConfigError(f"the ConfigRecord lacks {keys.NORM_STATS!r} / {keys.LABEL_CENSUS!r}: the ServerApp must "
+                          f"run the normalisation round (query.{keys.NORM_STATS_ACTION}) before training",
+                          keys.NORM_STATS)
+    dataset = load_own_dataset(context, settings, subject)
+    partition = build_client_partition(dataset, settings.dataset, subject, settings.federation, settings.label_rate,
+                                       settings.seed)
+    return _Local(settings, partition, dataset.info.num_classes)
 
 
 def _setup(msg: Message, context: Context) -> _Local:
@@ -154,6 +184,20 @@ def _can_finetune(model: torch.nn.Module, num_labeled: int) -> bool:
 
 def _client_seed(settings: ClientSettings, subject: int) -> int:
     return derive_seed(settings.seed, "client", subject, settings.stage, settings.server_round)
+
+
+@app.query(keys.NORM_STATS_ACTION)
+def query_norm_stats(msg: Message, context: Context) -> Message:
+    """Normalisation round: moments and per-class row counts of this subject's training rows (its modalities)."""
+    settings = parse_config(msg.content[keys.CONFIG])
+    subject = resolve_subject(context, settings.train_subjects)
+    dataset = load_own_dataset(context, settings, subject)
+    summary = summarize_subject(dataset, subject, subject_modalities(dataset, settings.dataset, subject))
+    arrays = ArrayRecord({k: Array(v) for k, v in summary.to_arrays().items()})
+    metrics = MetricRecord({keys.SUBJECT: subject, keys.NUM_EXAMPLES: int(summary.class_counts.sum())})
+    logger.info("subject %d: sent statistics of %d rows, modalities %s", subject, int(summary.class_counts.sum()),
+                sorted(summary.stats.moments))
+    return Message(content=RecordDict({keys.NORM_STATS: arrays, keys.METRICS: metrics}), reply_to=msg)
 
 
 @app.train("pretrain")

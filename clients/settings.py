@@ -11,6 +11,7 @@ from flwr.app import ConfigRecord
 
 from fedhar import keys
 from fedhar.data.config import DatasetConfig
+from fedhar.data.federation import FederationData
 from fedhar.errors import ConfigError
 from fedhar.models.config import ModelConfig
 from fedhar.train.config import FinetuneConfig, PretrainConfig
@@ -46,6 +47,11 @@ class ClientSettings:
         Global normalised QoM per modality, for stage 2's attention prior.
     freeze_encoders
         Stage 2 trains only the fusion classifier; the stage-1 encoders stay as received.
+    train_subjects
+        The protocol's training subjects (maps ``partition-id`` to a subject, checks ``subject-id``).
+    federation
+        Merged statistics and class counts of the normalisation round (``None`` in the
+        round itself).
     """
 
     dataset: DatasetConfig
@@ -59,19 +65,23 @@ class ClientSettings:
     server_round: int = 0
     qom_prior: Mapping[str, float] = field(default_factory=dict)
     freeze_encoders: bool = False
+    train_subjects: tuple[int, ...] = ()
+    federation: FederationData | None = None
 
 
 def parse_config(config: ConfigRecord) -> ClientSettings:
     """Turn the server's ConfigRecord into :class:`ClientSettings`.
 
     The record holds ``setup`` (JSON of the resolved dataset, model, stage1, stage2 and
-    quality groups plus ``label_rate`` and ``seed``), and flat per-round values:
-    ``stage``, ``server-round``, ``local-epochs``, ``qom-prior-<modality>``.
+    quality groups plus ``label_rate`` and ``seed``), ``train-subjects``, the merged
+    ``norm-stats`` and ``label-census`` (after the normalisation round), and flat
+    per-round values: ``stage``, ``server-round``, ``local-epochs``, ``qom-prior-<modality>``.
 
     Raises
     ------
     ConfigError
-        If ``setup`` is missing or not valid JSON, or a group has unknown keys.
+        If ``setup`` is missing or not valid JSON, a group has unknown keys, or the
+        normalisation-round entries are malformed.
     """
     if keys.SETUP not in config:
         raise ConfigError(f"the ConfigRecord lacks {keys.SETUP!r}; is the ServerApp from the same fedhar version?",
@@ -97,6 +107,8 @@ def parse_config(config: ConfigRecord) -> ClientSettings:
         server_round=int(config.get(keys.SERVER_ROUND, 0)),  # type: ignore[arg-type]
         qom_prior=qom_prior_of(config),
         freeze_encoders=bool(config.get(keys.FREEZE_ENCODERS, False)),
+        train_subjects=tuple(int(x) for x in config.get(keys.TRAIN_SUBJECTS, []) or []),  # type: ignore[union-attr]
+        federation=FederationData.from_config(config),
     )
 
 

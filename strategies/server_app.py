@@ -1,4 +1,4 @@
-"""ServerApp: compose the Hydra config, run stage 1 with QoMFedAvg, then stage 2, write results.json."""
+"""ServerApp: compose the Hydra config, normalisation round, stage 1 with QoMFedAvg, stage 2, write results.json."""
 
 from __future__ import annotations
 
@@ -18,11 +18,14 @@ from fedhar import keys
 from fedhar.data.config import DatasetConfig
 from fedhar.data.experiment import prepare_experiment
 from fedhar.data.loading import load_dataset
+from fedhar.data.normalization import Normalizer
+from fedhar.data.protocol import resolve_protocol
 from fedhar.errors import ConfigError
 from fedhar.federated import build_pretrain_model, normalise_prior, probe_accuracy, state_digest
 from fedhar.models import ModelConfig
 from fedhar.train import derive_seed, seed_everything
 from fedhar.train.checkpoint import atomic_write_text
+from strategies.norm_round import run_norm_round
 from strategies.qom_fedavg import QoMFedAvg
 from strategies.stage2 import run_stage2
 
@@ -31,6 +34,8 @@ __all__ = ["app", "compose_config", "main"]
 logger = logging.getLogger(__name__)
 
 RESULTS_MARKER = "fedhar-results: "
+#: The merged normalisation statistics in the run folder (``Normalizer.save`` format); the export command reads it.
+NORMALIZER_FILE = "normalizer.json"
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # configs/federated.yaml: the federated defaults (compact model, strategy, federation groups).
 CONFIG_NAME = "federated"
@@ -59,7 +64,11 @@ def _setup_record(cfg: DictConfig) -> dict[str, Any]:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run both stages and write ``<paths.output_dir>/<run_id>/results.json``."""
+    """Run the normalisation round and both stages; write ``<paths.output_dir>/<run_id>/results.json``.
+
+    The server holds the held-out test subjects (and, for a centralised stage 2, the pooled
+    labeled rows); it normalises them with the statistics merged from the clients.
+    """
     started = time.perf_counter()
     cfg = compose_config(str(context.run_config.get(keys.HYDRA_OVERRIDES, "")))
     run_dir = Path(cfg.paths.output_dir).expanduser().resolve() / str(context.run_id)
@@ -68,14 +77,25 @@ def main(grid: Grid, context: Context) -> None:
     seed_everything(seed)
     setup = _setup_record(cfg)
     dataset_cfg = DatasetConfig.from_mapping(setup["dataset"])
-    experiment = prepare_experiment(load_dataset(dataset_cfg), dataset_cfg, float(cfg.label_rate), seed)
+    dataset = load_dataset(dataset_cfg)
+    protocol = resolve_protocol(dataset_cfg, dataset.info)
     model_cfg = ModelConfig.from_mapping(setup["model"])
     fed = cfg.federation
-    num_nodes = int(fed.min_nodes or len(experiment.partitions))
+    num_nodes = int(fed.min_nodes or len(protocol.train_subjects))
     logger.info("run %s: %d training subjects %s, test subjects %s, output %s", context.run_id,
-                len(experiment.partitions), list(experiment.partitions), list(experiment.protocol.test_subjects), run_dir)
+                len(protocol.train_subjects), list(protocol.train_subjects), list(protocol.test_subjects), run_dir)
 
     wait_for_nodes(grid, num_nodes, float(fed.node_wait_s))
+
+    # ---- normalisation round: every client's moments and class counts, merged
+    shared: dict[str, Any] = {keys.SETUP: json.dumps(setup), keys.SEED: seed,
+                              keys.TRAIN_SUBJECTS: list(protocol.train_subjects)}
+    norm = run_norm_round(grid, ConfigRecord(shared), dataset.info, protocol.train_subjects,
+                          float(fed.round_timeout_s))
+    normalizer = Normalizer(norm.federation.stats)
+    normalizer.save(run_dir / NORMALIZER_FILE)
+    shared.update(norm.federation.to_config())
+    experiment = prepare_experiment(dataset, dataset_cfg, float(cfg.label_rate), seed, stats=norm.federation.stats)
 
     # ---- stage 1: federated contrastive fusion pretraining
     torch.manual_seed(derive_seed(seed, "init", "stage1"))
@@ -98,8 +118,7 @@ def main(grid: Grid, context: Context) -> None:
         logger.info("stage 1 round %d: linear probe accuracy on test subjects %.3f", server_round, acc)
         return MetricRecord({"probe-accuracy": acc})
 
-    config = ConfigRecord({keys.SETUP: json.dumps(setup), keys.SEED: seed,
-                           keys.LOCAL_EPOCHS: int(fed.stage1_local_epochs)})
+    config = ConfigRecord({**shared, keys.LOCAL_EPOCHS: int(fed.stage1_local_epochs)})
     result1 = strategy.start(grid=grid, initial_arrays=ArrayRecord(global_model.state_dict()),
                              num_rounds=int(fed.stage1_rounds), timeout=float(fed.round_timeout_s),
                              train_config=config, evaluate_fn=stage1_eval)
@@ -109,15 +128,18 @@ def main(grid: Grid, context: Context) -> None:
     logger.info("global QoM prior for stage 2: %s", prior)
 
     # ---- stage 2: federated / local / centralised fine-tuning
-    stage2 = run_stage2(grid=grid, cfg=cfg, setup=setup, experiment=experiment, model_cfg=model_cfg,
+    stage2 = run_stage2(grid=grid, cfg=cfg, setup=setup, shared=shared, experiment=experiment, model_cfg=model_cfg,
                         encoders=result1.arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir)
-    compare = {mode: run_stage2(grid=grid, cfg=cfg, setup=setup, experiment=experiment, model_cfg=model_cfg,
-                                encoders=result1.arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir, mode=mode)
+    compare = {mode: run_stage2(grid=grid, cfg=cfg, setup=setup, shared=shared, experiment=experiment,
+                                model_cfg=model_cfg, encoders=result1.arrays, prior=prior, num_nodes=num_nodes,
+                                run_dir=run_dir, mode=mode)
                for mode in fed.get("stage2_compare") or () if mode != fed.stage2_mode}
     results = {
         "run_id": context.run_id, "config": OmegaConf.to_container(cfg, resolve=True),
         "train_subjects": list(experiment.partitions), "test_subjects": list(experiment.protocol.test_subjects),
-        "stage1": stage1, "qom_prior": prior, "stage2": stage2,
+        "normalization": {**norm.summary(), "file": NORMALIZER_FILE, "min_std": normalizer.min_std,
+                          **norm.federation.to_dict()},
+        "stage1": stage1, "qom_prior": prior, "stage2": stage2, "final_model": stage2.get("model_file"),
         "stage2_compare": compare,
         "final": stage2["final"], "wall_time_s": time.perf_counter() - started,
     }

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ def run_stage2(
     grid: Grid,
     cfg: DictConfig,
     setup: dict[str, Any],
+    shared: Mapping[str, Any],
     experiment: ExperimentData,
     model_cfg: ModelConfig,
     encoders: ArrayRecord,
@@ -43,11 +44,15 @@ def run_stage2(
 
     The centralised mode trains ``federation.centralized_epochs`` epochs (``null``:
     ``stage2_rounds x stage2_local_epochs``) with ``stage2``'s optimizer and lr milestones.
+    ``shared`` holds the ConfigRecord entries every client message carries (``setup``,
+    ``seed``, ``train-subjects`` and the normalisation round's ``norm-stats`` / ``label-census``).
 
     Returns
     -------
     dict
-        Mode-specific details and ``final`` = ``{"accuracy", "macro_f1"}`` on the test subjects.
+        Mode-specific details, ``final`` = ``{"accuracy", "macro_f1"}`` on the test subjects
+        and, for the federated and centralised modes, ``model_file``: the final model's
+        state dict in ``run_dir``.
 
     Raises
     ------
@@ -64,8 +69,7 @@ def run_stage2(
     state.update({k: v for k, v in stage1.items() if k.startswith(keys.ENCODER_PREFIX)})
     model.load_state_dict(state)
     budget = int(fed.stage2_rounds) * int(fed.stage2_local_epochs)
-    config = ConfigRecord({keys.SETUP: json.dumps(setup), keys.SEED: seed,
-                           keys.FREEZE_ENCODERS: bool(fed.get("stage2_freeze_encoders", False)),
+    config = ConfigRecord({**shared, keys.FREEZE_ENCODERS: bool(fed.get("stage2_freeze_encoders", False)),
                            **{f"{keys.QOM_PRIOR_PREFIX}{m}": float(w) for m, w in prior.items()}})
 
     if mode == "centralized":
@@ -73,9 +77,11 @@ def run_stage2(
         budget = budget if fed.get("centralized_epochs") is None else int(fed.centralized_epochs)
         ft_cfg = FinetuneConfig.from_mapping({**setup.get("stage2", {}), "progress": False}).with_epochs(budget)
         finetune_iterative(model, labeled, ft_cfg, seed=derive_seed(seed, "stage2", "centralized"), progress=False)
-        torch.save(model.state_dict(), run_dir / f"stage2-{mode}-final.pt")
+        model_file = f"stage2-{mode}-final.pt"
+        torch.save(model.state_dict(), tmp := run_dir / f".{model_file}.tmp")
+        tmp.replace(run_dir / model_file)
         return {"mode": mode, "epochs": budget, "num_labeled": len(labeled), "final": _test(model, experiment),
-                "weights_sha256": state_digest(model.state_dict())}
+                "weights_sha256": state_digest(model.state_dict()), "model_file": model_file}
 
     if mode == "local":
         config[keys.LOCAL_EPOCHS] = budget
@@ -125,6 +131,9 @@ def run_stage2(
                             timeout=float(fed.round_timeout_s), train_config=config, evaluate_config=config,
                             evaluate_fn=central)
     final = result.evaluate_metrics_serverapp[rounds]
+    model_file = f"stage2-{mode}-final.pt"
+    torch.save(result.arrays.to_torch_state_dict(), tmp := run_dir / f".{model_file}.tmp")
+    tmp.replace(run_dir / model_file)
     return {
         "mode": mode,
         "rounds": {int(r): dict(m) for r, m in result.train_metrics_clientapp.items()},
@@ -135,6 +144,7 @@ def run_stage2(
         "bytes_up_per_client_round": strategy.bytes_received / max(1, rounds * num_nodes),
         "final": {"accuracy": float(final[keys.ACCURACY]), "macro_f1": float(final[keys.MACRO_F1])},  # type: ignore[arg-type]
         "weights_sha256": state_digest(result.arrays.to_torch_state_dict()),
+        "model_file": model_file,
     }
 
 

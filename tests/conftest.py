@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,32 @@ def data_dir() -> Path:
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A preprocessed-array cache shared by the session's tests (starts empty)."""
     return tmp_path_factory.mktemp("fedhar-cache")
+
+
+# Stray files of another subject (2) that a device may hold: too few to be a complete subject.
+UTD_STRAY = ("a1_s2_t1", "a2_s2_t1")
+USC_STRAY = ("a1t1.mat", "a2t1.mat")
+
+
+@pytest.fixture(scope="session")
+def utd_device(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A device's data-path: subject 1's UTD-MHAD files plus two stray trials of subject 2 (copied at test time)."""
+    src, dst = data_dir / "UTD-MHAD", tmp_path_factory.mktemp("utd-device")
+    for sub, suffix in (("Inertial", "inertial"), ("Skeleton", "skeleton")):
+        (dst / sub).mkdir()
+        for path in src.glob(f"{sub}/a*_s1_t*_{suffix}.mat"):
+            shutil.copy2(path, dst / sub / path.name)
+        for trial in UTD_STRAY:
+            shutil.copy2(src / sub / f"{trial}_{suffix}.mat", dst / sub)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def usc_device(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A device's data-path: USC-HAD's Subject1/ plus two stray trials in Subject2/ (copied at test time)."""
+    src, dst = data_dir / "USC-HAD", tmp_path_factory.mktemp("usc-device")
+    shutil.copytree(src / "Subject1", dst / "Subject1")
+    (dst / "Subject2").mkdir()
+    for name in USC_STRAY:
+        shutil.copy2(src / "Subject2" / name, dst / "Subject2" / name)
+    return dst

@@ -1,4 +1,4 @@
-"""ClientApp handlers called directly with Message objects, on a tiny synthetic dataset."""
+"""ClientApp handlers called directly with Message objects: tiny synthetic data, and one-subject device folders."""
 
 from __future__ import annotations
 
@@ -16,10 +16,15 @@ from flwr.supercore.task_identity import TaskIdentity
 from clients.client_app import app
 from fedhar import keys
 from fedhar.aggregation import ClientUpdate, validate_update
+from fedhar.data.config import DatasetConfig
 from fedhar.data.dataset import DatasetInfo
-from fedhar.errors import ConfigError
+from fedhar.data.experiment import prepare_experiment
+from fedhar.data.federation import DataSummary, FederationData, merge_summaries, summarize_subject, validate_summary
+from fedhar.data.loading import load_dataset
+from fedhar.errors import ConfigError, DatasetNotFoundError
 from fedhar.federated import build_finetune_model, build_pretrain_model
 from fedhar.models import ModelConfig
+from strategies.norm_round import MESSAGE_TYPE, parse_summary_reply
 from strategies.qom_fedavg import parse_reply
 from strategies.server_app import _setup_record, compose_config
 
@@ -40,22 +45,42 @@ def setup_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str]
     """The ``setup`` JSON the ServerApp sends, for extra Hydra overrides."""
     monkeypatch.setenv("FEDHAR_CACHE_DIR", str(tmp_path / "cache"))
 
-    def _setup(extra: str = "") -> dict:
-        return _setup_record(compose_config(f"{BASE} {extra}"))
+    def _setup(extra: str = "", base: str = BASE) -> dict:
+        return _setup_record(compose_config(f"{base} {extra}"))
 
     return _setup
 
 
-def _info(setup: dict) -> DatasetInfo:
-    from fedhar.data.config import DatasetConfig
-    from fedhar.data.loading import load_dataset
+TRAIN_SUBJECTS = [1, 2]
 
+
+def _info(setup: dict) -> DatasetInfo:
     return load_dataset(DatasetConfig.from_mapping(setup["dataset"])).info
 
 
+def _query(setup: dict, context: Context, train_subjects: list[int] | None = None) -> Message:
+    """Send the normalisation round's query to one node, as the ServerApp does."""
+    config = ConfigRecord({keys.SETUP: json.dumps(setup), keys.SEED: 0,
+                           keys.TRAIN_SUBJECTS: train_subjects or TRAIN_SUBJECTS})
+    return app(Message(content=RecordDict({keys.CONFIG: config}), dst_node_id=7, message_type=MESSAGE_TYPE), context)
+
+
+def _summary_of(reply: Message) -> DataSummary:
+    summary, reason = parse_summary_reply(reply)
+    assert reason is None and summary is not None
+    return summary
+
+
+def _federation(setup: dict) -> FederationData:
+    """The normalisation round over the simulated nodes (partition 0 and 1), merged: the same path as a run."""
+    replies = [_query(setup, _context(**{keys.PARTITION_ID: pid})) for pid in range(len(TRAIN_SUBJECTS))]
+    return merge_summaries(_summary_of(r) for r in replies)
+
+
 def _message(kind: str, setup: dict, arrays: ArrayRecord, **extra: object) -> Message:
-    config = ConfigRecord({keys.SETUP: json.dumps(setup), keys.SEED: 0, keys.LOCAL_EPOCHS: 1,
-                           keys.SERVER_ROUND: 1, **extra})  # type: ignore[arg-type]
+    shared = {keys.SETUP: json.dumps(setup), keys.SEED: 0, keys.TRAIN_SUBJECTS: TRAIN_SUBJECTS,
+              **_federation(setup).to_config()}
+    config = ConfigRecord({**shared, keys.LOCAL_EPOCHS: 1, keys.SERVER_ROUND: 1, **extra})  # type: ignore[arg-type]
     stage = kind.split(".")[1] if "." in kind else ""
     if stage:
         config[keys.STAGE] = stage
@@ -73,6 +98,37 @@ def _global_pretrain(setup: dict) -> tuple[dict[str, np.ndarray], ArrayRecord]:
     model = build_pretrain_model(info, info.modality_names, ModelConfig.from_mapping(setup["model"]))
     arrays = ArrayRecord(model.state_dict())
     return {k: v.numpy() for k, v in arrays.items()}, arrays
+
+
+class TestNormStatsQuery:
+    def test_query__replies_a_valid_summary_of_its_own_subject(self, setup_for: Callable) -> None:
+        setup = setup_for()
+        reply = _query(setup, _context(**{keys.PARTITION_ID: 1}))
+        summary = _summary_of(reply)
+        info = _info(setup)
+        assert summary.subject == 2 and validate_summary(summary, info, TRAIN_SUBJECTS) is None
+        assert reply.content[keys.METRICS][keys.NUM_EXAMPLES] == int(summary.class_counts.sum()) > 0
+
+    def test_query__merged_stats_equal_the_centralised_fit(self, setup_for: Callable) -> None:
+        setup = setup_for("+dataset.modality_subsets={1:[imu]}")
+        cfg = DatasetConfig.from_mapping(setup["dataset"])
+        central = prepare_experiment(load_dataset(cfg), cfg, setup["label_rate"], 0)
+        merged = _federation(setup).stats
+        assert merged.moments["noise"].count < merged.moments["imu"].count  # subject 1 has no noise sensor
+        for name, mom in central.normalizer.stats.moments.items():
+            assert merged.moments[name].count == mom.count
+            np.testing.assert_allclose(merged.moments[name].sum_sq, mom.sum_sq, rtol=1e-12)
+            np.testing.assert_allclose(merged.mean(name), central.normalizer.stats.mean(name), rtol=1e-10, atol=1e-12)
+
+    def test_train__without_the_normalisation_round__raises(self, setup_for: Callable) -> None:
+        setup = setup_for()
+        _, arrays = _global_pretrain(setup)
+        config = ConfigRecord({keys.SETUP: json.dumps(setup), keys.SEED: 0, keys.TRAIN_SUBJECTS: TRAIN_SUBJECTS,
+                               keys.STAGE: "pretrain"})
+        msg = Message(content=RecordDict({keys.ARRAYS: arrays, keys.CONFIG: config}), dst_node_id=7,
+                      message_type="train.pretrain")
+        with pytest.raises(ConfigError, match="normalisation round"):
+            app(msg, _context(**{keys.PARTITION_ID: 0}))
 
 
 class TestPretrainHandler:
@@ -173,3 +229,61 @@ class TestFinetuneAndEvaluateHandlers:
         assert update.num_examples == 1 and update.train_loss is None
         assert all(np.array_equal(v, reference[k]) for k, v in update.arrays.items())
         assert "cannot train" in caplog.text
+
+
+UTD_TRAIN = [1, 2, 3, 4, 5, 6]
+REAL = "model=compact budget=tiny"
+
+
+@pytest.mark.realdata
+class TestDeployedDevice:
+    """node-config subject-id + data-path, the folder holding only that subject's files (and strays of another)."""
+
+    def test_utd__query_then_pretrain_on_its_own_files(self, setup_for: Callable, utd_device: Path,
+                                                       data_dir: Path) -> None:
+        # Prepare: the server's view (full dataset) gives the other subjects' summaries
+        setup = setup_for("dataset=utd-mhad dataset.protocol=cosmo label_rate=5", base=REAL)
+        cfg = DatasetConfig.from_mapping(setup["dataset"])
+        full = load_dataset(cfg)
+        device = _context(**{keys.SUBJECT_ID: 1, keys.DATA_PATH: str(utd_device)})
+        # Execute: the normalisation round on the device
+        own = _summary_of(_query(setup, device, UTD_TRAIN))
+        # Assert: the device summarised exactly subject 1's rows
+        reference = summarize_subject(full, 1, full.modalities)
+        assert np.array_equal(own.class_counts, reference.class_counts)
+        for name, mom in reference.stats.moments.items():
+            assert np.array_equal(own.stats.moments[name].sum_sq, mom.sum_sq)
+        # Execute: stage 1 on the device with the merged statistics
+        merged = merge_summaries([own, *(summarize_subject(full, s, full.modalities) for s in UTD_TRAIN[1:])])
+        info = full.info
+        torch.manual_seed(0)
+        model = build_pretrain_model(info, info.modality_names, ModelConfig.from_mapping(setup["model"]))
+        arrays = ArrayRecord(model.state_dict())
+        config = ConfigRecord({keys.SETUP: json.dumps(setup), keys.SEED: 0, keys.TRAIN_SUBJECTS: UTD_TRAIN,
+                               keys.LOCAL_EPOCHS: 1, keys.SERVER_ROUND: 1, keys.STAGE: "pretrain",
+                               **merged.to_config()})
+        msg = Message(content=RecordDict({keys.ARRAYS: arrays, keys.CONFIG: config}), dst_node_id=7,
+                      message_type="train.pretrain")
+        update, reason = parse_reply(app(msg, device))
+        # Assert: a valid update of subject 1, trained on its unlabeled rows of the global 5 % split
+        central = prepare_experiment(full, cfg, 5, 0, stats=merged.stats)
+        assert reason is None and update is not None and update.client_id == "subject-1"
+        assert update.num_examples == central.partitions[1].num_unlabeled
+        assert validate_update(update, {k: v.numpy() for k, v in arrays.items()}) is None
+
+    def test_usc__query_on_its_own_files(self, setup_for: Callable, usc_device: Path) -> None:
+        setup = setup_for("dataset=usc-had", base=REAL)
+        cfg = DatasetConfig.from_mapping(setup["dataset"])
+        device = _context(**{keys.SUBJECT_ID: 1, keys.DATA_PATH: str(usc_device)})
+        own = _summary_of(_query(setup, device, list(range(1, 13))))
+        reference = summarize_subject(load_dataset(cfg, subjects=[1]), 1, ("acc", "gyro"))
+        assert own.subject == 1 and np.array_equal(own.class_counts, reference.class_counts)
+        assert np.array_equal(own.stats.moments["gyro"].sum, reference.stats.moments["gyro"].sum)
+
+    def test_usc__device_without_its_subject__names_folder_and_subject(self, setup_for: Callable,
+                                                                        usc_device: Path) -> None:
+        setup = setup_for("dataset=usc-had", base=REAL)
+        device = _context(**{keys.SUBJECT_ID: 3, keys.DATA_PATH: str(usc_device)})
+        with pytest.raises(DatasetNotFoundError, match="for subject 3") as err:
+            _query(setup, device, list(range(1, 13)))
+        assert err.value.culprit == str(usc_device / "Subject3")

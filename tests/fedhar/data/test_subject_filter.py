@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,6 @@ from fedhar.data.utd_mhad import read_utd_mhad
 from fedhar.errors import ConfigError, DataFormatError, DatasetNotFoundError
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "dataset"
-# Stray files of another subject that a device may hold: too few to be a complete subject.
-UTD_STRAY = ("a1_s2_t1", "a2_s2_t1")
-USC_STRAY = ("a1t1.mat", "a2t1.mat")
 
 
 def _config(name: str, **override: Any) -> DatasetConfig:
@@ -36,30 +32,6 @@ def _assert_same_rows(got: HARDataset, full: HARDataset, subject: int) -> None:
         np.testing.assert_array_equal(got.data[name], full.data[name][rows])
     for field in ("labels", "subjects", "trials"):
         np.testing.assert_array_equal(getattr(got, field), getattr(full, field)[rows])
-
-
-@pytest.fixture(scope="module")
-def utd_device(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of subject 1's UTD-MHAD files plus two stray trials of subject 2 (copied at test time)."""
-    src, dst = data_dir / "UTD-MHAD", tmp_path_factory.mktemp("utd-device")
-    for sub, suffix in (("Inertial", "inertial"), ("Skeleton", "skeleton")):
-        (dst / sub).mkdir()
-        for path in src.glob(f"{sub}/a*_s1_t*_{suffix}.mat"):
-            shutil.copy2(path, dst / sub / path.name)
-        for trial in UTD_STRAY:
-            shutil.copy2(src / sub / f"{trial}_{suffix}.mat", dst / sub)
-    return dst
-
-
-@pytest.fixture(scope="module")
-def usc_device(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of USC-HAD's Subject1/ plus two stray trials of Subject2/ (copied at test time)."""
-    src, dst = data_dir / "USC-HAD", tmp_path_factory.mktemp("usc-device")
-    shutil.copytree(src / "Subject1", dst / "Subject1")
-    (dst / "Subject2").mkdir()
-    for name in USC_STRAY:
-        shutil.copy2(src / "Subject2" / name, dst / "Subject2" / name)
-    return dst
 
 
 @pytest.mark.realdata
