@@ -3,9 +3,10 @@
 Any ``batch -> logits`` model (``FusionClassifierModel``, a supervised baseline) is
 wrapped in :class:`PositionalClassifier`, which takes one tensor per modality in a fixed
 order, so that exported graphs have plain positional inputs named after the modalities.
-The modality order, per-sample shapes and class names travel inside the exported file
-(TorchScript extra file ``fedhar.json``; ONNX ``metadata_props["fedhar"]``), so the
-device needs nothing else to feed it. ``onnx`` / ``onnxruntime`` are imported only when
+The modality order, per-sample shapes, class names and (optionally) the training
+normalisation statistics travel inside the exported file (TorchScript extra file
+``fedhar.json``; ONNX ``metadata_props["fedhar"]``), so the device needs nothing else to
+feed it raw windows. ``onnx`` / ``onnxruntime`` are imported only when
 an ONNX function is called.
 """
 
@@ -15,7 +16,7 @@ import copy
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fedhar.data.normalization import Normalizer
 from fedhar.errors import ExportError
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "export_onnx",
     "export_torchscript",
     "load_exported",
+    "normalization_of",
     "with_static_pooling",
 ]
 
@@ -65,21 +68,58 @@ class ExportMetadata:
         Per-sample shape of each modality, time first (e.g. ``(120, 6)``).
     class_names
         Class name of each logit (may be empty: classes are then shown as indices).
+    normalization
+        Modality -> ``{"mean": [...], "scale": [...]}`` per channel: raw windows are fed as
+        ``(x - mean) / scale`` (:meth:`normalize`). Empty: the model takes normalised windows.
     """
 
     modalities: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
     class_names: tuple[str, ...] = ()
+    normalization: Mapping[str, Mapping[str, list[float]]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialise (lists for tuples)."""
-        return json.dumps(asdict(self))
+        return json.dumps({**asdict(self), "normalization": {m: dict(v) for m, v in self.normalization.items()}})
 
     @classmethod
     def from_json(cls, text: str) -> ExportMetadata:
         """Parse :meth:`to_json` output."""
         raw = json.loads(text)
-        return cls(tuple(raw["modalities"]), tuple(tuple(s) for s in raw["shapes"]), tuple(raw.get("class_names", ())))
+        return cls(tuple(raw["modalities"]), tuple(tuple(s) for s in raw["shapes"]), tuple(raw.get("class_names", ())),
+                   dict(raw.get("normalization", {})))
+
+    def normalize(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Raw windows -> what the model takes: ``(x - mean) / scale`` per channel, float32, as in training.
+
+        Computed in float64 like :meth:`fedhar.data.normalization.Normalizer.apply`, so the
+        result is bit-identical to the training pipeline's.
+
+        Raises
+        ------
+        ExportError
+            If the metadata holds no statistics for a modality of ``inputs``.
+        """
+        missing = [m for m in inputs if m not in self.normalization]
+        if missing:
+            raise ExportError(f"the exported model carries no normalisation statistics for {missing}")
+        return {m: ((np.asarray(x) - np.asarray(self.normalization[m]["mean"], np.float64))
+                    / np.asarray(self.normalization[m]["scale"], np.float64)).astype(np.float32)
+                for m, x in inputs.items()}
+
+
+def normalization_of(normalizer: Normalizer, modalities: Sequence[str]) -> dict[str, dict[str, list[float]]]:
+    """The :attr:`ExportMetadata.normalization` entry of ``modalities`` from a fitted normaliser.
+
+    Raises
+    ------
+    ExportError
+        If the normaliser has no statistics for one of ``modalities``.
+    """
+    missing = [m for m in modalities if m not in normalizer.stats.moments]
+    if missing:
+        raise ExportError(f"the normalisation statistics lack modalities {missing}")
+    return {m: {"mean": normalizer.stats.mean(m).tolist(), "scale": normalizer.scale(m).tolist()} for m in modalities}
 
 
 class PositionalClassifier(nn.Module):

@@ -3,13 +3,17 @@
 On-device data format: an ``.npz`` file holding one float32 array per modality, named
 after the modality and shaped ``(N, *shape)`` with the per-sample shape the model was
 exported with (time first; e.g. UTD ``inertial`` ``(N, 120, 6)``, ``skeleton``
-``(N, 40, 20, 3)``), already normalised with the training statistics. An optional
-``labels`` array ``(N,)`` (int, 0-based) makes the command also report accuracy. With
-``--data DIR``, every ``*.npz`` file in ``DIR`` is classified.
+``(N, 40, 20, 3)``), preprocessed as the dataset reader does (resampled / windowed, not
+normalised). A model exported from a run (``python -m simulations.export_model``) carries
+the run's normalisation statistics and normalises the windows itself; pass
+``--normalized`` for windows that are normalised already (a model without statistics
+always takes normalised windows). An optional ``labels`` array ``(N,)`` (int, 0-based)
+makes the command also report accuracy. With ``--data DIR``, every ``*.npz`` file in
+``DIR`` is classified.
 
 Usage::
 
-    python -m simulations.infer --model model.onnx --data windows.npz [--batch-size 64] [--json out.json]
+    python -m simulations.infer --model model.onnx --data windows.npz [--normalized] [--batch-size 64] [--json out.json]
 
 Prints one line per window: ``<file>:<index> <class index> <class name> <confidence>``.
 Exit codes: 0 ok, 1 a fault (missing file, missing modality, wrong shape), explained on stderr.
@@ -28,6 +32,7 @@ import numpy as np
 
 from fedhar.errors import DatasetNotFoundError, FedharError, ModalityMissingError
 from fedhar.export import ExportMetadata, load_exported
+from fedhar.train.checkpoint import atomic_write_text
 
 __all__ = ["classify", "load_windows", "main"]
 
@@ -73,12 +78,22 @@ def load_windows(path: Path, meta: ExportMetadata) -> tuple[dict[str, np.ndarray
     return data, labels
 
 
-def classify(model: Path, files: Sequence[Path], batch_size: int = DEFAULT_BATCH) -> list[dict[str, object]]:
-    """Predictions for every window of ``files``: file, index, class, class name, confidence (softmax)."""
+def classify(model: Path, files: Sequence[Path], batch_size: int = DEFAULT_BATCH,
+             normalized: bool = False) -> list[dict[str, object]]:
+    """Predictions for every window of ``files``: file, index, class, class name, confidence (softmax).
+
+    Raw windows are normalised with the statistics embedded in the model, unless
+    ``normalized`` says they already are (or the model carries none).
+    """
     runner, meta = load_exported(model)
+    normalize = bool(meta.normalization) and not normalized
+    logger.info("%s: %s", model, "normalising raw windows with the embedded training statistics" if normalize
+                else "windows are taken as normalised")
     rows: list[dict[str, object]] = []
     for path in files:
         data, labels = load_windows(path, meta)
+        if normalize:
+            data = meta.normalize(data)
         count = len(next(iter(data.values())))
         for start in range(0, count, batch_size):
             logits = runner({m: a[start:start + batch_size] for m, a in data.items()})
@@ -109,12 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="exported model (.ts or .onnx)")
     parser.add_argument("--data", type=Path, required=True, help=".npz file or a folder of them")
+    parser.add_argument("--normalized", action="store_true",
+                        help="the windows are normalised already (do not apply the model's embedded statistics)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--json", type=Path, help="also write the predictions as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        rows = classify(args.model, _files(args.data), args.batch_size)
+        rows = classify(args.model, _files(args.data), args.batch_size, normalized=args.normalized)
     except (FedharError, ValueError) as err:
         logger.error("%s", err)
         return EXIT_FAULT
@@ -126,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         accuracy = float(np.mean([r["class"] == r["label"] for r in labelled]))
         logger.info("accuracy %.3f over %d labelled windows", accuracy, len(labelled))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+        atomic_write_text(args.json, json.dumps(rows, indent=2))
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from fedhar.data import usc_had, utd_mhad
 from fedhar.data.cache import DatasetCache, compute_cache_key, fingerprint_files
 from fedhar.data.config import DatasetConfig
-from fedhar.data.dataset import HARDataset
+from fedhar.data.dataset import DatasetInfo, HARDataset
 from fedhar.data.raw_io import LoadReport, check_subject_filter
 from fedhar.errors import ConfigError, DatasetNotFoundError
 
@@ -24,22 +24,46 @@ SYNTHETIC = "synthetic"
 
 @dataclass(frozen=True)
 class _Reader:
-    """How to parse settings for, list the files of, and read one raw dataset."""
+    """How to parse settings for, list the files of, read, and describe one raw dataset."""
 
     version: int
     parse_preprocess: Callable[[Mapping[str, Any]], Any]
     list_files: Callable[[Path, tuple[int, ...] | None], list[Path]]
     read: Callable[..., tuple[HARDataset, LoadReport]]
+    build_info: Callable[[Any, tuple[int, ...]], DatasetInfo]
+    num_subjects: int
 
 
 _READERS: dict[str, _Reader] = {
     utd_mhad.NAME: _Reader(
-        utd_mhad.READER_VERSION, utd_mhad.UTDPreprocess.from_mapping, utd_mhad.list_source_files, utd_mhad.read_utd_mhad
+        utd_mhad.READER_VERSION, utd_mhad.UTDPreprocess.from_mapping, utd_mhad.list_source_files,
+        utd_mhad.read_utd_mhad, utd_mhad.build_info, utd_mhad.NUM_SUBJECTS,
     ),
     usc_had.NAME: _Reader(
-        usc_had.READER_VERSION, usc_had.USCPreprocess.from_mapping, usc_had.list_source_files, usc_had.read_usc_had
+        usc_had.READER_VERSION, usc_had.USCPreprocess.from_mapping, usc_had.list_source_files, usc_had.read_usc_had,
+        usc_had.build_info, usc_had.NUM_SUBJECTS,
     ),
 }
+
+
+def describe_dataset(cfg: DatasetConfig) -> DatasetInfo:
+    """Metadata (modality shapes, class names, all published subjects) of ``cfg``, without reading raw files.
+
+    What an exporter needs to rebuild a model where the dataset is not present.
+
+    Raises
+    ------
+    ConfigError
+        Unknown dataset name or preprocessing key.
+    """
+    if cfg.name == SYNTHETIC:
+        from fedhar.data.synthetic import make_synthetic  # generated in memory, cheap
+
+        return make_synthetic(cfg).info
+    reader = _READERS.get(cfg.name)
+    if reader is None:
+        raise ConfigError(f"no reader for dataset {cfg.name!r}; known: {sorted(_READERS)}", "dataset.name")
+    return reader.build_info(reader.parse_preprocess(cfg.preprocess), tuple(range(1, reader.num_subjects + 1)))
 
 
 def load_dataset(cfg: DatasetConfig, subjects: Collection[int] | None = None) -> HARDataset:

@@ -13,9 +13,14 @@ import stat
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from simulations import run_federated
+from fedhar.data.config import DatasetConfig
+from fedhar.data.experiment import prepare_experiment
+from fedhar.data.loading import load_dataset
+from fedhar.data.normalization import Normalizer
+from simulations import export_model, infer, run_federated
 from simulations.run_federated import EXIT_FAILED, EXIT_NO_RESULTS, check_run, free_port, stop_superlink
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,8 +126,8 @@ class TestRunFederatedExitCodes:
 SMOKE = ("dataset=synthetic dataset.preprocess.num_subjects=3 dataset.protocols.default.test_subjects=[3] "
          "label_rate=50 model=compact federation=smoke federation.stage2_rounds=4 federation.stage2_local_epochs=4 "
          "budget=tiny stage2.t_iter=2 stage2.optim.lr=0.003")
-RESULT_KEYS = {"run_id", "config", "train_subjects", "test_subjects", "stage1", "qom_prior", "stage2", "final",
-               "wall_time_s"}
+RESULT_KEYS = {"run_id", "config", "train_subjects", "test_subjects", "normalization", "stage1", "qom_prior", "stage2",
+               "final", "final_model", "wall_time_s"}
 
 
 def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, extra_env: dict[str, str] | None = None,
@@ -163,6 +168,35 @@ def test_flwr_run__synthetic_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     assert results["stage1"]["rounds"]["1"]["num-rejected"] == 0
     assert "weight-imu-subject-1" in results["stage1"]["rounds"]["1"]
     assert results["qom_prior"]["imu"] > results["qom_prior"]["noise"]  # the noise modality is uninformative
+
+
+@pytest.mark.slow
+def test_flwr_run__normalisation_round_then_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # The simulation runs the deployment path: the clients read only their own subject and send
+    # their moments and class counts; the server merges them before stage 1.
+    results = _flwr_run(tmp_path, SMOKE, capsys)
+    run_dir = tmp_path / "runs" / str(results["run_id"])
+    norm = results["normalization"]
+    assert norm["subjects"] == [1, 2] and norm["num_rejected"] == 0 and results["final_model"]
+    # The merged statistics equal the centralised fit on the same training subjects.
+    cfg = DatasetConfig.from_mapping(results["config"]["dataset"])
+    dataset = load_dataset(cfg)
+    central = prepare_experiment(dataset, cfg, results["config"]["label_rate"], results["config"]["seed"])
+    merged = Normalizer.load(run_dir / norm["file"]).stats
+    for name, mom in central.normalizer.stats.moments.items():
+        assert merged.moments[name].count == mom.count
+        np.testing.assert_allclose(merged.mean(name), central.normalizer.stats.mean(name), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(merged.std(name), central.normalizer.stats.std(name), rtol=1e-10)
+    assert norm["class_counts"]["1"] == np.bincount(dataset.labels[dataset.subjects == 1]).tolist()
+    # The final stage-2 model exports, matches PyTorch, and infer reproduces the run's test accuracy on raw windows.
+    windows = tmp_path / "test-windows.npz"
+    assert export_model.main(["--run-dir", str(run_dir), "--windows", str(windows)]) == 0
+    report = json.loads((run_dir / "export" / "export.json").read_text())
+    assert report["passed"] and report["pytorch_accuracy"] == pytest.approx(results["final"]["accuracy"])
+    capsys.readouterr()
+    assert infer.main(["--model", str(run_dir / "export" / "model.onnx"), "--data", str(windows)]) == 0
+    predicted = np.array([int(line.split()[1]) for line in capsys.readouterr().out.splitlines()])
+    assert np.mean(predicted == np.load(windows)["labels"]) == pytest.approx(results["final"]["accuracy"])
 
 
 @pytest.mark.slow
