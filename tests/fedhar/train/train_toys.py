@@ -77,5 +77,5 @@ def toy_objective(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.
     z = {m: nn.functional.normalize(model.heads[m](model.encoders[m](x).flatten(1)), dim=1) for m, x in batch.items()}
     a, b = z["imu"], z["noise"]
     logits = a @ b.T / 0.1
-    return nn.functional.cross_entropy(logits, torch.arange(len(a)))
+    return nn.functional.cross_entropy(logits, torch.arange(len(a), device=logits.device))
 
