@@ -135,15 +135,21 @@ class CPCLoss(nn.Module):
                 f"need z (B, T, D) and predictions (B, T, K, D) with K < T, got {tuple(z.shape)} "
                 f"and {tuple(predictions.shape)}"
             )
-        batch, length, _ = z.shape
-        targets = torch.arange(batch, device=z.device)
-        losses = []
-        for k in range(1, predictions.shape[2] + 1):
-            pred = predictions[:, : length - k, k - 1]  # (B, T-k, D): W_k c_t
-            future = z[:, k:]  # (B, T-k, D): z_{t+k}
-            scores = torch.einsum("btd,ctd->tbc", pred, future)  # (T-k, B, B)
-            losses.append(F.cross_entropy(scores.reshape(-1, batch), targets.repeat(length - k)))
-        return torch.stack(losses).mean()
+        batch, length, dim = z.shape
+        horizons = predictions.shape[2]
+        # future[b, t, k-1] = z[b, t + k] (zeros past the window end, masked below): one strided view
+        # instead of K slices, whose backward passes would each zero-fill a full-size gradient.
+        padded = torch.cat([z, z.new_zeros(batch, horizons, dim)], dim=1)
+        future = padded.unfold(1, horizons + 1, 1)[:, :length, :, 1:].permute(0, 1, 3, 2)  # (B, T, K, D)
+        scores = torch.einsum("btkd,ctkd->ktbc", predictions, future)  # (K, T, B, B)
+        targets = torch.arange(batch, device=z.device).expand(horizons, length, batch)
+        nll = F.cross_entropy(scores.reshape(-1, batch), targets.reshape(-1), reduction="none")
+        steps = torch.arange(length, device=z.device)
+        ks = torch.arange(1, horizons + 1, device=z.device)
+        valid = (steps[None, :] < length - ks[:, None]).to(nll.dtype)  # (K, T): t + k inside the window
+        per_horizon = (nll.view(horizons, length, batch) * valid[:, :, None]).sum(dim=(1, 2)) / (
+            (length - ks).to(nll.dtype) * batch)
+        return per_horizon.mean()
 
 
 def cpc_objective(loss: CPCLoss | None = None) -> Objective:
