@@ -37,7 +37,15 @@ from fedhar.errors import ConfigError
 from fedhar.federated import build_finetune_model, build_pretrain_model
 from fedhar.losses import cosmo_or_unimodal_objective
 from fedhar.quality import QualityConfig, compute_client_qom
-from fedhar.train import FinetuneConfig, derive_seed, evaluate, finetune_iterative, phase_of_epoch, pretrain
+from fedhar.train import (
+    FinetuneConfig,
+    derive_seed,
+    evaluate,
+    finetune_iterative,
+    phase_of_epoch,
+    pretrain,
+    resolve_device,
+)
 
 __all__ = ["app", "load_own_dataset", "load_partition", "resolve_subject"]
 
@@ -118,6 +126,17 @@ def load_partition(context: Context, settings: ClientSettings) -> _Local:
     return _Local(settings, partition, dataset.info.num_classes)
 
 
+def node_device(context: Context) -> torch.device:
+    """The torch device of this node: node config ``device`` (cpu when absent; cuda on a Jetson).
+
+    Raises
+    ------
+    ConfigError
+        If the value is unknown or names a CUDA device this node does not have.
+    """
+    return resolve_device(str(context.node_config.get(keys.DEVICE, "cpu")))
+
+
 def _setup(msg: Message, context: Context) -> _Local:
     return load_partition(context, parse_config(msg.content[keys.CONFIG]))
 
@@ -144,7 +163,7 @@ def _qom(local: _Local, context: Context, model: torch.nn.Module | None = None) 
         return {k: float(v) for k, v in context.state.metric_records[keys.STATE_QOM].items()}  # type: ignore[arg-type]
     cfg = QualityConfig.from_mapping({**local.settings.quality, "seed": local.settings.seed})
     data = local.partition.unlabeled
-    result = compute_client_qom(dict(data.data), local.num_classes, cfg, model=model)
+    result = compute_client_qom(dict(data.data), local.num_classes, cfg, model=model, device=node_device(context))
     scores = result.bounded_scores(cfg)
     context.state[keys.STATE_QOM] = MetricRecord(scores)  # type: ignore[arg-type]
     logger.info("subject %d: QoM %s (Hopkins %s, clusters %s)", local.partition.subject, scores,
@@ -209,7 +228,8 @@ def train_pretrain(msg: Message, context: Context) -> Message:
     _load_subset(model, msg.content[keys.ARRAYS])
     seed = _client_seed(settings, part.subject)
     objective = cosmo_or_unimodal_objective(torch.Generator().manual_seed(seed))
-    history = pretrain(model, objective, part.unlabeled, settings.pretrain, seed=seed, progress=False)
+    history = pretrain(model, objective, part.unlabeled, settings.pretrain, seed=seed, progress=False,
+                       device=node_device(context))
     metrics: dict[str, float | int] = {
         keys.NUM_EXAMPLES: part.num_unlabeled,
         keys.SUBJECT: part.subject,
@@ -230,13 +250,13 @@ def train_finetune(msg: Message, context: Context) -> Message:
     metrics: dict[str, float | int] = {keys.NUM_EXAMPLES: part.num_labeled, keys.SUBJECT: part.subject}
     if _can_finetune(model, part.num_labeled):
         history = finetune_iterative(model, part.labeled, _round_schedule(settings, part.num_labeled), seed=seed,
-                                     progress=False)
+                                     progress=False, device=node_device(context))
         metrics[keys.TRAIN_LOSS] = float(history.records[-1].loss)
     else:
         logger.warning("subject %d: %d labeled row(s) cannot train a classifier with BatchNorm (batch statistics of "
                        "one sample); skipping this round's fine-tuning and returning the global weights (set "
                        "model.classifier.batch_norm=false to let it train)", part.subject, part.num_labeled)
-    own = evaluate(model, part.unlabeled) if len(part.unlabeled) else None
+    own = evaluate(model, part.unlabeled, device=node_device(context)) if len(part.unlabeled) else None
     if own is not None:
         metrics[keys.ACCURACY] = float(own.accuracy)
         metrics[keys.MACRO_F1] = float(own.macro_f1)
@@ -251,7 +271,7 @@ def evaluate_own(msg: Message, context: Context) -> Message:
     part, settings = local.partition, local.settings
     model = build_finetune_model(part.labeled.info, part.modalities, settings.model, settings.qom_prior)
     _load_subset(model, msg.content[keys.ARRAYS])
-    result = evaluate(model, part.unlabeled)
+    result = evaluate(model, part.unlabeled, device=node_device(context))
     metrics = MetricRecord({keys.NUM_EXAMPLES: len(part.unlabeled), keys.SUBJECT: part.subject,
                             keys.ACCURACY: float(result.accuracy), keys.MACRO_F1: float(result.macro_f1)})
     return Message(content=RecordDict({keys.METRICS: metrics}), reply_to=msg)

@@ -1,10 +1,12 @@
 """Record, run-config and node-config keys shared by clients and strategies (kebab-case)."""
 
-# Node config (simulation: partition-id / num-partitions; deployment: subject-id / data-path).
+# Node config (simulation: partition-id / num-partitions; deployment: subject-id / data-path;
+# either: device, the torch device this node trains on: cpu (default), cuda, cuda:N or auto).
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
 SUBJECT_ID = "subject-id"
 DATA_PATH = "data-path"
+DEVICE = "device"
 
 # Run config.
 HYDRA_OVERRIDES = "hydra-overrides"

@@ -29,7 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from fedhar import keys
 from fedhar.errors import FedharError
+from fedhar.train.device import resolve_device
 from simulations.deploy.commands import (DEFAULT_SUPERLINK_PORT, DEFAULT_SUPERNODE_PORT, LOOPBACK, SuperNodeSpec,
                                          superlink_command, supernode_command, write_connection)
 from simulations.deploy.credentials import generate_node_keys, generate_tls
@@ -99,6 +101,8 @@ def _add_node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="synthetic", help="utd-mhad, usc-had or synthetic (for the data check)")
     p.add_argument("--modalities", nargs="+", help="modalities this device must have (default: all)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per network check")
+    p.add_argument("--device", help="node config device: the torch device this node trains on "
+                   "(cpu, cuda, cuda:N, auto; default: the ClientApp's cpu)")
 
 
 def _preflight(args: argparse.Namespace) -> None:
@@ -109,6 +113,8 @@ def _preflight(args: argparse.Namespace) -> None:
         check_tls(args.superlink, args.ca, args.timeout)
     if args.data_path is not None:
         check_data_folder(args.data_path, args.dataset, args.subject_id, args.modalities)
+    if args.device is not None:
+        resolve_device(args.device)  # a node asked for CUDA it lacks fails here, not in its first round
 
 
 def _run_child(cmd: list[str]) -> tuple[int, str]:
@@ -147,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_child(cmd)[0]
         elif args.command == "supernode":
             spec = SuperNodeSpec(args.superlink, args.subject_id, args.data_path, args.ca, args.key, args.port,
-                                 args.insecure, args.max_retries, args.max_wait_time)
+                                 args.insecure, args.max_retries, args.max_wait_time,
+                                 None if args.device is None else {keys.DEVICE: args.device})
             if args.subject_id is None:
                 raise ValueError("--subject-id is required: it maps this device to its subject")
             cmd = supernode_command(spec)

@@ -13,7 +13,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
-from clients.client_app import app
+from clients.client_app import app, node_device
 from fedhar import keys
 from fedhar.aggregation import ClientUpdate, validate_update
 from fedhar.data.config import DatasetConfig
@@ -287,3 +287,22 @@ class TestDeployedDevice:
         with pytest.raises(DatasetNotFoundError, match="for subject 3") as err:
             _query(setup, device, list(range(1, 13)))
         assert err.value.culprit == str(usc_device / "Subject3")
+
+
+class TestNodeDevice:
+    """node-config ``device``: where a node trains (cpu unless the node says otherwise)."""
+
+    def test_absent__cpu(self) -> None:
+        assert node_device(_context(**{keys.SUBJECT_ID: 1})) == torch.device("cpu")
+
+    def test_explicit_cpu__cpu(self) -> None:
+        assert node_device(_context(**{keys.DEVICE: "cpu"})) == torch.device("cpu")
+
+    def test_unknown__config_error_naming_it(self) -> None:
+        with pytest.raises(ConfigError, match="gpu0"):
+            node_device(_context(**{keys.DEVICE: "gpu0"}))
+
+    @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a node without CUDA")
+    def test_cuda_without_gpu__config_error(self) -> None:
+        with pytest.raises(ConfigError, match="cuda"):
+            node_device(_context(**{keys.DEVICE: "cuda"}))

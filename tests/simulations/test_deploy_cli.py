@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
@@ -115,6 +116,11 @@ class TestCommandLines:
         out = capsys.readouterr().out
         assert "subject-id=3 data-path=\"/data/utd\"" in out and "--auth-supernode-private-key k/n1" in out
 
+    def test_supernode__device_goes_into_node_config(self, creds: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["supernode", "--superlink", "10.0.0.5:8000", "--ca", str(creds / "ca.crt"), "--key", "k/n1",
+                     "--subject-id", "3", "--device", "cuda"]) == 0
+        assert 'subject-id=3 device="cuda"' in capsys.readouterr().out
+
     def test_supernode__secure_needs_ca_and_key(self) -> None:
         assert main(["supernode", "--superlink", "127.0.0.1:8000", "--subject-id", "1"]) == EXIT_USAGE
 
@@ -187,6 +193,10 @@ class TestPreflightFaults:
         assert check_data_folder(tmp_path, "utd-mhad", 2, ["inertial"]) == {"inertial": 1}
         with pytest.raises(ModalityMissingError, match="subject 3"):
             check_data_folder(tmp_path, "utd-mhad", 3, ["inertial"])
+
+    @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a node without CUDA")
+    def test_cli_check__cuda_without_gpu_is_usage_error(self, tls_server: str, creds: Path) -> None:
+        assert main(["check", "--superlink", tls_server, "--ca", str(creds / "ca.crt"), "--device", "cuda"]) == EXIT_USAGE
 
     def test_cli_check__empty_data_folder_exits_1(self, tls_server: str, creds: Path, tmp_path: Path) -> None:
         assert main(["check", "--superlink", tls_server, "--ca", str(creds / "ca.crt"), "--dataset", "usc-had",
