@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,10 @@ _FAILED = "finished:failed"
 _DEFAULT_RUNTIME_PORT = "39091"  # Flower's local SuperLink port unless FLWR_LOCAL_SUPERLINK_HTTP_API_PORT is set
 EXIT_FAILED = 1
 EXIT_NO_RESULTS = 2
+#: Exit code of a run killed by --timeout (the convention of coreutils timeout).
+EXIT_TIMEOUT = 124
+#: Seconds to wait for the rest of the output after a timed-out `flwr run` was killed.
+READER_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,11 @@ class RunOutcome:
 
 def run(app: str, run_config: Sequence[str], federation_config: Sequence[str], env: dict[str, str],
         timeout: float | None) -> tuple[int, list[str]]:
-    """Run `flwr run <app> --stream ...`, echo every line, return ``(exit code, lines)``."""
+    """Run `flwr run <app> --stream ...`, echo every line, return ``(exit code, lines)``.
+
+    ``timeout`` bounds the whole run, silent stretches included: `flwr run` is then killed
+    and the exit code is ``EXIT_TIMEOUT``.
+    """
     cmd = ["flwr", "run", app, "--stream"]
     for item in run_config:
         cmd += ["--run-config", item]
@@ -65,16 +74,29 @@ def run(app: str, run_config: Sequence[str], federation_config: Sequence[str], e
         cmd += ["--federation-config", item]
     logger.info("running: %s", " ".join(cmd))
     lines: list[str] = []
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as proc:
-        try:
-            for line in proc.stdout or ():
-                sys.stdout.write(line)
-                sys.stdout.flush()
-                lines.append(line.rstrip("\n"))
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = -9
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+    def echo() -> None:
+        for line in proc.stdout or ():
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            lines.append(line.rstrip("\n"))
+
+    # The stream is read on a daemon thread: neither a silent run nor a child that still holds
+    # the pipe after the kill can block the timeout (the pipe is then left to the thread).
+    reader = threading.Thread(target=echo, daemon=True)
+    reader.start()
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        reader.join(READER_GRACE_S)
+        logger.error("flwr run killed after %.0f s (--timeout)", timeout)
+        return EXIT_TIMEOUT, list(lines)
+    reader.join()
+    if proc.stdout is not None:
+        proc.stdout.close()
     return code, lines
 
 
@@ -189,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     env.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
     for attempt in range(args.retries + 1):
         code, lines = run(args.app, args.run_config, args.federation_config, env, args.timeout)
+        if code == EXIT_TIMEOUT:  # the simulation outlives the killed CLI: stop it and its Ray cluster
+            logger.error("killed %d flwr-simulation process(es) of the timed-out run", kill_orphaned_simulations(env))
+            return EXIT_TIMEOUT
         outcome = check_run(lines, lambda rid: run_status(rid, env))
         logger.info("flwr run exit %d, run %s, status %s, results %s", code, outcome.run_id, outcome.status,
                     outcome.results)

@@ -21,7 +21,7 @@ from fedhar.data.experiment import prepare_experiment
 from fedhar.data.loading import load_dataset
 from fedhar.data.normalization import Normalizer
 from simulations import export_model, infer, run_federated
-from simulations.run_federated import EXIT_FAILED, EXIT_NO_RESULTS, check_run, free_port, stop_superlink
+from simulations.run_federated import EXIT_FAILED, EXIT_NO_RESULTS, EXIT_TIMEOUT, check_run, free_port, stop_superlink
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,6 +80,19 @@ class TestRunFederatedExitCodes:
         # Execute / Assert: one launch plus one retry by default, still a failure
         assert run_federated.main(["."]) == EXIT_FAILED
         assert calls.read_text().count("run") == 2
+
+    def test_main__silent_run_killed_at_timeout(self, fake_path: Path) -> None:
+        # Prepare: `flwr run` prints one line, then hangs silently, with a child holding the pipe
+        script = fake_path / "flwr"
+        script.write_text(f"#!{sys.executable}\nimport subprocess, sys, time\nprint('Successfully started run 42', "
+                          f"flush=True)\nsubprocess.Popen(['sleep', '30'])\ntime.sleep(60)\n")
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+        # Execute
+        started = time.perf_counter()
+        code = run_federated.main([".", "--timeout", "2"])
+        # Assert: bounded (the timeout plus the reader's grace), reported as a timeout
+        assert code == EXIT_TIMEOUT
+        assert time.perf_counter() - started < 2 + run_federated.READER_GRACE_S + 5
 
     def test_main__retries_0__single_launch(self, fake_path: Path, tmp_path: Path) -> None:
         _fake_flwr(fake_path, ["Successfully started run 42"], "finished:failed")
