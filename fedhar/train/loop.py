@@ -28,6 +28,7 @@ __all__ = [
     "evaluate_into",
     "finish_epoch",
     "lr_at",
+    "make_step",
     "run_epoch",
     "set_lr",
 ]
@@ -63,6 +64,21 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every parameter group's learning rate."""
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def make_step(
+    optimizer: torch.optim.Optimizer,
+    loss_of: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
+) -> StepFn:
+    """The plain optimisation step: zero the gradients, backpropagate ``loss_of(inputs, labels)``, step."""
+    def step(inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(inputs, labels)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    return step
 
 
 def run_epoch(

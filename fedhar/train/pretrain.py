@@ -14,7 +14,7 @@ from fedhar.train.batches import TensorData, to_tensors
 from fedhar.train.config import PretrainConfig
 from fedhar.train.device import on_device
 from fedhar.train.history import EpochRecord, History
-from fedhar.train.loop import build_optimizer, build_scheduler, epoch_bar, finish_epoch, run_epoch
+from fedhar.train.loop import build_optimizer, build_scheduler, epoch_bar, finish_epoch, make_step, run_epoch
 from fedhar.train.seeding import seed_everything
 
 __all__ = ["Objective", "pretrain"]
@@ -73,12 +73,7 @@ def pretrain(
         scheduler = build_scheduler(optimizer, cfg.optim)
         bar = epoch_bar(cfg.epochs, STAGE, cfg.progress if progress is None else progress)
 
-        def step(inputs: dict[str, torch.Tensor], _labels: torch.Tensor) -> float:
-            optimizer.zero_grad(set_to_none=True)
-            loss = objective(model, inputs)
-            loss.backward()
-            optimizer.step()
-            return float(loss.detach())
+        step = make_step(optimizer, lambda inputs, _labels: objective(model, inputs))
 
         model.train()
         for epoch in bar:

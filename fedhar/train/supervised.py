@@ -13,7 +13,15 @@ from fedhar.train.batches import to_tensors
 from fedhar.train.config import SupervisedConfig
 from fedhar.train.device import on_device
 from fedhar.train.history import EpochRecord, History
-from fedhar.train.loop import build_optimizer, build_scheduler, epoch_bar, evaluate_into, finish_epoch, run_epoch
+from fedhar.train.loop import (
+    build_optimizer,
+    build_scheduler,
+    epoch_bar,
+    evaluate_into,
+    finish_epoch,
+    make_step,
+    run_epoch,
+)
 from fedhar.train.seeding import seed_everything
 
 __all__ = ["train_supervised"]
@@ -66,12 +74,7 @@ def train_supervised(
         scheduler = build_scheduler(optimizer, cfg.optim)
         bar = epoch_bar(cfg.epochs, STAGE, cfg.progress if progress is None else progress)
 
-        def step(inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> float:
-            optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(inputs), labels)
-            loss.backward()
-            optimizer.step()
-            return float(loss.detach())
+        step = make_step(optimizer, lambda inputs, labels: criterion(model(inputs), labels))
 
         for epoch in bar:
             started = time.perf_counter()
