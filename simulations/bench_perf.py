@@ -105,6 +105,8 @@ def centralized_pretrain_seconds(cfg: DictConfig, epochs: int) -> tuple[float, i
     model = ContrastiveFusionModel([experiment.info.modality(m) for m in experiment.info.modality_names],
                                    ModelConfig.from_mapping(_container(cfg.model)))
     stage1 = PretrainConfig.from_mapping({**_container(cfg.stage1), "epochs": epochs, "progress": False})
+    # The first optimizer of a process imports torch._dynamo (~4 s here): pay it before the timer.
+    build_optimizer(model.parameters(), stage1.optim)
     started = time.perf_counter()
     pretrain(model, cosmo_objective(CosmoFusionLoss()), experiment.unlabeled, stage1, int(cfg.seed))
     return time.perf_counter() - started, len(experiment.unlabeled)
@@ -164,20 +166,27 @@ def measure_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
         specs = [experiment.info.modality(m) for m in experiment.info.modality_names]
         model_cfg = ModelConfig.from_mapping(_container(cfg.model))
         stage1 = PretrainConfig.from_mapping({**_container(cfg.stage1), "epochs": args.epochs, "progress": False})
-        torch.manual_seed(args.seed)
-        model = ContrastiveFusionModel(specs, model_cfg)
+        unlabeled = to_tensors(experiment.unlabeled)
         # Warm the process up (allocator, kernels) so that neither loop pays it.
-        bare_loop_samples_per_s(ContrastiveFusionModel(specs, model_cfg), to_tensors(experiment.unlabeled),
-                                stage1.batch_size, args.warmup_epochs, stage1.optim)
-        started = time.perf_counter()
-        pretrain(model, cosmo_objective(CosmoFusionLoss()), experiment.unlabeled, stage1, args.seed)
+        bare_loop_samples_per_s(ContrastiveFusionModel(specs, model_cfg), unlabeled, stage1.batch_size,
+                                args.warmup_epochs, stage1.optim)
         steps = args.epochs * (len(experiment.unlabeled) // stage1.batch_size)
-        fedhar_sps = steps * stage1.batch_size / (time.perf_counter() - started)
-        torch.manual_seed(args.seed)
-        bare = bare_loop_samples_per_s(ContrastiveFusionModel(specs, model_cfg), to_tensors(experiment.unlabeled),
-                                       stage1.batch_size, args.epochs, stage1.optim)
+        fedhar_runs, bare_runs = [], []
+        for _ in range(args.throughput_repeats):  # alternated, so a load change hits both loops alike
+            torch.manual_seed(args.seed)
+            model = ContrastiveFusionModel(specs, model_cfg)
+            started = time.perf_counter()
+            pretrain(model, cosmo_objective(CosmoFusionLoss()), experiment.unlabeled, stage1, args.seed)
+            fedhar_runs.append(steps * stage1.batch_size / (time.perf_counter() - started))
+            torch.manual_seed(args.seed)
+            bare_runs.append(bare_loop_samples_per_s(ContrastiveFusionModel(specs, model_cfg), unlabeled,
+                                                     stage1.batch_size, args.epochs, stage1.optim))
+        fedhar_sps, bare = statistics.median(fedhar_runs), statistics.median(bare_runs)
         rows.append({"model": variant, "batch": stage1.batch_size, "threads": args.threads, "epochs": args.epochs,
-                     "fedhar_samples_per_s": fedhar_sps, "bare_samples_per_s": bare, "ratio": fedhar_sps / bare})
+                     "repeats": args.throughput_repeats, "fedhar_samples_per_s": fedhar_sps,
+                     "bare_samples_per_s": bare, "ratio": fedhar_sps / bare,
+                     "ratio_min_max": [min(f / b for f, b in zip(fedhar_runs, bare_runs, strict=True)),
+                                       max(f / b for f, b in zip(fedhar_runs, bare_runs, strict=True))]})
     return rows
 
 
@@ -352,6 +361,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1, help="throughput: epochs per loop")
     p.add_argument("--threads", type=int, default=1, help="throughput: torch threads")
     p.add_argument("--warmup-epochs", type=int, default=1, help="throughput: untimed bare-loop epochs first")
+    p.add_argument("--throughput-repeats", type=int, default=3,
+                   help="throughput: alternated (fedhar, bare) pairs; medians are reported")
     p.add_argument("--results-glob", default="benchmarks/federated/runs/**/results.json",
                    help="communication: existing federated results to read accuracies from")
     p.add_argument("--clients", type=int, nargs="+", default=[8, 32], help="scale: virtual clients (8 32 128 200)")
