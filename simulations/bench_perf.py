@@ -29,6 +29,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -381,9 +382,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.only:
         logger.info("measuring %s", name)
+        load_before = os.getloadavg()
         started = time.perf_counter()
         rows = MEASUREMENTS[name](args)
         payload = {"measurement": name, "rows": rows, "seconds": time.perf_counter() - started,
+                   # the machine may be shared: its 1/5/15-min load averages before and after
+                   "load_average": {"before": load_before, "after": os.getloadavg()}, "cpus": os.cpu_count(),
                    "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
         atomic_write_text(args.out / f"{name}.json", json.dumps(payload, indent=2))
         _print_table(name, rows)
