@@ -12,8 +12,8 @@ centralised stage 2 of the budget. Then writes, under ``out_dir``:
   the cell ends (``status`` done or failed with its error). A finished cell is never run
   again; a failed one is retried unless ``retry_failed=false``. Runs live under ``runs/``
   (centralised) and ``federated/runs/`` (federated).
-- ``table.md``, ``table.csv``, ``summary.json`` (simulations/report.py), rewritten after
-  every cell.
+- ``table.md``, ``table.csv``, ``summary.json`` (simulations/report.py) and the plots below,
+  rewritten after every cell.
 - ``accuracy_vs_label_rate.png``, ``convergence.png``, ``quality_weights_<method>.png``
   (simulations/plots.py).
 
@@ -259,12 +259,11 @@ def run(cfg: DictConfig, progress: bool = True) -> dict[str, Any]:
     logger.info("comparison %s / %s: %d cells -> %s", cfg.dataset.name, cfg.compare_budget.name, len(cells), out_dir)
     started = time.perf_counter()
 
-    def rewrite_table(outcome: GridOutcome) -> None:
-        write_report(list(outcome.records.values()), out_dir, methods_of(cfg), _labels(cfg),
-                     header=_header(cfg, list(outcome.records.values())))
+    def rewrite_outputs(outcome: GridOutcome) -> None:  # a stopped comparison keeps its tables and plots
+        write_outputs(cfg, out_dir, [outcome.records[k] for k in cells if k in outcome.records])
 
     outcome = run_grid(cells, CellRunner(cfg, out_dir), store, retry_failed=bool(cfg.retry_failed),
-                       after_cell=rewrite_table, progress=progress)
+                       after_cell=rewrite_outputs, progress=progress)
     records = [outcome.records[k] for k in cells if k in outcome.records]
     plots = write_outputs(cfg, out_dir, records)
     logger.info("%d cells run, %d skipped (finished before), %d failed, %.0f s; table %s", len(outcome.ran),
