@@ -121,21 +121,26 @@ def measure_overhead(args: argparse.Namespace) -> list[dict[str, Any]]:
              f"federation.stage1_local_epochs={args.local_epochs} federation.centralized_epochs=1 "
              f"federation.stage2_compare=[] federation.eval_every={args.rounds}")
     with tempfile.TemporaryDirectory(prefix="fedhar-overhead-") as tmp:
-        started = time.perf_counter()
+        started, launched_unix = time.perf_counter(), time.time()
         results = bench_federated.run_cell(cell, Path(tmp), args.budget, args.local_epochs, args.nodes, extra,
                                            args.timeout)
-        fed_wall = time.perf_counter() - started
+        fed_wall, ended_unix = time.perf_counter() - started, time.time()
     rounds = results["stage1"]["round_wall_s"]
     cfg = _compose([f"dataset={args.dataset}", f"model={args.model}", f"budget={args.budget}",
                     f"label_rate={args.label_rate:g}", f"seed={args.seed}"])
     torch.set_num_threads(args.threads)  # as each simulated client: one CPU (Ray sets one thread per actor)
     central_s, samples = centralized_pretrain_seconds(cfg, epochs)
     fed_stage1 = float(sum(rounds))
+    # Where the end-to-end time went: before the ServerApp's main() (flwr run, SuperLink, Ray,
+    # the simulation process), its phases, and after it (results, shutdown).
+    breakdown = {"before_server_main_s": results["server_started_unix"] - launched_unix,
+                 **{f"server_{k}_s": v for k, v in results["phases_s"].items()},
+                 "after_server_main_s": ended_unix - results["server_finished_unix"]}
     return [{"clients": args.nodes, "local_epochs": args.local_epochs, "rounds": args.rounds,
              "unlabeled_samples": samples, "centralized_s": central_s, "federated_stage1_rounds_s": fed_stage1,
              "federated_flwr_run_s": fed_wall, "overhead_rounds": fed_stage1 / central_s,
              "overhead_end_to_end": fed_wall / central_s, "centralized_threads": args.threads,
-             "federated_parallel_clients": min(args.nodes, os.cpu_count() or 1),
+             "federated_parallel_clients": min(args.nodes, os.cpu_count() or 1), **breakdown,
              "note": "rounds_s: sum of stage-1 round times (incl. server probe eval); end_to_end: whole flwr run "
                      "(Ray start, normalisation round, QoM, stage-2 stub, shutdown); clients run in parallel, one "
                      "CPU each"}]

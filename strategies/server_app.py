@@ -69,7 +69,8 @@ def main(grid: Grid, context: Context) -> None:
     The server holds the held-out test subjects (and, for a centralised stage 2, the pooled
     labeled rows); it normalises them with the statistics merged from the clients.
     """
-    started = time.perf_counter()
+    started, started_unix = time.perf_counter(), time.time()
+    phases = PhaseTimer()
     cfg = compose_config(str(context.run_config.get(keys.HYDRA_OVERRIDES, "")))
     run_dir = Path(cfg.paths.output_dir).expanduser().resolve() / str(context.run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,9 @@ def main(grid: Grid, context: Context) -> None:
     logger.info("run %s: %d training subjects %s, test subjects %s, output %s", context.run_id,
                 len(protocol.train_subjects), list(protocol.train_subjects), list(protocol.test_subjects), run_dir)
 
+    phases.mark("setup")
     wait_for_nodes(grid, num_nodes, float(fed.node_wait_s))
+    phases.mark("wait_for_nodes")
 
     # ---- normalisation round: every client's moments and class counts, merged
     shared: dict[str, Any] = {keys.SETUP: json.dumps(setup), keys.SEED: seed,
@@ -96,6 +99,7 @@ def main(grid: Grid, context: Context) -> None:
     normalizer.save(run_dir / NORMALIZER_FILE)
     shared.update(norm.federation.to_config())
     experiment = prepare_experiment(dataset, dataset_cfg, float(cfg.label_rate), seed, stats=norm.federation.stats)
+    phases.mark("normalisation_round")
 
     # ---- stage 1: federated contrastive fusion pretraining
     torch.manual_seed(derive_seed(seed, "init", "stage1"))
@@ -125,6 +129,7 @@ def main(grid: Grid, context: Context) -> None:
     stage1 = _stage_summary(result1, strategy, round_times, num_nodes)
     stage1["weights_sha256"] = state_digest(result1.arrays.to_torch_state_dict())
     prior = _qom_prior(result1.train_metrics_clientapp, info.modality_names)
+    phases.mark("stage1")
     logger.info("global QoM prior for stage 2: %s", prior)
 
     # ---- stage 2: federated / local / centralised fine-tuning
@@ -134,6 +139,7 @@ def main(grid: Grid, context: Context) -> None:
                                 model_cfg=model_cfg, encoders=result1.arrays, prior=prior, num_nodes=num_nodes,
                                 run_dir=run_dir, mode=mode)
                for mode in fed.get("stage2_compare") or () if mode != fed.stage2_mode}
+    phases.mark("stage2")
     results = {
         "run_id": context.run_id, "config": OmegaConf.to_container(cfg, resolve=True),
         "train_subjects": list(experiment.partitions), "test_subjects": list(experiment.protocol.test_subjects),
@@ -142,6 +148,9 @@ def main(grid: Grid, context: Context) -> None:
         "stage1": stage1, "qom_prior": prior, "stage2": stage2, "final_model": stage2.get("model_file"),
         "stage2_compare": compare,
         "final": stage2["final"], "wall_time_s": time.perf_counter() - started,
+        # Where the server's time went, and when it ran (Unix time): a launcher compares these
+        # with its own clock to find the Flower/Ray start-up and tear-down outside main().
+        "phases_s": phases.seconds, "server_started_unix": started_unix, "server_finished_unix": time.time(),
     }
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2, default=float))
     logger.info("results: %s", run_dir / "results.json")
@@ -151,6 +160,21 @@ def main(grid: Grid, context: Context) -> None:
           f"{results['wall_time_s']:.0f} s"
           + "".join(f"; stage 2 {m}: accuracy {c['final']['accuracy']:.3f}" for m, c in compare.items())
           + f"\n{RESULTS_MARKER}{run_dir / 'results.json'}", flush=True)
+
+
+class PhaseTimer:
+    """Seconds spent in each named phase of the ServerApp, in order (each mark closes one)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        """Close ``phase``: the time since the previous mark (or the start)."""
+        now = time.perf_counter()
+        self.seconds[phase] = now - self._last
+        self._last = now
+        logger.info("phase %s: %.1f s", phase, self.seconds[phase])
 
 
 def wait_for_nodes(grid: Grid, needed: int, timeout_s: float, poll_s: float = 1.0) -> None:
