@@ -140,7 +140,8 @@ SMOKE = ("dataset=synthetic dataset.preprocess.num_subjects=3 dataset.protocols.
          "label_rate=50 model=compact federation=smoke federation.stage2_rounds=4 federation.stage2_local_epochs=4 "
          "budget=tiny stage2.t_iter=2 stage2.optim.lr=0.003")
 RESULT_KEYS = {"run_id", "config", "train_subjects", "test_subjects", "normalization", "stage1", "qom_prior", "stage2",
-               "final", "final_model", "wall_time_s"}
+               "final", "final_model", "wall_time_s", "phases_s", "server_started_unix", "server_finished_unix"}
+SERVER_PHASES = ["setup", "wait_for_nodes", "normalisation_round", "stage1", "stage2"]
 
 
 def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, extra_env: dict[str, str] | None = None,
@@ -181,6 +182,11 @@ def test_flwr_run__synthetic_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     assert results["stage1"]["rounds"]["1"]["num-rejected"] == 0
     assert "weight-imu-subject-1" in results["stage1"]["rounds"]["1"]
     assert results["qom_prior"]["imu"] > results["qom_prior"]["noise"]  # the noise modality is uninformative
+    # The server's phases, in order, cover its main(): they add up to its wall time.
+    phases = results["phases_s"]
+    assert list(phases) == SERVER_PHASES and min(phases.values()) >= 0.0
+    assert sum(phases.values()) == pytest.approx(results["wall_time_s"], abs=1.0)
+    assert results["server_finished_unix"] - results["server_started_unix"] == pytest.approx(results["wall_time_s"], abs=1.0)
 
 
 @pytest.mark.slow
