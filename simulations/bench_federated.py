@@ -82,7 +82,8 @@ def run_cell(cell: Cell, out: Path, budget: str, local_epochs: int, nodes: int, 
     done = cell_dir / "results.json"
     if done.is_file():
         return json.loads(done.read_text(encoding="utf-8"))
-    work = cell_dir / "work"
+    # Absolute: flwr runs with cwd=work, so a relative FLWR_HOME / output dir would nest inside it.
+    work = (cell_dir / "work").resolve()
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     # Private FLWR_HOME and ports: a SuperLink left running elsewhere would run its own (stale) code.

@@ -49,3 +49,27 @@ class TestBenchFederated:
         assert fed2["stage2_bytes_per_client_round"] == 4.0e6
         assert [r["method"] for r in summary["centralized"]] == ["cosmo"]
         assert table(summary).count("\n") == 2 + 3 + 1
+
+
+def test_run_cell__relative_out_gives_the_run_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # flwr runs with cwd=<cell>/work: relative FLWR_HOME / output paths would resolve inside
+    # it (work/benchmarks/.../work/flwr-home) and the SuperLink would not be found to stop.
+    from simulations import bench_federated
+
+    seen: dict = {}
+    results_file = tmp_path / "results.json"
+    results_file.write_text(json.dumps({"final": {"accuracy": 0.5}}))
+
+    def fake_run(cmd: list[str], cwd: Path, env: dict, stdout, **_: object):  # noqa: ANN001
+        seen.update(cwd=cwd, env=env)
+        stdout.write(f"{bench_federated.RESULTS_MARKER}{results_file}\n")
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(bench_federated.subprocess, "run", fake_run)
+    results = bench_federated.run_cell(Cell(5, 0, "qom"), Path("bench-out"), "tiny", 1, 2, "", 60.0)
+    work = tmp_path / "bench-out" / "runs" / Cell(5, 0, "qom").folder / "work"
+    assert results["final"] == {"accuracy": 0.5}
+    assert Path(seen["cwd"]) == work
+    assert Path(seen["env"]["FLWR_HOME"]) == work / "flwr-home"
+    assert Path(seen["env"]["FEDHAR_OUTPUT_DIR"]) == work / "runs"
