@@ -15,6 +15,9 @@ Methods are configurations (configs/method/*.yaml) of one pipeline:
 - ``deepsense``, ``attnsense``: supervised on the labeled set, all modalities.
 - ``supervised`` with ``modality``: Cosmo's encoder for that modality plus its stage-2
   classifier, trained end to end on the labeled set (Cosmo's "IMU only"/"skeleton only").
+- ``classical``: statistics of each window (all modalities, or ``modality`` alone) and a
+  scikit-learn classifier on the labeled set (:mod:`fedhar.baselines.classical`): no deep
+  learning, no unlabeled data; the floor every deep method must clear.
 
 Every method reports the LAST-epoch test accuracy and macro-F1; ``best_epoch_accuracy``
 is the maximum over evaluated epochs and selects on the test set (reported for comparison
@@ -35,6 +38,7 @@ import torch
 from torch import nn
 
 from fedhar.baselines.attnsense import AttnSenseModel
+from fedhar.baselines.classical import ClassicalConfig, ClassicalModel
 from fedhar.baselines.cmc import CMCLoss, cmc_objective
 from fedhar.baselines.config import AttnSenseConfig, CMCConfig, CPCConfig, DeepSenseConfig
 from fedhar.baselines.single_modality import SingleModalityClassifier
@@ -51,7 +55,7 @@ from fedhar.quality import QualityConfig, compute_client_qom
 from fedhar.train.checkpoint import save_checkpoint
 from fedhar.train.config import FinetuneConfig, PretrainConfig, SupervisedConfig
 from fedhar.train.device import device_name, resolve_device
-from fedhar.train.evaluate import evaluate
+from fedhar.train.evaluate import evaluate, score_predictions
 from fedhar.train.finetune import finetune_iterative
 from fedhar.train.history import History
 from fedhar.train.loop import TEST_ACCURACY
@@ -63,8 +67,8 @@ __all__ = ["METHODS", "MethodConfig", "count_parameters", "run_method"]
 
 logger = logging.getLogger(__name__)
 
-MethodName = Literal["cosmo", "cmc", "cpc", "deepsense", "attnsense", "supervised"]
-METHODS = ("cosmo", "cmc", "cpc", "deepsense", "attnsense", "supervised")
+MethodName = Literal["cosmo", "cmc", "cpc", "deepsense", "attnsense", "supervised", "classical"]
+METHODS = ("cosmo", "cmc", "cpc", "deepsense", "attnsense", "supervised", "classical")
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,11 @@ class MethodConfig:
 
     @property
     def label(self) -> str:
-        """Name for tables and run folders (``supervised-skeleton``)."""
-        return f"{self.name}-{self.modality}" if self.name == "supervised" else self.name
+        """Name for tables and run folders (``supervised-skeleton``, ``classical-lr``, ``classical-acc``)."""
+        name = self.name
+        if name == "classical" and self.architecture.get("classifier") == "logistic_regression":
+            name = "classical-lr"
+        return f"{name}-{self.modality}" if name != "cosmo" and self.modality else name
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -189,6 +196,8 @@ def run_method(
     target = resolve_device(device)
     started = time.perf_counter()
     seed_everything(seed)
+    if method_cfg.name == "classical":
+        return _run_classical(method_cfg, experiment, seed, started)
     runner = {"cosmo": _run_contrastive, "cmc": _run_contrastive, "cpc": _run_cpc,
               "deepsense": _run_baseline, "attnsense": _run_baseline, "supervised": _run_single}[method_cfg.name]
     supervised = supervised_cfg or _supervised_cfg(stage2_cfg)
@@ -345,6 +354,40 @@ def _run_cpc(
                           eval_data=experiment.test, device=device)
     model.freeze_encoder(False)
     return model, [h1, h2], {"parameters": {"encoder": count_parameters(cpc), "model": count_parameters(model)}}
+
+
+def _run_classical(method: MethodConfig, experiment: ExperimentData, seed: int, started: float) -> dict[str, Any]:
+    """Statistical features + scikit-learn classifier on the labeled set; same result keys as the deep methods."""
+    names = (str(method.modality),) if method.modality else experiment.info.modality_names
+    _specs(experiment, names)
+    model = ClassicalModel(names, ClassicalConfig.from_mapping(method.architecture), seed)
+    model.fit(experiment.labeled)
+    fitted = time.perf_counter()
+    final = score_predictions(np.asarray(experiment.test.labels), model.predict(experiment.test),
+                              experiment.info.num_classes)
+    total = time.perf_counter() - started
+    logger.info("%s seed %d: accuracy %.4f macro-F1 %.4f in %.1f s", method.label, seed, final.accuracy,
+                final.macro_f1, total)
+    return {
+        "method": method.label,
+        "seed": seed,
+        "accuracy": final.accuracy,
+        "macro_f1": final.macro_f1,
+        "best_epoch_accuracy": final.accuracy,
+        "best_epoch": None,
+        "best_epoch_note": "no epochs: the classical baseline is fitted once",
+        "confusion": final.confusion.tolist(),
+        "class_names": list(experiment.info.class_names),
+        "num_test": final.num_samples,
+        "num_labeled": len(experiment.labeled),
+        "num_unlabeled": len(experiment.unlabeled),
+        "wall_time_s": {"fit": fitted - started, "total": total},
+        "device": "cpu",
+        "device_name": None,
+        "history": {},
+        "parameters": {"features": model.num_features},
+        "modalities": list(names),
+    }
 
 
 def _plain(value: Any) -> Any:
