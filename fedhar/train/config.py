@@ -7,11 +7,13 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeVar
 
 from fedhar.errors import ConfigError
+from fedhar.train.augment import AugmentConfig
 
 __all__ = ["FinetuneConfig", "OptimConfig", "PretrainConfig", "SupervisedConfig"]
 
 OptimizerName = Literal["sgd", "adam"]
 _OPTIMIZERS = ("sgd", "adam")
+ENCODER_MODES = ("train", "bn_eval", "frozen")
 
 T = TypeVar("T")
 
@@ -79,6 +81,7 @@ class _LoopConfig:
     eval_every: int = 1
     progress: bool = True
     log_every: int = 1
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_every", "log_every"):
@@ -93,6 +96,8 @@ class _LoopConfig:
             base = {f.name: getattr(cls().optim, f.name) for f in fields(OptimConfig)}  # type: ignore[attr-defined]
             base.update(dict(kw["optim"]))
             kw["optim"] = OptimConfig.from_mapping(base)
+        if "augment" in kw:
+            kw["augment"] = AugmentConfig.from_mapping(dict(kw["augment"] or {}))
         return cls(**kw)
 
     def with_epochs(self: T, epochs: int) -> T:
@@ -129,6 +134,13 @@ class FinetuneConfig(_LoopConfig):
     modulation_alpha
         Strength of the modulation: a dominant modality's encoder gradients are scaled by
         ``1 - tanh(alpha * (ratio - 1))`` (see :mod:`fedhar.train.modulation`).
+    encoder_mode
+        How the encoder phases train the pretrained encoders. ``"train"`` (Cosmo): in
+        train mode, so their BatchNorm running statistics are re-estimated on batches of
+        the few labeled samples and dropout is on. ``"bn_eval"``: their weights are
+        updated but BatchNorm statistics (from stage 1's large unlabeled pool) and dropout
+        stay fixed (eval mode). ``"frozen"``: never updated; every epoch trains the
+        classifier (a probe of the stage-1 features).
     """
 
     epochs: int = 500
@@ -138,9 +150,13 @@ class FinetuneConfig(_LoopConfig):
     first_phase: Literal["encoders", "classifier"] = "encoders"
     gradient_modulation: bool = False
     modulation_alpha: float = 1.0
+    encoder_mode: Literal["train", "bn_eval", "frozen"] = "train"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.encoder_mode not in ENCODER_MODES:
+            raise ConfigError(f"encoder_mode must be one of {ENCODER_MODES}, got {self.encoder_mode!r}",
+                              "stage2.encoder_mode")
         if self.t_iter < 1:
             raise ConfigError(f"t_iter must be >= 1, got {self.t_iter}", "stage2.t_iter")
         if self.first_phase not in ("encoders", "classifier"):

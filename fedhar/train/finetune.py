@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from fedhar.data.dataset import HARDataset
+from fedhar.train.augment import build_augmenter
 from fedhar.train.batches import to_tensors
 from fedhar.train.config import FinetuneConfig
 from fedhar.train.device import on_device
@@ -59,8 +60,11 @@ def phase_of_epoch(epoch: int, t_iter: int, first: Phase = "encoders") -> Phase:
     return first if (epoch // t_iter) % 2 == 0 else other
 
 
-def set_phase(model: nn.Module, phase: Phase) -> None:
+def set_phase(model: nn.Module, phase: Phase, encoders_eval: bool = False) -> None:
     """Unfreeze and train-mode ``model.<phase>``; freeze and eval-mode the other part.
+
+    ``encoders_eval``: in the encoder phase, keep the encoders in eval mode (BatchNorm
+    running statistics and dropout fixed) although their weights train.
 
     Raises
     ------
@@ -72,7 +76,7 @@ def set_phase(model: nn.Module, phase: Phase) -> None:
     frozen.requires_grad_(False)
     frozen.eval()
     trainable.requires_grad_(True)
-    trainable.train()
+    trainable.train(not (encoders_eval and phase == "encoders"))
 
 
 def finetune_iterative(
@@ -89,6 +93,8 @@ def finetune_iterative(
     Defaults (:class:`FinetuneConfig`): Adam lr 1e-3, lr x0.9 at epochs 350/400/450, batch
     16, 500 epochs, ``t_iter = 5``. With ``cfg.gradient_modulation`` the encoder phase
     scales a dominant modality's encoder gradients down (:mod:`fedhar.train.modulation`).
+    ``cfg.encoder_mode`` decides whether the encoder phases re-estimate BatchNorm
+    statistics (``"train"``), keep stage 1's (``"bn_eval"``) or never run (``"frozen"``).
 
     Parameters
     ----------
@@ -120,6 +126,7 @@ def finetune_iterative(
     _warn_orphans(model, encoders, classifier)
     seed_everything(seed)
     rng = np.random.default_rng(seed)
+    augment = build_augmenter(cfg.augment)
     criterion = nn.CrossEntropyLoss()
     history = History(STAGE)
     with on_device(model, device) as target:
@@ -130,14 +137,15 @@ def finetune_iterative(
         try:
             for epoch in bar:
                 started = time.perf_counter()
-                phase = phase_of_epoch(epoch, cfg.t_iter, cfg.first_phase)
-                set_phase(model, phase)
+                phase = ("classifier" if cfg.encoder_mode == "frozen"
+                         else phase_of_epoch(epoch, cfg.t_iter, cfg.first_phase))
+                set_phase(model, phase, encoders_eval=cfg.encoder_mode == "bn_eval")
                 lr = lr_at(cfg.optim, epoch)
                 set_lr(optimizers[phase], lr)
                 frozen = classifier if phase == "encoders" else encoders
                 with frozen_rnns_without_cudnn(frozen) if target.type == "cuda" else nullcontext():
                     loss = run_epoch(_make_step(model, optimizers[phase], criterion, cfg, phase), tensors,
-                                     cfg.batch_size, rng)
+                                     cfg.batch_size, rng, augment=augment)
                 record = EpochRecord(epoch + 1, STAGE, loss, lr, 0.0, phase=phase)
                 evaluate_into(record, model, eval_data, epoch + 1, cfg.epochs, cfg.eval_every)
                 finish_epoch(history, record, started, bar, cfg.log_every)

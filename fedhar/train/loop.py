@@ -13,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from fedhar.data.dataset import HARDataset
+from fedhar.train.augment import Augmenter
 from fedhar.train.batches import TensorData, iterate_batches
 from fedhar.train.config import OptimConfig
 from fedhar.train.evaluate import evaluate
@@ -87,8 +88,11 @@ def run_epoch(
     batch_size: int,
     rng: np.random.Generator,
     drop_last: bool = False,
+    augment: Augmenter | None = None,
 ) -> float:
     """Run ``step`` on every shuffled batch of one epoch; return the sample-weighted mean loss.
+
+    ``augment``: transform each batch's inputs first (:mod:`fedhar.train.augment`).
 
     A trailing batch of a single sample is skipped when the epoch has other batches
     (BatchNorm cannot normalise one sample); shuffling makes it a different sample each epoch.
@@ -98,6 +102,8 @@ def run_epoch(
         size = int(labels.shape[0])
         if size == 1 and count > 0:
             continue
+        if augment is not None:
+            inputs = augment(inputs)
         total += step(inputs, labels) * size
         count += size
     return total / max(count, 1)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fedhar.data.dataset import HARDataset
+from fedhar.train.augment import build_augmenter
 from fedhar.train.batches import TensorData, to_tensors
 from fedhar.train.config import PretrainConfig
 from fedhar.train.device import on_device
@@ -66,6 +67,7 @@ def pretrain(
     """
     seed_everything(seed)
     rng = np.random.default_rng(seed)
+    augment = build_augmenter(cfg.augment)
     history = History(STAGE)
     with on_device(model, device) as target:
         tensors = to_tensors(data, device=target)
@@ -79,7 +81,7 @@ def pretrain(
         for epoch in bar:
             started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            loss = run_epoch(step, tensors, cfg.batch_size, rng, drop_last=cfg.drop_last)
+            loss = run_epoch(step, tensors, cfg.batch_size, rng, drop_last=cfg.drop_last, augment=augment)
             scheduler.step()
             finish_epoch(history, EpochRecord(epoch + 1, STAGE, loss, lr, 0.0), started, bar, cfg.log_every)
     return history

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from fedhar.data.dataset import HARDataset
+from fedhar.train.augment import build_augmenter
 from fedhar.train.batches import to_tensors
 from fedhar.train.config import SupervisedConfig
 from fedhar.train.device import on_device
@@ -66,6 +67,7 @@ def train_supervised(
     """
     seed_everything(seed)
     rng = np.random.default_rng(seed)
+    augment = build_augmenter(cfg.augment)
     criterion = nn.CrossEntropyLoss()
     history = History(STAGE)
     with on_device(model, device) as target:
@@ -80,7 +82,7 @@ def train_supervised(
             started = time.perf_counter()
             model.train()
             lr = optimizer.param_groups[0]["lr"]
-            loss = run_epoch(step, tensors, cfg.batch_size, rng)
+            loss = run_epoch(step, tensors, cfg.batch_size, rng, augment=augment)
             scheduler.step()
             record = EpochRecord(epoch + 1, STAGE, loss, lr, 0.0)
             evaluate_into(record, model, eval_data, epoch + 1, cfg.epochs, cfg.eval_every)

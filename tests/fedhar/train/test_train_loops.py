@@ -19,6 +19,8 @@ from fedhar.train import (
     set_phase,
     train_supervised,
 )
+from fedhar.errors import ConfigError
+from fedhar.train.augment import AugmentConfig
 from fedhar.train.batches import iterate_batches, num_batches, to_tensors
 from train_toys import NUM_CLASSES, ToyFusion, ToyFusionNoHeads, make_dataset, toy_objective
 
@@ -119,6 +121,46 @@ class TestFinetuneIterative:
             finetune_iterative(model, dataset, cfg, seed=0)
             runs.append(_state(model.encoders))
         assert not _same(runs[0], runs[1])
+
+    def test_encoder_mode_bn_eval__weights_train_but_batchnorm_statistics_stay(self, dataset: HARDataset) -> None:
+        model = ToyFusionNoHeads()
+        before = _state(model.encoders)
+        cfg = FinetuneConfig(epochs=2, batch_size=8, t_iter=2, progress=False, encoder_mode="bn_eval")
+        finetune_iterative(model, dataset, cfg, seed=0)
+        after = _state(model.encoders)
+        stats = [k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+        weights = [k for k in before if k not in stats]
+        assert stats and all(torch.equal(before[k], after[k]) for k in stats)
+        assert any(not torch.equal(before[k], after[k]) for k in weights)
+
+    def test_encoder_mode_train__batchnorm_statistics_move(self, dataset: HARDataset) -> None:
+        model = ToyFusionNoHeads()
+        before = _state(model.encoders)
+        finetune_iterative(model, dataset, FinetuneConfig(epochs=2, batch_size=8, t_iter=2, progress=False), seed=0)
+        assert any(not torch.equal(before[k], v) for k, v in _state(model.encoders).items()
+                   if k.endswith("running_mean"))
+
+    def test_encoder_mode_frozen__encoders_untouched_every_epoch_trains_classifier(self, dataset: HARDataset) -> None:
+        model = ToyFusionNoHeads()
+        before_enc, before_cls = _state(model.encoders), _state(model.classifier)
+        cfg = FinetuneConfig(epochs=4, batch_size=8, t_iter=1, progress=False, encoder_mode="frozen")
+        history = finetune_iterative(model, dataset, cfg, seed=0)
+        assert [r.phase for r in history] == ["classifier"] * 4
+        assert _same(before_enc, _state(model.encoders)) and not _same(before_cls, _state(model.classifier))
+
+    def test_encoder_mode__unknown_rejected(self) -> None:
+        with pytest.raises(ConfigError, match="encoder_mode"):
+            FinetuneConfig(encoder_mode="sometimes")  # type: ignore[arg-type]
+
+    def test_augment__changes_training_and_stays_deterministic(self, dataset: HARDataset) -> None:
+        aug = AugmentConfig(rotation_deg=90.0, scale=0.1, jitter=0.1)
+        runs = []
+        for augment in (AugmentConfig(), aug, aug):
+            torch.manual_seed(0)
+            model = ToyFusionNoHeads()
+            cfg = FinetuneConfig(epochs=2, batch_size=8, t_iter=2, progress=False, augment=augment)
+            runs.append(_state(finetune_iterative(model, dataset, cfg, seed=0) and model))
+        assert not _same(runs[0], runs[1]) and _same(runs[1], runs[2])
 
     def test_learns__beats_chance(self, dataset: HARDataset) -> None:
         cfg = FinetuneConfig(epochs=12, batch_size=8, t_iter=2, progress=False, eval_every=12)

@@ -1,0 +1,141 @@
+"""Random sensor augmentations applied to each training batch: rotation, scaling, jitter.
+
+Few labels and subjects who wear a device differently call for augmentations that
+mimic what varies between people and sessions (the usual ones of HAR contrastive
+learning, e.g. Um et al. 2017, Tang et al. 2020):
+
+- IMU ``(B, T, C)`` with ``C`` a multiple of 3 (x, y, z of each sensor): one random 3-D
+  rotation per sample, applied to every triad of that sample (accelerometer and
+  gyroscope of a device turn together), by an angle up to ``rotation_deg`` about a
+  uniformly random axis. A rotation keeps each triad's norm.
+- Skeleton ``(B, T, J, 3)``: one random rotation per sample about the vertical (y) axis,
+  up to ``skeleton_rotation_deg`` (the subject facing the camera at another angle).
+- Every modality: a per-sample, per-channel scale factor ``1 + N(0, scale^2)`` and
+  additive Gaussian noise of standard deviation ``jitter`` (in normalised units).
+
+The inputs are already standardised per channel, so an IMU rotation here turns the
+standardised vector, not the physical one: it does not reproduce a physical re-orientation
+exactly, but covers the same family of mixings of the axes. Randomness comes from torch's
+generator of the batch's device, which the training loops seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+from fedhar.errors import ConfigError
+
+__all__ = ["AugmentConfig", "Augmenter", "build_augmenter", "random_rotations", "rotate_triads", "rotate_vertical"]
+
+Augmenter = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+"""Maps a batch (modality -> ``(B, *shape)``) to an augmented batch of the same shapes."""
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Which augmentations a training loop applies to each batch (all off by default).
+
+    Parameters
+    ----------
+    rotation_deg
+        Largest IMU rotation angle in degrees (180: any orientation); 0 turns it off.
+    skeleton_rotation_deg
+        Largest skeleton rotation about the vertical axis in degrees; 0 turns it off.
+    scale
+        Standard deviation of the per-channel scale factor around 1; 0 turns it off.
+    jitter
+        Standard deviation of additive Gaussian noise; 0 turns it off.
+    """
+
+    rotation_deg: float = 0.0
+    skeleton_rotation_deg: float = 0.0
+    scale: float = 0.0
+    jitter: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("rotation_deg", "skeleton_rotation_deg"):
+            if not 0.0 <= float(getattr(self, name)) <= 180.0:
+                raise ConfigError(f"{name} must be in [0, 180], got {getattr(self, name)}", f"augment.{name}")
+        for name in ("scale", "jitter"):
+            if float(getattr(self, name)) < 0.0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}", f"augment.{name}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any augmentation is on."""
+        return any(float(getattr(self, f.name)) > 0 for f in fields(self))
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> AugmentConfig:
+        """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise ConfigError(f"unknown keys {unknown}; known: {sorted(known)}", "augment")
+        return cls(**{k: float(v) for k, v in cfg.items()})
+
+
+def random_rotations(n: int, max_deg: float, device: torch.device | None = None) -> torch.Tensor:
+    """``(n, 3, 3)`` rotation matrices: uniform random axes, angles uniform in ``[-max_deg, max_deg]``."""
+    axis = torch.randn(n, 3, device=device)
+    axis = axis / axis.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    angle = (torch.rand(n, device=device) * 2 - 1) * math.radians(max_deg)
+    k = torch.zeros(n, 3, 3, device=device)
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+    k = k - k.transpose(1, 2)
+    eye = torch.eye(3, device=device).expand(n, 3, 3)
+    sin, cos = angle.sin().view(n, 1, 1), angle.cos().view(n, 1, 1)
+    return eye + sin * k + (1 - cos) * (k @ k)
+
+
+def rotate_triads(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Rotate every consecutive (x, y, z) triad of ``x`` ``(B, T, C)`` by its sample's ``(B, 3, 3)`` matrix.
+
+    Raises
+    ------
+    ValueError
+        If ``C`` is not a multiple of 3.
+    """
+    b, t, c = x.shape
+    if c % 3:
+        raise ValueError(f"IMU rotation needs channels in (x, y, z) triads, got {c} channels")
+    triads = x.reshape(b, t, c // 3, 3)
+    return torch.einsum("bij,btkj->btki", rotations, triads).reshape(b, t, c)
+
+
+def rotate_vertical(x: torch.Tensor, max_deg: float) -> torch.Tensor:
+    """Rotate skeletons ``(B, T, J, 3)`` about the y axis by a random angle per sample."""
+    angle = (torch.rand(x.shape[0], device=x.device) * 2 - 1) * math.radians(max_deg)
+    cos, sin = angle.cos(), angle.sin()
+    rot = torch.zeros(x.shape[0], 3, 3, device=x.device)
+    rot[:, 0, 0], rot[:, 0, 2], rot[:, 1, 1], rot[:, 2, 0], rot[:, 2, 2] = cos, sin, 1.0, -sin, cos
+    return torch.einsum("bij,btkj->btki", rot, x)
+
+
+def _augment_one(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+    if x.dim() == 3 and cfg.rotation_deg > 0 and x.shape[2] % 3 == 0:
+        x = rotate_triads(x, random_rotations(x.shape[0], cfg.rotation_deg, x.device))
+    if x.dim() == 4 and cfg.skeleton_rotation_deg > 0:
+        x = rotate_vertical(x, cfg.skeleton_rotation_deg)
+    if cfg.scale > 0:
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+        x = x * (1 + cfg.scale * torch.randn(shape, device=x.device))
+    if cfg.jitter > 0:
+        x = x + cfg.jitter * torch.randn_like(x)
+    return x
+
+
+def build_augmenter(cfg: AugmentConfig) -> Augmenter | None:
+    """The batch transform of ``cfg``; ``None`` when every augmentation is off."""
+    if not cfg.enabled:
+        return None
+
+    def augment(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {m: _augment_one(x, cfg) for m, x in batch.items()}
+
+    return augment
