@@ -59,11 +59,11 @@ class Cell:
 
 UTD_METHODS: tuple[tuple[str, str | None], ...] = (
     ("cosmo", None), ("cmc", None), ("deepsense", None), ("attnsense", None),
-    ("supervised", "skeleton"), ("supervised", "inertial"),
+    ("supervised", "skeleton"), ("supervised", "inertial"), ("classical", None), ("classical-lr", None),
 )
 USC_METHODS: tuple[tuple[str, str | None], ...] = (
     ("cosmo", None), ("cmc", None), ("deepsense", None), ("attnsense", None),
-    ("supervised", "acc"), ("supervised", "gyro"), ("cpc", None),
+    ("supervised", "acc"), ("supervised", "gyro"), ("cpc", None), ("classical", None), ("classical-lr", None),
 )
 
 
@@ -73,8 +73,10 @@ def build_grid(
     utd_budget: str = "cpu-utd",
     usc_budget: str = "cpu-usc",
     methods: Sequence[str] | None = None,
+    utd_rates: Sequence[float] = (5, 10),
+    usc_rates: Sequence[float] = (1,),
 ) -> list[Cell]:
-    """UTD-MHAD at 5 % and 10 % for every seed, USC-HAD at 1 % for ``usc_seeds``.
+    """UTD-MHAD at ``utd_rates`` (5 % and 10 %) for every seed, USC-HAD at ``usc_rates`` (1 %) for ``usc_seeds``.
 
     Ordered so that every method has a first seed early: UTD seeds 0 and 1, then USC, then
     the remaining UTD seeds. ``methods`` keeps only cells whose label (``cosmo``,
@@ -84,11 +86,12 @@ def build_grid(
         return methods is None or (f"{method}-{modality}" if modality else method) in methods
 
     def utd(seed: int) -> list[Cell]:
-        return [Cell("utd-mhad", m, rate, seed, utd_budget, mod) for rate in (5, 10) for m, mod in UTD_METHODS
+        return [Cell("utd-mhad", m, rate, seed, utd_budget, mod) for rate in utd_rates for m, mod in UTD_METHODS
                 if keep(m, mod)]
 
     def usc(seed: int) -> list[Cell]:
-        return [Cell("usc-had", m, 1, seed, usc_budget, mod) for m, mod in USC_METHODS if keep(m, mod)]
+        return [Cell("usc-had", m, rate, seed, usc_budget, mod) for rate in usc_rates for m, mod in USC_METHODS
+                if keep(m, mod)]
 
     early, late = list(seeds[:2]), list(seeds[2:])
     return ([c for s in early for c in utd(s)] + [c for s in usc_seeds for c in usc(s)]
@@ -147,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", default="compact", help="configs/model/<name>.yaml")
     parser.add_argument("--utd-budget", default="cpu-utd", help="configs/budget/<name>.yaml of the UTD-MHAD cells")
     parser.add_argument("--usc-budget", default="cpu-usc", help="configs/budget/<name>.yaml of the USC-HAD cells")
+    parser.add_argument("--utd-rates", type=float, nargs="*", default=[5, 10], help="UTD-MHAD label rates (%%)")
+    parser.add_argument("--usc-rates", type=float, nargs="*", default=[1], help="USC-HAD label rates (%%)")
     parser.add_argument("--methods", nargs="+", default=None,
                         help="only these method labels (cosmo, cmc, supervised-skeleton, ...; default: all)")
     parser.add_argument("--num-threads", type=int, default=1,
@@ -161,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_summary(finished, args.out, args.model)
         return
     results: list[dict[str, Any]] = []
-    for cell in build_grid(args.seeds, args.usc_seeds, args.utd_budget, args.usc_budget, args.methods):
+    for cell in build_grid(args.seeds, args.usc_seeds, args.utd_budget, args.usc_budget, args.methods,
+                           args.utd_rates, args.usc_rates):
         try:
             results.append(run_cell(cell, args.out, args.model, [f"num_threads={args.num_threads}", *args.override]))
         except Exception:  # noqa: BLE001 - one failed cell must not stop the grid
