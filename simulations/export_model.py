@@ -40,8 +40,15 @@ from fedhar.data.dataset import DatasetInfo, HARDataset
 from fedhar.data.loading import describe_dataset, load_dataset
 from fedhar.data.normalization import Normalizer
 from fedhar.errors import ExportError, FedharError
-from fedhar.export import (DEFAULT_ATOL, ExportMetadata, check_equivalence, export_onnx, export_torchscript,
-                           load_exported, normalization_of)
+from fedhar.export import (
+    DEFAULT_ATOL,
+    ExportMetadata,
+    check_equivalence,
+    export_onnx,
+    export_torchscript,
+    load_exported,
+    normalization_of,
+)
 from fedhar.federated import build_finetune_model
 from fedhar.models import FusionClassifierModel, ModelConfig
 from fedhar.train.checkpoint import atomic_write_text

@@ -101,5 +101,4 @@ class History:
     def write_jsonl(self, path: str | Path) -> None:
         """Append the records to ``path`` as JSON lines."""
         with Path(path).open("a", encoding="utf-8") as fh:
-            for rec in self.to_list():
-                fh.write(json.dumps(rec) + "\n")
+            fh.writelines(json.dumps(rec) + "\n" for rec in self.to_list())

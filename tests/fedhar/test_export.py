@@ -5,18 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx  # noqa: F401  (a test dependency: fail loudly if missing)
 import pytest
 import torch
 from torch import nn
 
 from fedhar.data.dataset import DatasetInfo, ModalitySpec
 from fedhar.errors import ExportError
-from fedhar.export import (ExportMetadata, PositionalClassifier, StaticAdaptiveAvgPool, check_equivalence,
-                           export_onnx, export_torchscript, load_exported)
+from fedhar.export import (
+    ExportMetadata,
+    PositionalClassifier,
+    StaticAdaptiveAvgPool,
+    check_equivalence,
+    export_onnx,
+    export_torchscript,
+    load_exported,
+)
 from fedhar.federated import build_finetune_model
 from fedhar.models import ModelConfig
 
-import onnx  # noqa: E402,F401  (a test dependency: fail loudly if missing)
 UTD = DatasetInfo("utd-mhad", (ModalitySpec("inertial", (120, 6), 50.0), ModalitySpec("skeleton", (40, 20, 3), 30.0)),
                   tuple(f"a{i}" for i in range(1, 28)), (1, 2))
 ATOL = 1e-4

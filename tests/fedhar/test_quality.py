@@ -15,9 +15,9 @@ from fedhar.data.dataset import ModalitySpec
 from fedhar.models import ContrastiveFusionModel, ModelConfig
 from fedhar.quality import (
     QualityConfig,
+    cluster_penalty,
     compute_client_qom,
     compute_hopkins,
-    cluster_penalty,
     compute_qom,
     select_cluster_count,
 )

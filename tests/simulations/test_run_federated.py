@@ -6,11 +6,11 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
+import sys
 import tempfile
 import time
-import stat
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from train_toys import NUM_CLASSES, ToyFusion, make_dataset, toy_objective
 
 from fedhar.data.config import DatasetConfig
 from fedhar.data.experiment import ExperimentData, prepare_experiment
@@ -30,7 +31,6 @@ from fedhar.train import (
 )
 from fedhar.train.batches import to_tensors
 from fedhar.train.finetune import frozen_rnns_without_cudnn
-from train_toys import NUM_CLASSES, ToyFusion, make_dataset, toy_objective
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CPU = torch.device("cpu")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from train_toys import NUM_CLASSES, ToyFusion, ToyFusionNoHeads, make_dataset, toy_objective
 
 from fedhar.data.dataset import HARDataset
 from fedhar.train import (
@@ -20,8 +21,6 @@ from fedhar.train import (
     train_supervised,
 )
 from fedhar.train.batches import iterate_batches, num_batches, to_tensors
-from train_toys import NUM_CLASSES, ToyFusion, ToyFusionNoHeads, make_dataset, toy_objective
-
 
 
 @pytest.fixture(scope="module")
