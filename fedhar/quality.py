@@ -335,6 +335,9 @@ def encode_for_quality(
     ``device``: encode there (the model moves back afterwards); ``None``: where the model
     is. The model's train/eval mode is restored afterwards.
     """
+    encode = getattr(model, "encode", None)
+    if not callable(encode):
+        raise TypeError(f"{type(model).__name__} has no encode(batch) method giving modality -> (B, S, F)")
     was_training = model.training
     model.eval()
     try:
@@ -344,7 +347,7 @@ def encode_for_quality(
             for start in range(0, n, batch_size):
                 batch = {m: torch.as_tensor(np.asarray(x[start : start + batch_size]), dtype=torch.float32,
                                             device=target) for m, x in data.items()}
-                for m, z in model.encode(batch).items():
+                for m, z in encode(batch).items():
                     chunks[m].append(z.cpu().numpy())
     finally:
         model.train(was_training)

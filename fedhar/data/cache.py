@@ -150,7 +150,7 @@ class DatasetCache:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=self.cache_dir)
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
+                np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub: a **dict might set allow_pickle
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp_name, path)
