@@ -15,7 +15,6 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import calinski_harabasz_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
-from fedhar import keys
 from fedhar.train.device import on_device
 
 logger = logging.getLogger(__name__)
@@ -130,10 +129,6 @@ class QoMResult:
     def bounded_scores(self, cfg: QualityConfig) -> dict[str, float]:
         """``q_j / cfg.max_score`` in [0, 1]: comparable across clients, unlike the per-client ``weights``."""
         return {m: float(min(max(q / cfg.max_score, 0.0), 1.0)) for m, q in self.scores.items()}
-
-    def metrics(self) -> dict[str, float]:
-        """The weights as reply metrics ``{"qom-<modality>": weight}``."""
-        return {f"{keys.QOM_PREFIX}{m}": float(w) for m, w in self.weights.items()}
 
 
 def compute_hopkins(

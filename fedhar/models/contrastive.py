@@ -82,8 +82,3 @@ class ContrastiveFusionModel(nn.Module):
     def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """L2-normalised projections ``(B, D)`` of the modalities present in ``batch``."""
         return {m: self.heads[m](z) for m, z in self.encode(batch).items()}
-
-
-def build_contrastive_model(specs: Sequence[ModalitySpec], cfg: ModelConfig) -> ContrastiveFusionModel:
-    """Build the stage-1 model for ``specs`` from ``cfg``."""
-    return ContrastiveFusionModel(specs, cfg)

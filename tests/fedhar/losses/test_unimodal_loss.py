@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from model_presets import compact_model_config
 
 from fedhar.data.dataset import ModalitySpec
 from fedhar.losses import (
@@ -17,7 +18,7 @@ from fedhar.losses import (
     nt_xent_loss,
     unimodal_objective,
 )
-from fedhar.models import ContrastiveFusionModel, ModelConfig
+from fedhar.models import ContrastiveFusionModel
 
 
 def _loop_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
@@ -71,7 +72,7 @@ class TestObjectives:
     def test_unimodal_objective__single_modality_model_trains(self) -> None:
         torch.manual_seed(0)
         spec = ModalitySpec("acc", (200, 3), 100.0)
-        model = ContrastiveFusionModel([spec], ModelConfig.compact())
+        model = ContrastiveFusionModel([spec], compact_model_config())
         loss = unimodal_objective(torch.Generator().manual_seed(0))(model, {"acc": torch.randn(6, 200, 3)})
         loss.backward()
         assert loss.item() > 0
@@ -80,7 +81,7 @@ class TestObjectives:
     def test_cosmo_or_unimodal__picks_by_modality_count(self) -> None:
         torch.manual_seed(0)
         specs = [ModalitySpec("acc", (200, 3), 100.0), ModalitySpec("gyro", (200, 3), 100.0)]
-        model = ContrastiveFusionModel(specs, ModelConfig.compact())
+        model = ContrastiveFusionModel(specs, compact_model_config())
         objective = cosmo_or_unimodal_objective(torch.Generator().manual_seed(0))
         both = {"acc": torch.randn(4, 200, 3), "gyro": torch.randn(4, 200, 3)}
         assert torch.isfinite(objective(model, both))
