@@ -13,7 +13,7 @@ from fedhar.data.experiment import ExperimentData, prepare_experiment
 from fedhar.data.synthetic import make_synthetic
 from fedhar.errors import ConfigError
 from fedhar.pipeline import MethodConfig, run_method
-from fedhar.quality import QualityConfig
+from fedhar.quality import QualityConfig, cluster_penalty
 from fedhar.train.config import FinetuneConfig, PretrainConfig
 
 NUM_CLASSES = 4
@@ -50,9 +50,14 @@ class TestRunMethod:
         results = run_method(MethodConfig(name="cosmo"), imu_pair, compact_model_config(), TINY1, stage2,
                              QualityConfig(max_samples=100), seed=0)
         assert results["accuracy"] > 2.0 / NUM_CLASSES
-        assert set(results["qom"]["weights"]) == {"acc", "gyro"}
-        assert results["qom"]["weights"]["acc"] == pytest.approx(sum(results["qom"]["weights"].values())
-                                                                 - results["qom"]["weights"]["gyro"])
+        # The prior is the normalised QoM scores q_j = H_j / c_j of the run's own Hopkins and cluster counts.
+        qom, cfg = results["qom"], QualityConfig(max_samples=100)
+        weights, scores = qom["weights"], qom["scores"]
+        assert set(weights) == set(scores) == {"acc", "gyro"}
+        assert sum(weights.values()) == pytest.approx(1.0) and all(0.0 < w < 1.0 for w in weights.values())
+        for m in weights:
+            assert scores[m] == pytest.approx(qom["hopkins"][m] / cluster_penalty(qom["clusters"][m], NUM_CLASSES, cfg))
+            assert weights[m] == pytest.approx(scores[m] / sum(scores.values()))
 
     def test_results__keys_and_json(self, mixed: ExperimentData) -> None:
         results = _run(MethodConfig(name="cosmo"), mixed)

@@ -19,6 +19,7 @@ from fedhar.quality import (
     compute_client_qom,
     compute_hopkins,
     compute_qom,
+    encode_for_quality,
     select_cluster_count,
 )
 
@@ -150,8 +151,15 @@ class TestComputeQoM:
         spec = ModalitySpec("acc", (200, 3), 100.0)
         model = ContrastiveFusionModel([spec], compact_model_config())
         data = {"acc": np.random.default_rng(0).normal(size=(40, 200, 3)).astype(np.float32)}
-        result = compute_client_qom(data, 4, QualityConfig(source="features"), model=model)
+        cfg = QualityConfig(source="features")
+        result = compute_client_qom(data, 4, cfg, model=model)
+        # One modality always gets weight 1: what shows the encoding are H and k*, which must be
+        # those of the encoder's features and not those of the raw windows.
+        encoded = compute_qom(encode_for_quality(model, data), 4, cfg)
+        raw = compute_qom(data, 4, cfg)
         assert result.weights == {"acc": 1.0} and model.training
+        assert (result.hopkins, result.clusters) == (encoded.hopkins, encoded.clusters)
+        assert result.hopkins != raw.hopkins
         with pytest.raises(ValueError, match="model"):
             compute_client_qom(data, 4, QualityConfig(source="features"))
 
