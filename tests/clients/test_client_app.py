@@ -239,6 +239,7 @@ REAL = "model=compact budget=tiny"
 class TestDeployedDevice:
     """node-config subject-id + data-path, the folder holding only that subject's files (and strays of another)."""
 
+    @pytest.mark.slow  # stage-1 training on the real data
     def test_utd__query_then_pretrain_on_its_own_files(self, setup_for: Callable, utd_device: Path,
                                                        data_dir: Path) -> None:
         # Prepare: the server's view (full dataset) gives the other subjects' summaries

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import onnx  # noqa: F401  (a test dependency: fail loudly if missing)
@@ -75,6 +76,24 @@ class TestExportEquivalence:
         export_onnx(model, meta, tmp_path / "m.onnx")
         runner, _ = load_exported(tmp_path / "m.onnx", prefer_onnxruntime=False)
         assert check_equivalence(model, runner, _inputs(meta, 2)).passed(ATOL)
+
+    def test_onnx__runs_on_onnxruntime(self, tmp_path: Path, onnxruntime_module: ModuleType,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        # Without onnxruntime, load_exported falls back to onnx.reference and every ONNX test above
+        # still passes: this one needs onnxruntime (fails in CI when it is missing) and checks it ran.
+        model, meta = _finetuned(("inertial",))
+        export_onnx(model, meta, tmp_path / "m.onnx")
+        sessions: list[object] = []
+        real_session = onnxruntime_module.InferenceSession
+
+        def spy(*args: object, **kwargs: object) -> object:
+            sessions.append(session := real_session(*args, **kwargs))
+            return session
+
+        monkeypatch.setattr(onnxruntime_module, "InferenceSession", spy)
+        runner, _ = load_exported(tmp_path / "m.onnx")
+        assert check_equivalence(model, runner, _inputs(meta, 2)).passed(ATOL)
+        assert len(sessions) == 1
 
     def test_onnx__dynamic_batch(self, tmp_path: Path) -> None:
         model, meta = _finetuned(("inertial",))
