@@ -138,7 +138,7 @@ def node_device(context: Context) -> torch.device:
 
 
 def _setup(msg: Message, context: Context) -> _Local:
-    return load_partition(context, parse_config(msg.content[keys.CONFIG]))
+    return load_partition(context, parse_config(msg.content.config_records[keys.CONFIG]))
 
 
 def _load_subset(model: torch.nn.Module, arrays: ArrayRecord) -> None:
@@ -208,7 +208,7 @@ def _client_seed(settings: ClientSettings, subject: int) -> int:
 @app.query(keys.NORM_STATS_ACTION)
 def query_norm_stats(msg: Message, context: Context) -> Message:
     """Normalisation round: moments and per-class row counts of this subject's training rows (its modalities)."""
-    settings = parse_config(msg.content[keys.CONFIG])
+    settings = parse_config(msg.content.config_records[keys.CONFIG])
     subject = resolve_subject(context, settings.train_subjects)
     dataset = load_own_dataset(context, settings, subject)
     summary = summarize_subject(dataset, subject, subject_modalities(dataset, settings.dataset, subject))
@@ -225,7 +225,7 @@ def train_pretrain(msg: Message, context: Context) -> Message:
     local = _setup(msg, context)
     part, settings = local.partition, local.settings
     model = build_pretrain_model(part.unlabeled.info, part.modalities, settings.model)
-    _load_subset(model, msg.content[keys.ARRAYS])
+    _load_subset(model, msg.content.array_records[keys.ARRAYS])
     seed = _client_seed(settings, part.subject)
     objective = cosmo_or_unimodal_objective(torch.Generator().manual_seed(seed))
     history = pretrain(model, objective, part.unlabeled, settings.pretrain, seed=seed, progress=False,
@@ -245,7 +245,7 @@ def train_finetune(msg: Message, context: Context) -> Message:
     local = _setup(msg, context)
     part, settings = local.partition, local.settings
     model = build_finetune_model(part.labeled.info, part.modalities, settings.model, settings.qom_prior)
-    _load_subset(model, msg.content[keys.ARRAYS])
+    _load_subset(model, msg.content.array_records[keys.ARRAYS])
     seed = _client_seed(settings, part.subject)
     metrics: dict[str, float | int] = {keys.NUM_EXAMPLES: part.num_labeled, keys.SUBJECT: part.subject}
     if _can_finetune(model, part.num_labeled):
@@ -270,7 +270,7 @@ def evaluate_own(msg: Message, context: Context) -> Message:
     local = _setup(msg, context)
     part, settings = local.partition, local.settings
     model = build_finetune_model(part.labeled.info, part.modalities, settings.model, settings.qom_prior)
-    _load_subset(model, msg.content[keys.ARRAYS])
+    _load_subset(model, msg.content.array_records[keys.ARRAYS])
     result = evaluate(model, part.unlabeled, device=node_device(context))
     metrics = MetricRecord({keys.NUM_EXAMPLES: len(part.unlabeled), keys.SUBJECT: part.subject,
                             keys.ACCURACY: float(result.accuracy), keys.MACRO_F1: float(result.macro_f1)})

@@ -91,6 +91,8 @@ def parse_config(config: ConfigRecord) -> ClientSettings:
     except json.JSONDecodeError as err:
         raise ConfigError(f"{keys.SETUP!r} is not valid JSON: {err}", keys.SETUP) from err
     local_epochs = config.get(keys.LOCAL_EPOCHS)
+    if local_epochs is not None and (not isinstance(local_epochs, int) or isinstance(local_epochs, bool)):
+        raise ConfigError(f"{keys.LOCAL_EPOCHS!r} must be an int, got {local_epochs!r}", keys.LOCAL_EPOCHS)
     pretrain = PretrainConfig.from_mapping({**setup.get("stage1", {}), "progress": False})
     finetune = FinetuneConfig.from_mapping({**setup.get("stage2", {}), "progress": False})
     if local_epochs is not None:

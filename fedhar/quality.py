@@ -15,7 +15,6 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import calinski_harabasz_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
-from fedhar import keys
 from fedhar.train.device import on_device
 
 logger = logging.getLogger(__name__)
@@ -130,10 +129,6 @@ class QoMResult:
     def bounded_scores(self, cfg: QualityConfig) -> dict[str, float]:
         """``q_j / cfg.max_score`` in [0, 1]: comparable across clients, unlike the per-client ``weights``."""
         return {m: float(min(max(q / cfg.max_score, 0.0), 1.0)) for m, q in self.scores.items()}
-
-    def metrics(self) -> dict[str, float]:
-        """The weights as reply metrics ``{"qom-<modality>": weight}``."""
-        return {f"{keys.QOM_PREFIX}{m}": float(w) for m, w in self.weights.items()}
 
 
 def compute_hopkins(
@@ -335,6 +330,9 @@ def encode_for_quality(
     ``device``: encode there (the model moves back afterwards); ``None``: where the model
     is. The model's train/eval mode is restored afterwards.
     """
+    encode = getattr(model, "encode", None)
+    if not callable(encode):
+        raise TypeError(f"{type(model).__name__} has no encode(batch) method giving modality -> (B, S, F)")
     was_training = model.training
     model.eval()
     try:
@@ -344,7 +342,7 @@ def encode_for_quality(
             for start in range(0, n, batch_size):
                 batch = {m: torch.as_tensor(np.asarray(x[start : start + batch_size]), dtype=torch.float32,
                                             device=target) for m, x in data.items()}
-                for m, z in model.encode(batch).items():
+                for m, z in encode(batch).items():
                     chunks[m].append(z.cpu().numpy())
     finally:
         model.train(was_training)

@@ -154,8 +154,8 @@ def summarise(results: dict[Cell, dict], centralized: Path) -> dict[str, Any]:
 
 def table(summary: dict[str, Any]) -> str:
     """Markdown table of the summary."""
-    lines = ["| label rate % | system | seeds | accuracy % (last epoch) | macro-F1 % | stage-1 s / round | "
-             "MB / client / round (down+up) | run wall s |", "|---|---|---|---|---|---|---|---|"]
+    lines = [("| label rate % | system | seeds | accuracy % (last epoch) | macro-F1 % | stage-1 s / round | "
+              "MB / client / round (down+up) | run wall s |"), "|---|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
         mb = r.get("stage2_bytes_per_client_round", r["stage1_bytes_per_client_round"]) / 1e6
         round_s = r.get("stage2_round_wall_s") or r["stage1_round_wall_s"]

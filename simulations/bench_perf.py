@@ -26,6 +26,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -88,15 +89,15 @@ def _experiment(cfg: DictConfig) -> ExperimentData:
 
 def _print_table(title: str, rows: Sequence[dict[str, Any]]) -> None:
     """Print ``rows`` as a markdown table under ``title``."""
-    print(f"\n## {title}")  # noqa: T201 - the script's output
+    print(f"\n## {title}")
     if not rows:
-        print("(no rows)")  # noqa: T201
+        print("(no rows)")
         return
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))  # noqa: T201
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (r.get(c, "") for c in cols)]
-        print("| " + " | ".join(cells) + " |")  # noqa: T201
+        print("| " + " | ".join(cells) + " |")
 
 
 # ---------------------------------------------------------------- 1. overhead
@@ -203,7 +204,7 @@ def measure_throughput(args: argparse.Namespace) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- 3. communication
 def stage1_payload_bytes(variant: str, dataset: str) -> tuple[int, int]:
     """Bytes of the stage-1 model's ArrayRecord (as sent each round) and its parameter count."""
-    from flwr.app import ArrayRecord  # noqa: PLC0415 - only this measurement needs flwr
+    from flwr.app import ArrayRecord  # only this measurement needs flwr
 
     cfg = _compose([f"dataset={dataset}", f"model={variant}"])
     experiment_info = load_dataset(DatasetConfig.from_mapping(_container(cfg.dataset),
@@ -264,8 +265,6 @@ def _tree_rss_kb(root_pid: int) -> int:
 
 def peak_memory_during(fn: Callable[[], Any]) -> tuple[Any, float]:
     """Run ``fn`` while sampling the RSS of this process tree; return its result and the peak in MB."""
-    import os  # noqa: PLC0415
-
     peak = [0]
     stop = threading.Event()
 
@@ -300,8 +299,8 @@ def measure_scale(args: argparse.Namespace) -> list[dict[str, Any]]:
         cell = bench_federated.Cell(50.0, args.seed, "qom")
         with tempfile.TemporaryDirectory(prefix="fedhar-scale-") as tmp:
             started = time.perf_counter()
-            results, peak_mb = peak_memory_during(lambda tmp=tmp, extra=extra: bench_federated.run_cell(
-                cell, Path(tmp), args.budget, 1, clients, extra, args.timeout))
+            results, peak_mb = peak_memory_during(functools.partial(
+                bench_federated.run_cell, cell, Path(tmp), args.budget, 1, clients, extra, args.timeout))
             wall = time.perf_counter() - started
         rounds = results["stage1"]["round_wall_s"]
         rows.append({"clients": clients, "samples_total": subjects * classes * per_class, "rounds": args.rounds,
@@ -313,7 +312,7 @@ def measure_scale(args: argparse.Namespace) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- 5. edge
 def measure_edge(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Single-thread latency per window and file size of the exported fine-tuned classifier of each variant."""
-    from fedhar.export import ExportMetadata, export_torchscript  # noqa: PLC0415
+    from fedhar.export import ExportMetadata, export_torchscript
 
     torch.set_num_threads(1)
     rows = []

@@ -62,7 +62,7 @@ def run_dir_for(cfg: DictConfig, method_label: str) -> Path:
 
 def _quality_config(cfg: DictConfig) -> Any:
     """The typed QoM settings of ``cfg.quality`` (``fedhar.quality.QualityConfig``)."""
-    from fedhar.quality import QualityConfig  # noqa: PLC0415 - keeps import cheap for non-Cosmo methods
+    from fedhar.quality import QualityConfig  # keeps import cheap for non-Cosmo methods
 
     return QualityConfig.from_mapping(_container(cfg.get("quality") or {}))
 
@@ -136,7 +136,7 @@ def _summary(results: dict[str, Any]) -> str:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: only calls :func:`train` and prints the summary."""
-    print(_summary(train(cfg)))  # noqa: T201 - the CLI's output
+    print(_summary(train(cfg)))
 
 
 if __name__ == "__main__":

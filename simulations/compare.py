@@ -293,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT,
                         handlers=[logging.StreamHandler(), logging.FileHandler(out_dir / LOG_FILE)])
     summary = run(cfg)
-    print(f"{len(summary['ran'])} cells run, {len(summary['skipped'])} skipped, {len(summary['failed'])} failed; "  # noqa: T201
+    print(f"{len(summary['ran'])} cells run, {len(summary['skipped'])} skipped, {len(summary['failed'])} failed; "
           f"table {summary['out_dir']}/table.md")
     return 1 if summary["failed"] and cfg.fail_on_error else 0
 

@@ -241,8 +241,8 @@ def format_description(d: dict[str, Any]) -> str:
                  + f"{d['samples']:>7}")
     if "protocol" in d:
         p = d["protocol"]
-        lines += ["", f"protocol {p['name']!r}: train subjects {p['train_subjects']}, "
-                      f"test subjects {p['test_subjects']}"]
+        lines += ["", (f"protocol {p['name']!r}: train subjects {p['train_subjects']}, "
+                       f"test subjects {p['test_subjects']}")]
     if "splits" in d:
         lines += [f"label splits ({d['label_scheme']}, seed {d['seed']}):",
                   f"{'rate %':>8}{'labeled':>10}{'unlabeled':>11}{'test':>7}{'per class':>11}"]

@@ -40,8 +40,15 @@ from fedhar.data.dataset import DatasetInfo, HARDataset
 from fedhar.data.loading import describe_dataset, load_dataset
 from fedhar.data.normalization import Normalizer
 from fedhar.errors import ExportError, FedharError
-from fedhar.export import (DEFAULT_ATOL, ExportMetadata, check_equivalence, export_onnx, export_torchscript,
-                           load_exported, normalization_of)
+from fedhar.export import (
+    DEFAULT_ATOL,
+    ExportMetadata,
+    check_equivalence,
+    export_onnx,
+    export_torchscript,
+    load_exported,
+    normalization_of,
+)
 from fedhar.federated import build_finetune_model
 from fedhar.models import FusionClassifierModel, ModelConfig
 from fedhar.train.checkpoint import atomic_write_text
@@ -188,7 +195,7 @@ def export_run(run_dir: Path, out: Path, mode: str | None = None, samples: int =
     shutil.copyfile(run_dir / run.results["normalization"]["file"], out / "normalizer.json")
     raw, labels, source = check_windows(run, samples)
     if windows_file is not None:
-        np.savez(windows_file, **raw, **({LABELS_KEY: labels} if labels is not None else {}))
+        np.savez(windows_file, **raw, **({LABELS_KEY: labels} if labels is not None else {}))  # type: ignore[arg-type]  # numpy's stub: a **dict might set allow_pickle
     names = run.info.modality_names
     first = next(iter(raw.values()))
     dataset = _as_dataset(run.info, raw, labels if labels is not None else np.zeros(len(first), np.int64))

@@ -161,7 +161,7 @@ def run_grid(
         started = time.perf_counter()
         try:
             record = {"status": DONE, **runner(key)}
-        except Exception as err:  # noqa: BLE001 - one failed cell must not stop the grid
+        except Exception as err:  # one failed cell must not stop the grid
             logger.exception("cell %s failed", key.name)
             record = {"status": FAILED, "error": f"{type(err).__name__}: {err}",
                       "traceback": traceback.format_exc()[-TRACEBACK_CHARS:]}

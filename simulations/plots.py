@@ -20,9 +20,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - after the backend is chosen
+import matplotlib.pyplot as plt  # after the backend is chosen
 
-from simulations.grid import DONE  # noqa: E402
+from simulations.grid import DONE
 
 __all__ = ["plot_accuracy_vs_label_rate", "plot_convergence", "plot_quality_weights"]
 

@@ -96,8 +96,8 @@ def _pm(stat: tuple[float, float] | None, failed: bool, digits: int = 1) -> str:
 
 def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows as a markdown table (failed groups show ``FAILED`` and their error)."""
-    lines = ["| label rate % | method | status | seeds | accuracy % (last epoch) | macro-F1 % (last epoch) "
-             "| best-epoch accuracy % (selects on test; paper's metric) | wall s / cell | error |",
+    lines = [("| label rate % | method | status | seeds | accuracy % (last epoch) | macro-F1 % (last epoch) "
+              "| best-epoch accuracy % (selects on test; paper's metric) | wall s / cell | error |"),
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         failed = not r["seeds_done"]

@@ -98,6 +98,8 @@ def run_norm_round(
     rejected: dict[int, str] = {}
     for msg in replies:
         node = msg.metadata.src_node_id
+        summary: DataSummary | None
+        reason: str | None
         if msg.has_error():
             summary, reason = None, f"error reply: {msg.error.reason}"
         else:

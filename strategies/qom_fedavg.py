@@ -111,7 +111,7 @@ class QoMFedAvg(FedAvg):
         if self._global is None:
             raise RuntimeError("aggregate_train called before configure_train: no global arrays to validate against")
         reference = {k: v.numpy() for k, v in self._global.items()}
-        failures, updates = 0, []
+        failures, updates = 0, list[tuple[ClientUpdate, int]]()
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -155,7 +156,7 @@ def main(grid: Grid, context: Context) -> None:
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2, default=float))
     logger.info("results: %s", run_dir / "results.json")
     # The summary, and the marker line simulations/run_federated.py looks for.
-    print(f"fedhar run {context.run_id}: stage 2 {cfg.federation.stage2_mode}, accuracy "  # noqa: T201
+    print(f"fedhar run {context.run_id}: stage 2 {cfg.federation.stage2_mode}, accuracy "
           f"{stage2['final']['accuracy']:.3f}, macro-F1 {stage2['final']['macro_f1']:.3f}, "
           f"{results['wall_time_s']:.0f} s"
           + "".join(f"; stage 2 {m}: accuracy {c['final']['accuracy']:.3f}" for m, c in compare.items())
@@ -202,7 +203,7 @@ def _stage_summary(result: Any, strategy: QoMFedAvg, times: list[float], num_nod
     return {
         "rounds": {int(r): dict(m) for r, m in result.train_metrics_clientapp.items()},
         "central": {int(r): dict(m) for r, m in result.evaluate_metrics_serverapp.items()},
-        "round_wall_s": [b - a for a, b in zip(times, times[1:], strict=False)],
+        "round_wall_s": [b - a for a, b in itertools.pairwise(times)],
         "bytes_down_per_client_round": strategy.bytes_sent / max(1, rounds * num_nodes),
         "bytes_up_per_client_round": strategy.bytes_received / max(1, rounds * num_nodes),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Mapping
@@ -139,7 +140,7 @@ def run_stage2(
         "rounds": {int(r): dict(m) for r, m in result.train_metrics_clientapp.items()},
         "client_eval": {int(r): dict(m) for r, m in result.evaluate_metrics_clientapp.items()},
         "central": {int(r): dict(m) for r, m in result.evaluate_metrics_serverapp.items()},
-        "round_wall_s": [b - a for a, b in zip(times, times[1:], strict=False)],
+        "round_wall_s": [b - a for a, b in itertools.pairwise(times)],
         "bytes_down_per_client_round": strategy.bytes_sent / max(1, rounds * num_nodes),
         "bytes_up_per_client_round": strategy.bytes_received / max(1, rounds * num_nodes),
         "final": {"accuracy": float(final[keys.ACCURACY]), "macro_f1": float(final[keys.MACRO_F1])},  # type: ignore[arg-type]

@@ -1,10 +1,12 @@
-"""Shared fixtures: where the real datasets are, and whether their absence is fatal."""
+"""Shared fixtures: the real datasets and the CLI / module dependencies, whose absence fails CI; the realdata marker."""
 
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
@@ -21,6 +23,25 @@ def _require_real_data() -> bool:
     return os.environ.get("FEDHAR_REQUIRE_REAL_DATA", "") not in ("", "0") or os.environ.get("CI") == "true"
 
 
+def skip_or_fail(msg: str) -> NoReturn:
+    """Skip a test whose data or dependency is missing; in CI (see :func:`data_dir`) fail it instead.
+
+    For what the CI install provides (the real datasets, the ``ray`` CLI, onnxruntime): a skip
+    there would hide a broken install behind a green run.
+    """
+    if _require_real_data():
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that reads the real datasets (uses ``data_dir``, maybe via another fixture) ``realdata``."""
+    for item in items:
+        if "data_dir" in getattr(item, "fixturenames", ()) and item.get_closest_marker("realdata") is None:
+            item.add_marker(pytest.mark.realdata)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """Folder holding UTD-MHAD/ and USC-HAD/ as published.
@@ -31,11 +52,27 @@ def data_dir() -> Path:
     path = _data_dir()
     ok = (path / "UTD-MHAD" / "Inertial").is_dir() and (path / "USC-HAD" / "Subject1").is_dir()
     if not ok:
-        msg = f"real datasets not found under {path} (set FEDHAR_DATA_DIR)"
-        if _require_real_data():
-            pytest.fail(msg)
-        pytest.skip(msg)
+        skip_or_fail(f"real datasets not found under {path} (set FEDHAR_DATA_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_cli() -> str:
+    """Path of the ``ray`` CLI (installed with ``ray``); its absence fails in CI."""
+    path = shutil.which("ray")
+    if path is None:
+        skip_or_fail("the ray CLI is not on PATH (pip install ray)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def onnxruntime_module() -> ModuleType:
+    """The onnxruntime module; missing, ONNX files would silently run on onnx.reference: fails in CI."""
+    try:
+        import onnxruntime
+    except ImportError as err:
+        skip_or_fail(f"onnxruntime is not installed ({err}); pip install -e '.[test]'")
+    return onnxruntime
 
 
 @pytest.fixture(scope="session")

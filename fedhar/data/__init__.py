@@ -7,7 +7,7 @@ from fedhar.data.experiment import ExperimentData, prepare_experiment
 from fedhar.data.federation import DataSummary, FederationData, build_client_partition, merge_summaries
 from fedhar.data.loading import load_dataset, load_dataset_with_report
 from fedhar.data.manifest import Manifest, VerifyReport, build_manifest, load_manifest, verify_folder
-from fedhar.data.normalization import NormStats, Normalizer, fit_normalizer
+from fedhar.data.normalization import Normalizer, NormStats, fit_normalizer
 from fedhar.data.partition import ClientPartition, partition_by_subject, partition_ids
 from fedhar.data.protocol import Protocol, resolve_protocol
 from fedhar.data.raw_io import LoadReport

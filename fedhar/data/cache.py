@@ -150,7 +150,7 @@ class DatasetCache:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=self.cache_dir)
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
+                np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub: a **dict might set allow_pickle
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp_name, path)
@@ -199,7 +199,7 @@ def _info_to_dict(info: DatasetInfo) -> dict[str, Any]:
             {"name": m.name, "shape": list(m.shape), "sample_rate_hz": m.sample_rate_hz,
              "channel_names": list(m.channel_names)}
             for m in info.modalities
-        ],  # fmt: skip
+        ],
         "class_names": list(info.class_names),
         "subjects": list(info.subjects),
     }
@@ -212,7 +212,7 @@ def _info_from_dict(d: Mapping[str, Any]) -> DatasetInfo:
             ModalitySpec(str(m["name"]), tuple(int(s) for s in m["shape"]), float(m["sample_rate_hz"]),
                          tuple(str(c) for c in m["channel_names"]))
             for m in d["modalities"]
-        ),  # fmt: skip
+        ),
         class_names=tuple(str(c) for c in d["class_names"]),
         subjects=tuple(int(s) for s in d["subjects"]),
     )

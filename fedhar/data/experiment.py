@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from fedhar.data.config import DatasetConfig
 from fedhar.data.dataset import DatasetInfo, HARDataset
-from fedhar.data.normalization import NormStats, Normalizer
+from fedhar.data.normalization import Normalizer, NormStats
 from fedhar.data.partition import ClientPartition, partition_by_subject
 from fedhar.data.protocol import Protocol, resolve_protocol
 from fedhar.data.splits import LabelSplit, make_label_split

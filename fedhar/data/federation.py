@@ -28,7 +28,7 @@ import numpy as np
 from fedhar import keys
 from fedhar.data.config import DatasetConfig
 from fedhar.data.dataset import DatasetInfo, HARDataset
-from fedhar.data.normalization import ChannelMoments, NormStats, Normalizer
+from fedhar.data.normalization import ChannelMoments, Normalizer, NormStats
 from fedhar.data.partition import ClientPartition, validate_modality_subsets
 from fedhar.data.splits import subject_label_split
 from fedhar.errors import ConfigError
@@ -129,7 +129,7 @@ def validate_summary(summary: DataSummary, info: DatasetInfo, train_subjects: It
     counts times the values per row; sums finite, sums of squares finite and >= 0; one
     non-negative class count per class, at least one row.
     """
-    if summary.subject not in set(int(s) for s in train_subjects):
+    if summary.subject not in {int(s) for s in train_subjects}:
         return f"subject {summary.subject} is not a training subject {sorted(train_subjects)}"
     counts = summary.class_counts
     if counts.shape != (info.num_classes,):

@@ -192,7 +192,7 @@ def fit_normalizer(dataset: HARDataset, train_subjects: Iterable[int], min_std: 
     ValueError
         If no row of ``dataset`` belongs to ``train_subjects``.
     """
-    subjects = sorted(set(int(s) for s in train_subjects))
+    subjects = sorted({int(s) for s in train_subjects})
     rows = dataset.indices_of_subjects(subjects)
     if len(rows) == 0:
         raise ValueError(

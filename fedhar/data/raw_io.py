@@ -171,5 +171,5 @@ def _field_names(path: Path) -> list[str]:
     """Names of the variables in a MATLAB file, for error messages."""
     try:
         return [name for name, _, _ in scipy.io.whosmat(path)]
-    except Exception:  # the file was readable a moment ago; naming fields is best effort
+    except Exception:  # noqa: BLE001 - the file was readable a moment ago; naming fields is best effort
         return []

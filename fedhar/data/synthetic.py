@@ -128,7 +128,7 @@ class SyntheticSettings:
             shape = tuple(_coerce("shape", d) for d in spec["shape"])
             informativeness = _coerce("informativeness", spec["informativeness"])
             modalities.append(SyntheticModality(str(name), tuple(int(d) for d in shape), float(informativeness)))
-        kw = {k: _coerce(k, v) for k, v in preprocess.items() if k != "modalities"}
+        kw: dict[str, Any] = {k: _coerce(k, v) for k, v in preprocess.items() if k != "modalities"}  # int or float per field
         return cls(modalities=tuple(modalities), **kw)
 
 

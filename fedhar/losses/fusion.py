@@ -218,7 +218,11 @@ class CosmoFusionLoss(nn.Module):
         if len(fusion_weights) == 0:
             raise ValueError("fusion_weights is empty; give e.g. (0.1, 0.2, ..., 0.9)")
         self.temperature = temperature
-        self.fusion_weights = tuple(tuple(w) if isinstance(w, Sequence) else float(w) for w in fusion_weights)
+        scalars = tuple(float(w) for w in fusion_weights if not isinstance(w, Sequence))
+        rows = tuple(tuple(float(x) for x in w) for w in fusion_weights if isinstance(w, Sequence))
+        if scalars and rows:
+            raise ValueError(f"fusion_weights mixes scalars and rows: {list(fusion_weights)}")
+        self.fusion_weights: tuple[float, ...] | tuple[tuple[float, ...], ...] = rows or scalars
         self.normalize_views = normalize_views
         self.hard_positive_beta = hard_positive_beta
         if not isinstance(self.fusion_weights[0], tuple):

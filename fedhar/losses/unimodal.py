@@ -63,7 +63,7 @@ def augment_window(x: Tensor, generator: torch.Generator, cfg: AugmentationConfi
     scale = 1 + cfg.scale_sigma * torch.randn(scale_shape, generator=generator, dtype=x.dtype)  # (B, 1.., C)
     noise = cfg.jitter_sigma * torch.randn(x.shape, generator=generator, dtype=x.dtype)  # like x
     out = x * scale.to(x.device) + noise.to(x.device)
-    length = int(round(cfg.mask_fraction * t))
+    length = round(cfg.mask_fraction * t)
     if length > 0:
         start = torch.randint(0, t - length + 1, (b,), generator=generator).to(x.device)  # (B,)
         steps = torch.arange(t, device=x.device)  # (T,)

@@ -2,7 +2,7 @@
 
 from fedhar.models.attention import AttentionFusionClassifier, QualityGuidedAttention, build_fusion_classifier
 from fedhar.models.config import ClassifierConfig, ConvStackConfig, EncoderConfig, HeadConfig, ModelConfig
-from fedhar.models.contrastive import ContrastiveFusionModel, build_contrastive_model
+from fedhar.models.contrastive import ContrastiveFusionModel
 from fedhar.models.encoders import ConvEncoder, ImuEncoder, SkeletonEncoder, build_encoder
 from fedhar.models.fusion_classifier import FusionClassifierModel, build_fusion_classifier_model
 from fedhar.models.heads import CompactProjectionHead, CosmoProjectionHead, ProjectionHead, build_head
@@ -23,7 +23,6 @@ __all__ = [
     "ProjectionHead",
     "QualityGuidedAttention",
     "SkeletonEncoder",
-    "build_contrastive_model",
     "build_encoder",
     "build_fusion_classifier",
     "build_fusion_classifier_model",

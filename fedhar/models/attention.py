@@ -47,6 +47,8 @@ class QualityGuidedAttention(nn.Module):
         Weight of the prior (Cosmo: 0.8).
     """
 
+    qom_prior: Tensor  # (M,) buffer, registered in __init__
+
     def __init__(
         self,
         feature_shapes: Mapping[str, tuple[int, int]],

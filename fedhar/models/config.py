@@ -296,13 +296,3 @@ class ModelConfig:
             head=HeadConfig.from_mapping(mapping.get("head", {})),
             classifier=ClassifierConfig.from_mapping(mapping.get("classifier", {})),
         )
-
-    @classmethod
-    def compact(cls) -> ModelConfig:
-        """The compact preset (same values as configs/model/compact.yaml)."""
-        return cls(
-            encoder=EncoderConfig(variant="compact"),
-            head=HeadConfig(variant="compact", hidden_dims=(256,), batch_norm=False),
-            classifier=ClassifierConfig(variant="compact", gru_hidden=32, mlp_hidden=(128,)),
-        )
-

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from fedhar.data.dataset import ModalitySpec
 from fedhar.models.config import ModelConfig
-from fedhar.models.encoders import build_encoder
+from fedhar.models.encoders import build_encoder, encoder_out_shape
 from fedhar.models.heads import build_head
 
 
@@ -54,7 +54,7 @@ class ContrastiveFusionModel(nn.Module):
         self.specs = tuple(specs)
         self.cfg = cfg
         self.encoders = nn.ModuleDict({s.name: build_encoder(s, cfg.encoder) for s in specs})
-        self.heads = nn.ModuleDict({name: build_head(enc.out_shape, cfg.head) for name, enc in self.encoders.items()})
+        self.heads = nn.ModuleDict({name: build_head(encoder_out_shape(enc), cfg.head) for name, enc in self.encoders.items()})
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -64,7 +64,7 @@ class ContrastiveFusionModel(nn.Module):
     @property
     def feature_shapes(self) -> dict[str, tuple[int, int]]:
         """Modality -> encoder output shape ``(S, F)``."""
-        return {name: enc.out_shape for name, enc in self.encoders.items()}
+        return {name: encoder_out_shape(enc) for name, enc in self.encoders.items()}
 
     def _present(self, batch: Mapping[str, Tensor]) -> list[str]:
         unknown = sorted(set(batch) - set(self.encoders))
@@ -82,8 +82,3 @@ class ContrastiveFusionModel(nn.Module):
     def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """L2-normalised projections ``(B, D)`` of the modalities present in ``batch``."""
         return {m: self.heads[m](z) for m, z in self.encode(batch).items()}
-
-
-def build_contrastive_model(specs: Sequence[ModalitySpec], cfg: ModelConfig) -> ContrastiveFusionModel:
-    """Build the stage-1 model for ``specs`` from ``cfg``."""
-    return ContrastiveFusionModel(specs, cfg)

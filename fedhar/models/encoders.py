@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 from fedhar.data.dataset import ModalitySpec
 from fedhar.models.config import ConvStackConfig, EncoderConfig
 
-_CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+# By rank (2: (T, C) input, 3: (T, J, 3)); typed loosely: the kernel tuple's length matches the rank at run time.
+_CONV: dict[int, Callable[..., nn.Module]] = {2: nn.Conv2d, 3: nn.Conv3d}
 _BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _MAX_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 _ADAPTIVE_POOL = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
@@ -134,3 +137,15 @@ def build_encoder(spec: ModalitySpec, cfg: EncoderConfig) -> ConvEncoder:
     raise ValueError(
         f"modality {spec.name!r} has shape {shape}; expected (T, C) for IMU or (T, J, 3) for skeleton"
     )
+
+
+def encoder_out_shape(encoder: nn.Module) -> tuple[int, int]:
+    """The sequence-feature shape ``(S, F)`` of an encoder built by :func:`build_encoder`.
+
+    Encoders reach the models through ``nn.ModuleDict`` (typed ``nn.Module``); this reads
+    their ``out_shape`` with a clear error for a module that is not such an encoder.
+    """
+    shape = getattr(encoder, "out_shape", None)
+    if not (isinstance(shape, tuple) and len(shape) == 2):
+        raise ValueError(f"encoder {type(encoder).__name__} has no out_shape (S, F); build it with build_encoder")
+    return int(shape[0]), int(shape[1])

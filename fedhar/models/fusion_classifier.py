@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from fedhar.data.dataset import ModalitySpec
 from fedhar.models.attention import build_fusion_classifier
 from fedhar.models.config import ModelConfig
-from fedhar.models.encoders import build_encoder
+from fedhar.models.encoders import build_encoder, encoder_out_shape
 
 
 class FusionClassifierModel(nn.Module):
@@ -90,6 +90,6 @@ def build_fusion_classifier_model(
         if missing:
             raise ValueError(f"encoders lack modalities {missing}; they have {list(encoders)}")
         encoders = nn.ModuleDict({s.name: copy.deepcopy(encoders[s.name]) for s in specs})
-    shapes = {name: enc.out_shape for name, enc in encoders.items()}
+    shapes = {name: encoder_out_shape(enc) for name, enc in encoders.items()}
     classifier = build_fusion_classifier(shapes, num_classes, cfg.classifier, qom_prior)
     return FusionClassifierModel(encoders, classifier)

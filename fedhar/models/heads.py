@@ -97,7 +97,9 @@ class ProjectionHead(nn.Module):
         elif self.pool == "mean_s":
             x = z.mean(dim=1)  # (B, F)
         else:
-            x = F.adaptive_avg_pool1d(z, self.pool_size).reshape(z.shape[0], -1)  # (B, S*pool_size)
+            pool_size = self.pool_size
+            assert pool_size is not None  # __init__ requires it for pool 'adaptive'
+            x = F.adaptive_avg_pool1d(z, pool_size).reshape(z.shape[0], -1)  # (B, S*pool_size)
         p = self.mlp(x)  # (B, D)
         return F.normalize(p, dim=1) if self.normalize else p
 

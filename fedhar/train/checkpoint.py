@@ -13,8 +13,14 @@ from torch import nn
 
 from fedhar.errors import FedharError
 
-__all__ = ["CheckpointError", "Checkpoint", "atomic_write_bytes", "atomic_write_text", "load_checkpoint",
-           "save_checkpoint"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "load_checkpoint",
+    "save_checkpoint",
+]
 
 
 class CheckpointError(FedharError):

@@ -87,8 +87,8 @@ def model_device(model: nn.Module) -> torch.device:
     """Where ``model``'s first parameter (or buffer) lives; the CPU for a module without any."""
     for tensor in model.parameters():
         return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 

@@ -16,7 +16,7 @@ from fedhar.data.dataset import HARDataset
 from fedhar.train.batches import TensorData, iterate_batches, to_tensors
 from fedhar.train.device import on_device
 
-__all__ = ["DEFAULT_EVAL_BATCH_SIZE", "EvalResult", "evaluate", "eval_mode", "predict", "score_predictions"]
+__all__ = ["DEFAULT_EVAL_BATCH_SIZE", "EvalResult", "eval_mode", "evaluate", "predict", "score_predictions"]
 
 DEFAULT_EVAL_BATCH_SIZE = 128
 
@@ -95,7 +95,7 @@ def score_predictions(labels: np.ndarray, preds: np.ndarray, num_classes: int) -
         accuracy=float(accuracy_score(labels, preds)),
         macro_f1=float(f1_score(labels, preds, labels=classes, average="macro", zero_division=0)),
         confusion=confusion_matrix(labels, preds, labels=classes).astype(np.int64),
-        num_samples=int(len(labels)),
+        num_samples=len(labels),
     )
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 __all__ = ["EpochRecord", "History"]
@@ -97,9 +95,3 @@ class History:
     def to_list(self) -> list[dict[str, Any]]:
         """The records as JSON-ready dicts."""
         return [r.to_dict() for r in self.records]
-
-    def write_jsonl(self, path: str | Path) -> None:
-        """Append the records to ``path`` as JSON lines."""
-        with Path(path).open("a", encoding="utf-8") as fh:
-            for rec in self.to_list():
-                fh.write(json.dumps(rec) + "\n")

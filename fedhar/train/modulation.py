@@ -82,7 +82,7 @@ def unimodal_confidences(
     return out
 
 
-def scale_encoder_grads(encoders: Mapping[str, nn.Module], coefficients: Mapping[str, float]) -> None:
+def scale_encoder_grads(encoders: nn.ModuleDict | Mapping[str, nn.Module], coefficients: Mapping[str, float]) -> None:
     """Multiply the gradients of ``encoders[m]`` by ``coefficients[m]`` in place."""
     for m, k in coefficients.items():
         if k == 1.0:

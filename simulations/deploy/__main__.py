@@ -32,11 +32,23 @@ from types import FrameType
 from fedhar import keys
 from fedhar.errors import FedharError
 from fedhar.train.device import resolve_device
-from simulations.deploy.commands import (DEFAULT_SUPERLINK_PORT, DEFAULT_SUPERNODE_PORT, LOOPBACK, SuperNodeSpec,
-                                         superlink_command, supernode_command, write_connection)
+from simulations.deploy.commands import (
+    DEFAULT_SUPERLINK_PORT,
+    DEFAULT_SUPERNODE_PORT,
+    LOOPBACK,
+    SuperNodeSpec,
+    superlink_command,
+    supernode_command,
+    write_connection,
+)
 from simulations.deploy.credentials import generate_node_keys, generate_tls
-from simulations.deploy.preflight import (DEFAULT_TIMEOUT_S, check_data_folder, check_reachable, check_tls,
-                                          explain_supernode_failure)
+from simulations.deploy.preflight import (
+    DEFAULT_TIMEOUT_S,
+    check_data_folder,
+    check_reachable,
+    check_tls,
+    explain_supernode_failure,
+)
 
 logger = logging.getLogger("simulations.deploy")
 

@@ -93,7 +93,7 @@ def generate_tls(hosts: Sequence[str], out: Path, *, overwrite: bool = False) ->
     paths = ServerCredentials(out / CA_FILE, out / CA_KEY_FILE, out / SERVER_CERT_FILE, out / SERVER_KEY_FILE)
     _refuse_overwrite([paths.ca_cert, paths.ca_key, paths.server_cert, paths.server_key], overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     not_before, not_after = now - dt.timedelta(minutes=5), now + dt.timedelta(days=VALIDITY_DAYS)
 
     ca_key = ec.generate_private_key(ec.SECP384R1())

@@ -103,9 +103,9 @@ def check_tls(address: str, ca_cert: Path, timeout: float = DEFAULT_TIMEOUT_S) -
         raise DeploymentError(f"cannot read the CA certificate ({err}); copy the SuperLink's ca.crt to the device",
                               ca_cert) from err
     try:
-        with socket.create_connection((host, port), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=host):
-                pass
+        with socket.create_connection((host, port), timeout=timeout) as raw, context.wrap_socket(
+                raw, server_hostname=host):
+            pass
     except ssl.SSLCertVerificationError as err:
         raise DeploymentError(
             f"wrong certificate: the SuperLink at {address} presented a certificate that {ca_cert} does not "

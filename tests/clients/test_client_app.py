@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import app, node_device
 from fedhar import keys
-from fedhar.aggregation import ClientUpdate, validate_update
+from fedhar.aggregation import validate_update
 from fedhar.data.config import DatasetConfig
 from fedhar.data.dataset import DatasetInfo
 from fedhar.data.experiment import prepare_experiment
@@ -210,7 +210,7 @@ class TestFinetuneAndEvaluateHandlers:
     ) -> None:
         # A client holding a single labeled row cannot train a BatchNorm1d classifier: it replies
         # the global weights, its honest num-examples (1) and no train loss; it never crashes.
-        import clients.client_app as client_app
+        from clients import client_app
 
         setup = setup_for("model.classifier.batch_norm=true")
         reference, arrays = self._finetune_arrays(setup)
@@ -239,6 +239,7 @@ REAL = "model=compact budget=tiny"
 class TestDeployedDevice:
     """node-config subject-id + data-path, the folder holding only that subject's files (and strays of another)."""
 
+    @pytest.mark.slow  # stage-1 training on the real data
     def test_utd__query_then_pretrain_on_its_own_files(self, setup_for: Callable, utd_device: Path,
                                                        data_dir: Path) -> None:
         # Prepare: the server's view (full dataset) gives the other subjects' summaries

@@ -20,8 +20,16 @@ from pathlib import Path
 import pytest
 
 from fedhar.errors import DeploymentError
-from simulations.deploy import (SuperNodeSpec, check_tls, explain_supernode_failure, generate_node_keys, generate_tls,
-                                superlink_command, supernode_command, write_connection)
+from simulations.deploy import (
+    SuperNodeSpec,
+    check_tls,
+    explain_supernode_failure,
+    generate_node_keys,
+    generate_tls,
+    superlink_command,
+    supernode_command,
+    write_connection,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CONNECTION = "edge-test"
@@ -214,4 +222,4 @@ def test_superlink_tls_auth__federated_run_and_refusals(
     subjects = {k for k in results["stage1"]["rounds"]["1"] if k.startswith("weight-imu-subject-")}
     assert subjects == {"weight-imu-subject-1", "weight-imu-subject-2"}  # both devices took part
     assert 0.0 <= results["final"]["accuracy"] <= 1.0
-    print(f"deployed run: {time.monotonic() - started:.0f} s")  # noqa: T201
+    print(f"deployed run: {time.monotonic() - started:.0f} s")

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
+import onnx  # noqa: F401  (a test dependency: fail loudly if missing)
 import pytest
 import torch
 from torch import nn
 
 from fedhar.data.dataset import DatasetInfo, ModalitySpec
 from fedhar.errors import ExportError
-from fedhar.export import (ExportMetadata, PositionalClassifier, StaticAdaptiveAvgPool, check_equivalence,
-                           export_onnx, export_torchscript, load_exported)
+from fedhar.export import (
+    ExportMetadata,
+    PositionalClassifier,
+    StaticAdaptiveAvgPool,
+    check_equivalence,
+    export_onnx,
+    export_torchscript,
+    load_exported,
+)
 from fedhar.federated import build_finetune_model
 from fedhar.models import ModelConfig
 
-import onnx  # noqa: E402,F401  (a test dependency: fail loudly if missing)
 UTD = DatasetInfo("utd-mhad", (ModalitySpec("inertial", (120, 6), 50.0), ModalitySpec("skeleton", (40, 20, 3), 30.0)),
                   tuple(f"a{i}" for i in range(1, 28)), (1, 2))
 ATOL = 1e-4
@@ -68,6 +76,24 @@ class TestExportEquivalence:
         export_onnx(model, meta, tmp_path / "m.onnx")
         runner, _ = load_exported(tmp_path / "m.onnx", prefer_onnxruntime=False)
         assert check_equivalence(model, runner, _inputs(meta, 2)).passed(ATOL)
+
+    def test_onnx__runs_on_onnxruntime(self, tmp_path: Path, onnxruntime_module: ModuleType,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+        # Without onnxruntime, load_exported falls back to onnx.reference and every ONNX test above
+        # still passes: this one needs onnxruntime (fails in CI when it is missing) and checks it ran.
+        model, meta = _finetuned(("inertial",))
+        export_onnx(model, meta, tmp_path / "m.onnx")
+        sessions: list[object] = []
+        real_session = onnxruntime_module.InferenceSession
+
+        def spy(*args: object, **kwargs: object) -> object:
+            sessions.append(session := real_session(*args, **kwargs))
+            return session
+
+        monkeypatch.setattr(onnxruntime_module, "InferenceSession", spy)
+        runner, _ = load_exported(tmp_path / "m.onnx")
+        assert check_equivalence(model, runner, _inputs(meta, 2)).passed(ATOL)
+        assert len(sessions) == 1
 
     def test_onnx__dynamic_batch(self, tmp_path: Path) -> None:
         model, meta = _finetuned(("inertial",))

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+
 import numpy as np
 import pytest
+from model_presets import compact_model_config
 
 from fedhar.data.config import DatasetConfig
 from fedhar.data.experiment import ExperimentData, prepare_experiment
 from fedhar.data.synthetic import make_synthetic
 from fedhar.errors import ConfigError
-from fedhar.models.config import ModelConfig
 from fedhar.pipeline import MethodConfig, run_method
-from fedhar.quality import QualityConfig
+from fedhar.quality import QualityConfig, cluster_penalty
 from fedhar.train.config import FinetuneConfig, PretrainConfig
 
 NUM_CLASSES = 4
@@ -40,18 +41,23 @@ def mixed() -> ExperimentData:
 
 
 def _run(method: MethodConfig, exp: ExperimentData, seed: int = 0, stage2: FinetuneConfig = TINY2) -> dict:
-    return run_method(method, exp, ModelConfig.compact(), TINY1, stage2, QualityConfig(max_samples=200), seed)
+    return run_method(method, exp, compact_model_config(), TINY1, stage2, QualityConfig(max_samples=200), seed)
 
 
 class TestRunMethod:
     def test_cosmo__beats_chance_clearly(self, imu_pair: ExperimentData) -> None:
         stage2 = FinetuneConfig(epochs=12, batch_size=8, t_iter=3, eval_every=12, progress=False)
-        results = run_method(MethodConfig(name="cosmo"), imu_pair, ModelConfig.compact(), TINY1, stage2,
+        results = run_method(MethodConfig(name="cosmo"), imu_pair, compact_model_config(), TINY1, stage2,
                              QualityConfig(max_samples=100), seed=0)
         assert results["accuracy"] > 2.0 / NUM_CLASSES
-        assert set(results["qom"]["weights"]) == {"acc", "gyro"}
-        assert results["qom"]["weights"]["acc"] == pytest.approx(sum(results["qom"]["weights"].values())
-                                                                 - results["qom"]["weights"]["gyro"])
+        # The prior is the normalised QoM scores q_j = H_j / c_j of the run's own Hopkins and cluster counts.
+        qom, cfg = results["qom"], QualityConfig(max_samples=100)
+        weights, scores = qom["weights"], qom["scores"]
+        assert set(weights) == set(scores) == {"acc", "gyro"}
+        assert sum(weights.values()) == pytest.approx(1.0) and all(0.0 < w < 1.0 for w in weights.values())
+        for m in weights:
+            assert scores[m] == pytest.approx(qom["hopkins"][m] / cluster_penalty(qom["clusters"][m], NUM_CLASSES, cfg))
+            assert weights[m] == pytest.approx(scores[m] / sum(scores.values()))
 
     def test_results__keys_and_json(self, mixed: ExperimentData) -> None:
         results = _run(MethodConfig(name="cosmo"), mixed)

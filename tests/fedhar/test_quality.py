@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from model_presets import compact_model_config
 from sklearn.datasets import make_blobs
 
-from fedhar import keys
 from fedhar.data.dataset import ModalitySpec
-from fedhar.models import ContrastiveFusionModel, ModelConfig
+from fedhar.models import ContrastiveFusionModel
 from fedhar.quality import (
     QualityConfig,
+    cluster_penalty,
     compute_client_qom,
     compute_hopkins,
-    cluster_penalty,
     compute_qom,
+    encode_for_quality,
     select_cluster_count,
 )
 
@@ -131,10 +132,6 @@ class TestComputeQoM:
         assert 0 < result.weights["dead"] < result.weights["ok"]
         assert "no spread" in caplog.text
 
-    def test_metrics__qom_prefixed_keys(self) -> None:
-        result = compute_qom({"a": _blobs(60, 3)[0], "b": _blobs(60, 2, seed=1)[0]}, num_classes=3)
-        assert set(result.metrics()) == {f"{keys.QOM_PREFIX}a", f"{keys.QOM_PREFIX}b"}
-
     @pytest.mark.parametrize(
         ("features", "num_classes", "match"),
         [
@@ -152,10 +149,17 @@ class TestComputeQoM:
     def test_client_qom__features_source_encodes_first(self) -> None:
         torch.manual_seed(0)
         spec = ModalitySpec("acc", (200, 3), 100.0)
-        model = ContrastiveFusionModel([spec], ModelConfig.compact())
+        model = ContrastiveFusionModel([spec], compact_model_config())
         data = {"acc": np.random.default_rng(0).normal(size=(40, 200, 3)).astype(np.float32)}
-        result = compute_client_qom(data, 4, QualityConfig(source="features"), model=model)
+        cfg = QualityConfig(source="features")
+        result = compute_client_qom(data, 4, cfg, model=model)
+        # One modality always gets weight 1: what shows the encoding are H and k*, which must be
+        # those of the encoder's features and not those of the raw windows.
+        encoded = compute_qom(encode_for_quality(model, data), 4, cfg)
+        raw = compute_qom(data, 4, cfg)
         assert result.weights == {"acc": 1.0} and model.training
+        assert (result.hopkins, result.clusters) == (encoded.hopkins, encoded.clusters)
+        assert result.hopkins != raw.hopkins
         with pytest.raises(ValueError, match="model"):
             compute_client_qom(data, 4, QualityConfig(source="features"))
 

@@ -60,7 +60,7 @@ def test_run_cell__relative_out_gives_the_run_absolute_paths(tmp_path: Path, mon
     results_file = tmp_path / "results.json"
     results_file.write_text(json.dumps({"final": {"accuracy": 0.5}}))
 
-    def fake_run(cmd: list[str], cwd: Path, env: dict, stdout, **_: object):  # noqa: ANN001
+    def fake_run(cmd: list[str], cwd: Path, env: dict, stdout, **_: object):
         seen.update(cwd=cwd, env=env)
         stdout.write(f"{bench_federated.RESULTS_MARKER}{results_file}\n")
         return type("Done", (), {"returncode": 0})()

@@ -17,8 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
 from fedhar.errors import DatasetNotFoundError, DeploymentError, ModalityMissingError
-from simulations.deploy import (check_data_folder, check_reachable, check_tls, explain_supernode_failure,
-                                generate_node_keys, generate_tls)
+from simulations.deploy import (
+    check_data_folder,
+    check_reachable,
+    check_tls,
+    explain_supernode_failure,
+    generate_tls,
+)
 from simulations.deploy.__main__ import EXIT_FAULT, EXIT_USAGE, main
 
 # What flower-supernode 1.41 logs when the SuperLink refuses an unregistered key (seen on loopback).

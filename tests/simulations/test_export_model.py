@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx  # noqa: F401  (a test dependency: fail loudly if missing)
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -18,8 +19,6 @@ from fedhar.federated import build_finetune_model
 from fedhar.models import ModelConfig
 from simulations import export_model, infer
 from strategies.server_app import NORMALIZER_FILE, compose_config
-
-import onnx  # noqa: E402,F401  (a test dependency: fail loudly if missing)
 
 # Three subjects, subject 3 held out (as the federated smoke runs).
 OVERRIDES = ("dataset=synthetic dataset.preprocess.num_subjects=3 dataset.protocols.default.test_subjects=[3] "

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 import yaml
 
 from fedhar.data.dataset import DatasetInfo, ModalitySpec
@@ -20,7 +19,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 UTD = DatasetInfo("utd-mhad", (ModalitySpec("inertial", (120, 6), 50.0), ModalitySpec("skeleton", (40, 20, 3), 30.0)),
                   tuple(f"a{i}" for i in range(1, 28)), (1, 2))
 
-import onnx  # noqa: E402,F401  (a test dependency: fail loudly if missing)
+import onnx  # noqa: F401  (a test dependency: fail loudly if missing)
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import stat
 import subprocess
+import sys
 import tempfile
 import time
-import stat
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -231,12 +232,18 @@ def test_flwr_run__heterogeneous_modalities(tmp_path: Path, capsys: pytest.Captu
 
 @pytest.mark.slow
 def test_flwr_run__same_seed_same_weights_and_every_stage2_mode(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    # Same seed, full participation: bit-identical stage-1 and stage-2 weights. The first run
-    # also runs stage 2 "local" and "centralized" from the same encoders (after the primary mode).
+    # Same seed, full participation: bit-identical stage-1 and stage-2 weights; another seed gives
+    # other weights. The first run also runs stage 2 "local" and "centralized" from the same
+    # encoders (after the primary mode).
     first = _flwr_run(tmp_path / "a", f"{SMOKE} federation.stage2_compare=[local,centralized]", capsys)
     second = _flwr_run(tmp_path / "b", SMOKE, capsys)
+    other_seed = _flwr_run(tmp_path / "c", f"{SMOKE} seed=1", capsys)
     assert first["stage1"]["weights_sha256"] == second["stage1"]["weights_sha256"]
     assert first["stage2"]["weights_sha256"] == second["stage2"]["weights_sha256"]
+    # ... and the seed matters: equal digests above are not a digest that ignores the weights.
+    assert other_seed["config"]["seed"] == 1
+    assert other_seed["stage1"]["weights_sha256"] != first["stage1"]["weights_sha256"]
+    assert other_seed["stage2"]["weights_sha256"] != first["stage2"]["weights_sha256"]
     assert first["final"] == second["final"]
     local, central = first["stage2_compare"]["local"], first["stage2_compare"]["centralized"]
     assert set(local["clients"]) == {"subject-1", "subject-2"} and set(local["mean"]) >= {"accuracy", "own_accuracy"}
@@ -248,14 +255,13 @@ RAY_START_TIMEOUT_S = 120.0
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("ray") is None, reason="the ray CLI is not installed")
-def test_flwr_run__joins_existing_ray_cluster(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_flwr_run__joins_existing_ray_cluster(tmp_path: Path, capsys: pytest.CaptureFixture, ray_cli: str) -> None:
     # `ray start --head --num-cpus 2`, then the unchanged app (no init-args-num-cpus) joins it.
     # The head gets a private port and temp dir (other simulations on the machine do not
     # join it), runs with --block in its own process group and is always terminated.
     port = free_port()
     temp_dir = Path(tempfile.mkdtemp(prefix="fedhar-ray-", dir="/tmp"))  # short: Ray's socket paths
-    head = subprocess.Popen(["ray", "start", "--head", "--num-cpus", "2", "--port", str(port), "--block",
+    head = subprocess.Popen([ray_cli, "start", "--head", "--num-cpus", "2", "--port", str(port), "--block",
                              "--node-ip-address", "127.0.0.1", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -264,11 +270,20 @@ def test_flwr_run__joins_existing_ray_cluster(tmp_path: Path, capsys: pytest.Cap
             assert head.poll() is None, "ray start --head exited early"
             time.sleep(1.0)
         time.sleep(3.0)
+        logs = temp_dir / "session_latest" / "logs"
+        assert not list(logs.glob("python-core-driver-*")), "a driver joined the head before the run"
         results = _flwr_run(tmp_path, SMOKE, capsys, extra_env={"RAY_ADDRESS": f"127.0.0.1:{port}"})
         assert results["final"]["accuracy"] > 0.0
-        # The run's simulation driver registered as a job with the head's GCS.
-        jobs = list(temp_dir.glob("session_*/logs/*driver*")) + list(temp_dir.glob("session_*/logs/worker-*"))
-        assert jobs, f"no driver or worker log in {temp_dir}: the run did not join the cluster"
+        # The run's simulation driver connected to this head (python-core-driver-<driver id>_<pid>.log,
+        # the driver id starting with its 8-hex-digit job id) and the head's workers ran that job's
+        # actors (worker-<worker id>-<job id>-<pid>.out). Workers the head prestarts carry job
+        # ffffffff; a run on its own local Ray logs into another temp dir.
+        names = sorted(p.name for p in logs.iterdir())
+        driver_jobs = {m.group(1) for n in names
+                       if (m := re.fullmatch(r"python-core-driver-([0-9a-f]{8})[0-9a-f]*_\d+\.log", n))}
+        worker_jobs = {m.group(1) for n in names if (m := re.fullmatch(r"worker-[0-9a-f]+-([0-9a-f]{8})-\d+\.out", n))}
+        assert driver_jobs, f"no driver log in {logs}: the run did not join the cluster ({names})"
+        assert driver_jobs & worker_jobs, f"no worker of the driver's job {driver_jobs} on the head ({names})"
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:

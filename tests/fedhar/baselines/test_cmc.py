@@ -9,10 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from baseline_helpers import USC_SPECS, UTD_SPECS, make_batch, take_train_step
+from model_presets import compact_model_config
 from torch import Tensor
 
 from fedhar.baselines import CMCLoss, cmc_objective, cmc_or_unimodal_objective
-from fedhar.models import ContrastiveFusionModel, ModelConfig
+from fedhar.models import ContrastiveFusionModel
 
 
 def _loop_reference(projections: dict[str, Tensor], temperature: float) -> float:
@@ -87,17 +88,17 @@ class TestCMCLoss:
 class TestCMCObjective:
     @pytest.mark.parametrize("specs", [UTD_SPECS, USC_SPECS], ids=["utd", "usc"])
     def test_objective__trains_contrastive_fusion_model(self, specs: tuple) -> None:
-        model = ContrastiveFusionModel(specs, ModelConfig.compact())
+        model = ContrastiveFusionModel(specs, compact_model_config())
         batch = make_batch(specs, 4)
         take_train_step(model, lambda m: cmc_objective()(m, batch))
 
     def test_or_unimodal__falls_back_for_one_modality(self) -> None:
-        model = ContrastiveFusionModel(USC_SPECS[:1], ModelConfig.compact())
+        model = ContrastiveFusionModel(USC_SPECS[:1], compact_model_config())
         objective = cmc_or_unimodal_objective(torch.Generator().manual_seed(0))
         take_train_step(model, lambda m: objective(m, make_batch(USC_SPECS[:1], 4)))
 
     def test_or_unimodal__uses_cmc_for_two_modalities(self) -> None:
-        model = ContrastiveFusionModel(USC_SPECS, ModelConfig.compact()).eval()
+        model = ContrastiveFusionModel(USC_SPECS, compact_model_config()).eval()
         batch = make_batch(USC_SPECS, 4)
         objective = cmc_or_unimodal_objective(torch.Generator().manual_seed(0))
         torch.testing.assert_close(objective(model, batch), cmc_objective()(model, batch))

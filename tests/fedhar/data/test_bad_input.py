@@ -121,10 +121,10 @@ DEFECTS: list[tuple[str, Defect, str]] = [
     ("wrong-ndim", lambda p, f: _replace_mat(p, {f: _real(p).ravel()}), "has shape"),
     # a NaN reading
     ("nan", lambda p, f: _replace_mat(p, {f: np.where(np.arange(_real(p).size).reshape(_real(p).shape) == 7,
-                                                       np.nan, _real(p))}), "NaN/Inf"),  # fmt: skip
+                                                       np.nan, _real(p))}), "NaN/Inf"),
     # an Inf reading
     ("inf", lambda p, f: _replace_mat(p, {f: np.where(np.arange(_real(p).size).reshape(_real(p).shape) == 3,
-                                                       np.inf, _real(p))}), "NaN/Inf"),  # fmt: skip
+                                                       np.inf, _real(p))}), "NaN/Inf"),
 ]
 
 

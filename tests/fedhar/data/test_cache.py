@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, ClassVar, NoReturn
 
 import numpy as np
 import pytest
@@ -92,7 +92,7 @@ class TestCachedLoad:
         [
             pytest.param(lambda b: b[: len(b) // 2], id="truncated"),
             pytest.param(lambda b: b[: len(b) // 2] + bytes([b[len(b) // 2] ^ 0xFF]) + b[len(b) // 2 + 1 :],
-                         id="flipped-byte-in-array"),  # fmt: skip
+                         id="flipped-byte-in-array"),
             pytest.param(lambda b: b"not an npz file", id="garbage"),
             pytest.param(lambda b: b"", id="empty"),
         ],
@@ -117,7 +117,7 @@ class TestCachedLoad:
 
 
 class TestCacheKey:
-    BASE: dict[str, Any] = {
+    BASE: ClassVar[dict[str, Any]] = {
         "dataset": "utd-mhad",
         "reader_version": 1,
         "preprocess": {"imu_length": 120, "skeleton_frames": 40},

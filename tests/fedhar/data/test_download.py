@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fedhar.data.download import extract_zip, fetch_dataset
-from fedhar.data.manifest import Manifest, build_manifest, check_folder
+from fedhar.data.manifest import Manifest, build_manifest, check_folder, load_manifest
 from fedhar.data.sources import get_source
 from fedhar.errors import DataFormatError, DatasetNotFoundError, ManifestMismatchError
 
@@ -124,6 +124,25 @@ class TestFetchFromLocal:
         with pytest.raises(DataFormatError, match="not a readable zip"):
             fetch_dataset("utd-mhad", install_dir, from_path=fake, manifest=manifest, progress=False)
         assert list(install_dir.iterdir()) == []
+
+
+class TestDefaultManifest:
+    @pytest.mark.parametrize("name", ["utd-mhad", "usc-had"])
+    def test_fetch__without_manifest_checks_the_shipped_one(self, name: str, tmp_path: Path) -> None:
+        # An existing folder holding none of the dataset's files: without manifest=, fetch_dataset
+        # must report every required file of the manifest shipped in fedhar/data/manifests missing.
+        shipped = load_manifest(name)
+        required = sum(not e.optional for e in shipped.entries)
+        folder = tmp_path / get_source(name).folder
+        folder.mkdir()
+        (folder / "stray.txt").write_text("not part of the dataset")
+        with pytest.raises(DatasetNotFoundError, match=rf"; {required} missing: |\({required} missing: "):
+            fetch_dataset(name, tmp_path, progress=False)
+
+    @pytest.mark.parametrize("name", ["utd-mhad", "usc-had"])
+    def test_fetch__real_dataset_verifies_against_the_default(self, name: str, data_dir: Path) -> None:
+        # The real dataset is kept as is (no force): it verifies against the default manifest.
+        assert fetch_dataset(name, data_dir, progress=False) == data_dir / get_source(name).folder
 
 
 class TestExistingFolder:

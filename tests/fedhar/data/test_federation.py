@@ -16,8 +16,15 @@ from fedhar import keys
 from fedhar.data.config import DatasetConfig
 from fedhar.data.dataset import HARDataset
 from fedhar.data.experiment import prepare_experiment
-from fedhar.data.federation import (DataSummary, FederationData, build_client_partition, merge_summaries,
-                                    subject_modalities, summarize_subject, validate_summary)
+from fedhar.data.federation import (
+    DataSummary,
+    FederationData,
+    build_client_partition,
+    merge_summaries,
+    subject_modalities,
+    summarize_subject,
+    validate_summary,
+)
 from fedhar.data.loading import load_dataset
 from fedhar.data.normalization import ChannelMoments, NormStats
 from fedhar.data.protocol import resolve_protocol
@@ -106,7 +113,7 @@ class TestFederatedEqualsCentralised:
 
 
 def _summary(synthetic: Any, subject: int = 1) -> DataSummary:
-    cfg, full = synthetic
+    _, full = synthetic
     return summarize_subject(full, subject, full.modalities)
 
 
@@ -215,7 +222,7 @@ class TestMergeAndConfig:
             build_client_partition(full, cfg, 1, merged, 20, 0)
 
     def test_summary__subject_without_rows__raises(self, synthetic: Any) -> None:
-        cfg, full = synthetic
+        _, full = synthetic
         with pytest.raises(ConfigError, match="no rows of subject 9"):
             summarize_subject(full, 9, full.modalities)
 

@@ -18,8 +18,7 @@ import yaml
 from fedhar.data.config import DatasetConfig
 from fedhar.data.dataset import HARDataset
 from fedhar.data.protocol import Protocol, resolve_protocol
-from fedhar.data.splits import (LabelSplit, labeled_count_per_class, make_label_split, split_sizes,
-                                subject_label_split)
+from fedhar.data.splits import LabelSplit, labeled_count_per_class, make_label_split, split_sizes, subject_label_split
 from fedhar.data.synthetic import make_synthetic
 from fedhar.errors import ConfigError
 
@@ -108,7 +107,7 @@ class TestLabeledCountPerClass:
 class TestMakeLabelSplit:
     @pytest.mark.parametrize("rate", [10, 20, 50])
     def test_fraction__disjoint_cover_and_counts(self, synthetic: Any, rate: float) -> None:
-        cfg, ds, protocol = synthetic
+        _, ds, protocol = synthetic
         split = make_label_split(ds, protocol, rate, seed=0, scheme="fraction")
         _assert_partition_of_rows(split, len(ds))
         train = ds.indices_of_subjects(protocol.train_subjects)
@@ -320,7 +319,7 @@ class TestSubjectLabelSplit:
             subject_label_split(ds, 2, census, 10, 0, "fraction")
 
     def test_subject_split__subject_not_in_census__raises(self, synthetic: Any) -> None:
-        _, ds, protocol = synthetic
+        _, ds, _ = synthetic
         census = _census(ds, (1, 3))
         with pytest.raises(ConfigError, match="not in the class counts"):
             subject_label_split(ds, 2, census, 10, 0, "fraction")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -113,7 +113,7 @@ class TestSyntheticSubjectFilter:
 
 
 class TestCacheKey:
-    BASE: dict[str, Any] = {"dataset": "usc-had", "reader_version": 1, "preprocess": {"window_s": 2.0},
+    BASE: ClassVar[dict[str, Any]] = {"dataset": "usc-had", "reader_version": 1, "preprocess": {"window_s": 2.0},
                             "skip_bad_files": False, "fingerprint": [("Subject1/a1t1.mat", 10, 5)]}
 
     def test_key__depends_on_the_subject_filter(self) -> None:

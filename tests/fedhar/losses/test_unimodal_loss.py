@@ -7,17 +7,19 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from model_presets import compact_model_config
 
 from fedhar.data.dataset import ModalitySpec
 from fedhar.losses import (
     AugmentationConfig,
+    CosmoFusionLoss,
     UnimodalContrastiveLoss,
     augment_window,
     cosmo_or_unimodal_objective,
     nt_xent_loss,
     unimodal_objective,
 )
-from fedhar.models import ContrastiveFusionModel, ModelConfig
+from fedhar.models import ContrastiveFusionModel
 
 
 def _loop_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
@@ -71,7 +73,7 @@ class TestObjectives:
     def test_unimodal_objective__single_modality_model_trains(self) -> None:
         torch.manual_seed(0)
         spec = ModalitySpec("acc", (200, 3), 100.0)
-        model = ContrastiveFusionModel([spec], ModelConfig.compact())
+        model = ContrastiveFusionModel([spec], compact_model_config())
         loss = unimodal_objective(torch.Generator().manual_seed(0))(model, {"acc": torch.randn(6, 200, 3)})
         loss.backward()
         assert loss.item() > 0
@@ -80,8 +82,19 @@ class TestObjectives:
     def test_cosmo_or_unimodal__picks_by_modality_count(self) -> None:
         torch.manual_seed(0)
         specs = [ModalitySpec("acc", (200, 3), 100.0), ModalitySpec("gyro", (200, 3), 100.0)]
-        model = ContrastiveFusionModel(specs, ModelConfig.compact())
-        objective = cosmo_or_unimodal_objective(torch.Generator().manual_seed(0))
+        model = ContrastiveFusionModel(specs, compact_model_config()).eval()  # no dropout: same input, same loss
         both = {"acc": torch.randn(4, 200, 3), "gyro": torch.randn(4, 200, 3)}
-        assert torch.isfinite(objective(model, both))
-        assert torch.isfinite(objective(model, {"gyro": both["gyro"]}))
+        gyro = {"gyro": both["gyro"]}
+
+        def combined(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return cosmo_or_unimodal_objective(torch.Generator().manual_seed(0))(model, batch)
+
+        def unimodal(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            return unimodal_objective(torch.Generator().manual_seed(0))(model, batch)
+
+        # Two modalities: exactly Cosmo's fusion loss of the projections, not the unimodal loss.
+        fused = CosmoFusionLoss()(model(both))
+        assert combined(both).item() == pytest.approx(fused.item(), rel=1e-6)
+        assert combined(both).item() != pytest.approx(unimodal(both).item(), rel=1e-3)
+        # One modality: exactly the unimodal objective with the same augmentation seed.
+        assert combined(gyro).item() == pytest.approx(unimodal(gyro).item(), rel=1e-6)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_presets import compact_model_config
 
 from fedhar.data.dataset import ModalitySpec
 from fedhar.models import (
     AttentionFusionClassifier,
     ContrastiveFusionModel,
     FusionClassifierModel,
-    ModelConfig,
     QualityGuidedAttention,
     build_fusion_classifier_model,
 )
@@ -101,22 +101,22 @@ class TestAttentionFusionClassifier:
 class TestFusionClassifierModel:
     def test_forward__logits_from_pretrained_encoders(self) -> None:
         torch.manual_seed(0)
-        pretrained = ContrastiveFusionModel(SPECS, ModelConfig.compact())
-        model = build_fusion_classifier_model(SPECS, 27, ModelConfig.compact(), encoders=pretrained.encoders)
+        pretrained = ContrastiveFusionModel(SPECS, compact_model_config())
+        model = build_fusion_classifier_model(SPECS, 27, compact_model_config(), encoders=pretrained.encoders)
         batch = {s.name: torch.randn(4, *s.shape) for s in SPECS}
         assert model(batch).shape == (4, 27)
         # deep copies: stage-1 weights stay untouched by stage 2
         assert model.encoders["inertial"] is not pretrained.encoders["inertial"]
 
     def test_parameters__split_covers_model(self) -> None:
-        model = build_fusion_classifier_model(SPECS, 27, ModelConfig.compact())
+        model = build_fusion_classifier_model(SPECS, 27, compact_model_config())
         enc, clf = list(model.encoder_parameters()), list(model.classifier_parameters())
         assert {id(p) for p in enc}.isdisjoint({id(p) for p in clf})
         assert len(enc) + len(clf) == len(list(model.parameters()))
 
     def test_forward__unknown_modality_raises(self) -> None:
         model = FusionClassifierModel(
-            build_fusion_classifier_model(SPECS, 27, ModelConfig.compact()).encoders, torch.nn.Identity()
+            build_fusion_classifier_model(SPECS, 27, compact_model_config()).encoders, torch.nn.Identity()
         )
         with pytest.raises(ValueError, match="nothing else"):
             model({"depth": torch.randn(2, 4)})

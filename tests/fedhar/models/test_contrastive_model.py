@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_presets import compact_model_config
 
 from fedhar import keys
 from fedhar.data.dataset import ModalitySpec
@@ -21,7 +22,7 @@ def _batch(batch: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def compact_model() -> ContrastiveFusionModel:
     torch.manual_seed(0)
-    return ContrastiveFusionModel(SPECS, ModelConfig.compact())
+    return ContrastiveFusionModel(SPECS, compact_model_config())
 
 
 class TestContrastiveFusionModel:
@@ -52,9 +53,9 @@ class TestContrastiveFusionModel:
 
     def test_init__duplicate_modality_raises(self) -> None:
         with pytest.raises(ValueError, match="twice"):
-            ContrastiveFusionModel([SPECS[0], SPECS[0]], ModelConfig.compact())
+            ContrastiveFusionModel([SPECS[0], SPECS[0]], compact_model_config())
 
-    @pytest.mark.parametrize("cfg", [ModelConfig(), ModelConfig.compact()], ids=["reference", "compact"])
+    @pytest.mark.parametrize("cfg", [ModelConfig(), compact_model_config()], ids=["reference", "compact"])
     def test_backward__gradients_reach_both_encoders(self, cfg: ModelConfig) -> None:
         torch.manual_seed(0)
         model = ContrastiveFusionModel(SPECS, cfg)

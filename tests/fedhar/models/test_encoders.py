@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_presets import compact_model_config
 
 from fedhar.data.dataset import ModalitySpec
 from fedhar.models import (
@@ -99,5 +100,5 @@ class TestProjectionHead:
 
     def test_variants__named_heads_match_config(self) -> None:
         assert _count(CosmoProjectionHead((16, 472))) == _count(build_head((16, 472), ModelConfig().head))
-        compact = ModelConfig.compact()
+        compact = compact_model_config()
         assert _count(CompactProjectionHead((16, 48))) == _count(build_head((16, 48), compact.head))

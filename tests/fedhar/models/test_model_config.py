@@ -14,7 +14,12 @@ CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "model"
 
 
 class TestModelConfig:
-    @pytest.mark.parametrize(("name", "expected"), [("reference", ModelConfig()), ("compact", ModelConfig.compact())])
+    @pytest.mark.parametrize(("name", "expected"), [
+        ("reference", ModelConfig()),
+        ("compact", ModelConfig(encoder=EncoderConfig(variant="compact"),
+                                head=HeadConfig(variant="compact", hidden_dims=(256,), batch_norm=False),
+                                classifier=ClassifierConfig(variant="compact", gru_hidden=32, mlp_hidden=(128,)))),
+    ])
     def test_from_mapping__yaml_equals_dataclass(self, name: str, expected: ModelConfig) -> None:
         mapping = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
         assert ModelConfig.from_mapping(mapping) == expected

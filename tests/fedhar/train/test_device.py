@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_presets import compact_model_config
+from train_toys import NUM_CLASSES, ToyFusion, make_dataset, toy_objective
 
 from fedhar.data.config import DatasetConfig
 from fedhar.data.experiment import ExperimentData, prepare_experiment
 from fedhar.data.synthetic import make_synthetic
 from fedhar.errors import ConfigError
-from fedhar.models.config import ModelConfig
 from fedhar.pipeline import MethodConfig, run_method
 from fedhar.quality import QualityConfig, encode_for_quality
 from fedhar.train import (
@@ -30,7 +31,6 @@ from fedhar.train import (
 )
 from fedhar.train.batches import to_tensors
 from fedhar.train.finetune import frozen_rnns_without_cudnn
-from train_toys import NUM_CLASSES, ToyFusion, make_dataset, toy_objective
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CPU = torch.device("cpu")
@@ -153,12 +153,12 @@ class TestFrozenRnnsWithoutCudnn:
 class TestPipelineDevice:
     def test_cpu__results_name_the_device(self) -> None:
         results = run_method(MethodConfig(name="supervised", modality="acc"), _pipeline_experiment(),
-                             ModelConfig.compact(), PIPELINE_STAGE1, FinetuneConfig(epochs=1, progress=False), None, 0)
+                             compact_model_config(), PIPELINE_STAGE1, FinetuneConfig(epochs=1, progress=False), None, 0)
         assert results["device"] == "cpu" and results["device_name"] is None
 
     def test_bad_device__raises_before_training(self) -> None:
         with pytest.raises(ConfigError, match="'cuda:x'"):
-            run_method(MethodConfig(name="cosmo"), _pipeline_experiment(), ModelConfig.compact(), PIPELINE_STAGE1,
+            run_method(MethodConfig(name="cosmo"), _pipeline_experiment(), compact_model_config(), PIPELINE_STAGE1,
                        PIPELINE_STAGE2, None, 0, device="cuda:x")
 
 
@@ -216,7 +216,7 @@ class TestCuda:
         exp = _pipeline_experiment()
         torch.manual_seed(0)
         model = ContrastiveFusionModel(tuple(exp.info.modality(m) for m in exp.info.modality_names),
-                                       ModelConfig.compact())
+                                       compact_model_config())
         data = {m: np.asarray(exp.unlabeled.data[m]) for m in model.modalities}
         # Execute
         cpu = encode_for_quality(model, data)
@@ -235,7 +235,7 @@ class TestCuda:
         quality = QualityConfig(max_samples=100, source="features")
 
         def run(device: str) -> dict:
-            return run_method(MethodConfig(name="cosmo"), exp, ModelConfig.compact(), PIPELINE_STAGE1,
+            return run_method(MethodConfig(name="cosmo"), exp, compact_model_config(), PIPELINE_STAGE1,
                               PIPELINE_STAGE2, quality, 0, checkpoint_path=tmp_path / f"{device}.pt", device=device)
 
         # Execute

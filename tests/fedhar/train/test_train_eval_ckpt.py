@@ -151,12 +151,11 @@ class TestModulation:
 
 
 class TestHistory:
-    def test_last_and_best__labelled_metrics(self, tmp_path: Path) -> None:
+    def test_last_and_best__labelled_metrics(self) -> None:
         h = History("finetune")
         for epoch, acc in [(1, 0.2), (2, 0.6), (3, 0.4)]:
             h.append(EpochRecord(epoch, "finetune", 1.0 / epoch, 0.1, 0.5, metrics={"test_accuracy": acc}))
         h.append(EpochRecord(4, "finetune", 0.1, 0.1, 0.5))
         assert h.last("test_accuracy") == 0.4 and h.best("test_accuracy") == (2, 0.6)
-        h.write_jsonl(tmp_path / "h.jsonl")
-        rows = [json.loads(line) for line in (tmp_path / "h.jsonl").read_text().splitlines()]
+        rows = json.loads(json.dumps(h.to_list()))
         assert len(rows) == 4 and rows[1]["test_accuracy"] == 0.6 and h.total_seconds == pytest.approx(2.0)

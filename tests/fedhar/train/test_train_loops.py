@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from train_toys import NUM_CLASSES, ToyFusion, ToyFusionNoHeads, make_dataset, toy_objective
 
 from fedhar.data.dataset import HARDataset
 from fedhar.train import (
@@ -22,8 +23,6 @@ from fedhar.train import (
 from fedhar.errors import ConfigError
 from fedhar.train.augment import AugmentConfig
 from fedhar.train.batches import iterate_batches, num_batches, to_tensors
-from train_toys import NUM_CLASSES, ToyFusion, ToyFusionNoHeads, make_dataset, toy_objective
-
 
 
 @pytest.fixture(scope="module")
