@@ -41,9 +41,9 @@ from fedhar.baselines.attnsense import AttnSenseModel
 from fedhar.baselines.classical import ClassicalConfig, ClassicalModel
 from fedhar.baselines.cmc import CMCLoss, cmc_objective
 from fedhar.baselines.config import AttnSenseConfig, CMCConfig, CPCConfig, DeepSenseConfig
-from fedhar.baselines.single_modality import SingleModalityClassifier
 from fedhar.baselines.cpc import CPCClassifier, CPCModel, cpc_objective
 from fedhar.baselines.deepsense import DeepSenseModel
+from fedhar.baselines.single_modality import SingleModalityClassifier
 from fedhar.data.dataset import HARDataset, ModalitySpec
 from fedhar.data.experiment import ExperimentData
 from fedhar.errors import ConfigError
@@ -123,7 +123,7 @@ class MethodConfig:
     @property
     def label(self) -> str:
         """Name for tables and run folders (``supervised-skeleton``, ``classical-lr``, ``classical-acc``)."""
-        name = self.name
+        name: str = self.name
         if name == "classical" and self.architecture.get("classifier") == "logistic_regression":
             name = "classical-lr"
         return f"{name}-{self.modality}" if name != "cosmo" and self.modality else name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from fedhar.errors import ConfigError
 from fedhar.train.augment import AugmentConfig
@@ -89,7 +89,7 @@ class _LoopConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}", name)
 
     @classmethod
-    def from_mapping(cls: type[T], cfg: Mapping[str, Any]) -> T:
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> Self:
         """Build from a plain mapping (a resolved YAML group); unknown keys raise."""
         kw = _check_keys(cls, cfg, cls.__name__)
         if "optim" in kw:
@@ -100,7 +100,7 @@ class _LoopConfig:
             kw["augment"] = AugmentConfig.from_mapping(dict(kw["augment"] or {}))
         return cls(**kw)
 
-    def with_epochs(self: T, epochs: int) -> T:
+    def with_epochs(self, epochs: int) -> Self:
         """A copy with another epoch budget."""
         return replace(self, epochs=epochs)  # type: ignore[type-var]
 

@@ -9,6 +9,7 @@ from torch import nn
 from train_toys import NUM_CLASSES, ToyFusion, ToyFusionNoHeads, make_dataset, toy_objective
 
 from fedhar.data.dataset import HARDataset
+from fedhar.errors import ConfigError
 from fedhar.train import (
     FinetuneConfig,
     OptimConfig,
@@ -20,7 +21,6 @@ from fedhar.train import (
     set_phase,
     train_supervised,
 )
-from fedhar.errors import ConfigError
 from fedhar.train.augment import AugmentConfig
 from fedhar.train.batches import iterate_batches, num_batches, to_tensors
 
