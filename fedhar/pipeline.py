@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 from fedhar.baselines.attnsense import AttnSenseModel
-from fedhar.baselines.classical import ClassicalConfig, ClassicalModel
+from fedhar.baselines.classical import ClassicalModel
 from fedhar.baselines.cmc import CMCLoss, cmc_objective
-from fedhar.baselines.config import AttnSenseConfig, CMCConfig, CPCConfig, DeepSenseConfig
+from fedhar.baselines.config import AttnSenseConfig, ClassicalConfig, CMCConfig, CPCConfig, DeepSenseConfig
 from fedhar.baselines.cpc import CPCClassifier, CPCModel, cpc_objective
 from fedhar.baselines.deepsense import DeepSenseModel
 from fedhar.baselines.single_modality import SingleModalityClassifier

@@ -1,10 +1,12 @@
-"""Baselines of the Cosmo paper: single-modality, DeepSense, AttnSense, CMC and CPC."""
+"""Baselines: those of the Cosmo paper (single-modality, DeepSense, AttnSense, CMC, CPC) and a classical one."""
 
 from fedhar.baselines.attnsense import AttnSenseModel
+from fedhar.baselines.classical import ClassicalModel, window_features
 from fedhar.baselines.cmc import CMCLoss, cmc_objective, cmc_or_unimodal_objective
 from fedhar.baselines.config import (
     AttnSenseConfig,
     BaselineConfig,
+    ClassicalConfig,
     CMCConfig,
     CPCConfig,
     DeepSenseConfig,
@@ -25,6 +27,8 @@ __all__ = [
     "CPCConfig",
     "CPCLoss",
     "CPCModel",
+    "ClassicalConfig",
+    "ClassicalModel",
     "DeepSenseConfig",
     "DeepSenseModel",
     "SingleModalityClassifier",
@@ -33,4 +37,5 @@ __all__ = [
     "cmc_objective",
     "cmc_or_unimodal_objective",
     "cpc_objective",
+    "window_features",
 ]

@@ -18,10 +18,6 @@ The classifier is a random forest (default) or a standardised logistic regressio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any, Literal
-
 import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.ensemble import RandomForestClassifier
@@ -29,53 +25,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from fedhar.baselines.config import ClassicalConfig
 from fedhar.data.dataset import HARDataset
-from fedhar.errors import ConfigError
 
 __all__ = ["ClassicalConfig", "ClassicalModel", "window_features"]
 
-ClassifierName = Literal["random_forest", "logistic_regression"]
-_CLASSIFIERS = ("random_forest", "logistic_regression")
 _PERCENTILES = (10, 25, 50, 75, 90)
-
-
-@dataclass(frozen=True)
-class ClassicalConfig:
-    """The classical baseline's settings (configs/baseline/classical.yaml).
-
-    Parameters
-    ----------
-    classifier
-        ``"random_forest"`` or ``"logistic_regression"`` (standardised features, L2).
-    n_estimators
-        Trees of the random forest.
-    max_iter
-        Iterations of the logistic regression's solver.
-    c
-        Inverse L2 strength of the logistic regression.
-    """
-
-    classifier: ClassifierName = "random_forest"
-    n_estimators: int = 500
-    max_iter: int = 2000
-    c: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.classifier not in _CLASSIFIERS:
-            raise ConfigError(f"classifier must be one of {_CLASSIFIERS}, got {self.classifier!r}",
-                              "method.architecture.classifier")
-        if self.n_estimators < 1 or self.max_iter < 1 or self.c <= 0:
-            raise ConfigError(f"need n_estimators >= 1, max_iter >= 1 and c > 0, got {self.n_estimators}, "
-                              f"{self.max_iter}, {self.c}", "method.architecture")
-
-    @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any]) -> ClassicalConfig:
-        """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known - {"name"})
-        if unknown:
-            raise ConfigError(f"unknown keys {unknown}; known: {sorted(known)}", "method.architecture")
-        return cls(**{k: v for k, v in cfg.items() if k != "name"})
 
 
 def _channel_stats(x: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ __all__ = [
     "BaselineConfig",
     "CMCConfig",
     "CPCConfig",
+    "ClassicalConfig",
     "DeepSenseConfig",
     "SingleModalityConfig",
     "baseline_config_from_mapping",
@@ -21,6 +22,8 @@ __all__ = [
 
 C = TypeVar("C")
 Pooling = Literal["last", "mean"]
+ClassifierName = Literal["random_forest", "logistic_regression"]
+_CLASSIFIERS = ("random_forest", "logistic_regression")
 
 
 @dataclass(frozen=True)
@@ -234,8 +237,46 @@ class CPCConfig:
         return _from_mapping(cls, cfg)
 
 
-BaselineConfig = SingleModalityConfig | DeepSenseConfig | AttnSenseConfig | CMCConfig | CPCConfig
+@dataclass(frozen=True)
+class ClassicalConfig:
+    """The classical baseline's settings (configs/baseline/classical.yaml).
+
+    Parameters
+    ----------
+    classifier
+        ``"random_forest"`` or ``"logistic_regression"`` (standardised features, L2).
+    n_estimators
+        Trees of the random forest.
+    max_iter
+        Iterations of the logistic regression's solver.
+    c
+        Inverse L2 strength of the logistic regression.
+    """
+
+    name: Literal["classical"] = "classical"
+    classifier: ClassifierName = "random_forest"
+    n_estimators: int = 500
+    max_iter: int = 2000
+    c: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_name(self, "classical")
+        if self.classifier not in _CLASSIFIERS:
+            raise ConfigError(f"classifier must be one of {_CLASSIFIERS}, got {self.classifier!r}",
+                              "method.architecture.classifier")
+        if self.n_estimators < 1 or self.max_iter < 1 or self.c <= 0:
+            raise ConfigError(f"need n_estimators >= 1, max_iter >= 1 and c > 0, got {self.n_estimators}, "
+                              f"{self.max_iter}, {self.c}", "method.architecture")
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> ClassicalConfig:
+        """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
+        return _from_mapping(cls, cfg)
+
+
+BaselineConfig = SingleModalityConfig | DeepSenseConfig | AttnSenseConfig | CMCConfig | CPCConfig | ClassicalConfig
 _BY_NAME: dict[str, type[Any]] = {
+    "classical": ClassicalConfig,
     "single_modality": SingleModalityConfig,
     "deepsense": DeepSenseConfig,
     "attnsense": AttnSenseConfig,

@@ -11,6 +11,7 @@ import yaml
 
 from fedhar.baselines import (
     AttnSenseConfig,
+    ClassicalConfig,
     CMCConfig,
     CPCConfig,
     DeepSenseConfig,
@@ -26,6 +27,7 @@ CLASSES: dict[str, Any] = {
     "attnsense": AttnSenseConfig,
     "cmc": CMCConfig,
     "cpc": CPCConfig,
+    "classical": ClassicalConfig,
 }
 
 

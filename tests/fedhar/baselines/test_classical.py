@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedhar.baselines.classical import ClassicalConfig, ClassicalModel, window_features
+from fedhar.baselines.classical import ClassicalModel, window_features
+from fedhar.baselines.config import ClassicalConfig
 from fedhar.data.config import DatasetConfig
 from fedhar.data.experiment import ExperimentData, prepare_experiment
 from fedhar.data.synthetic import make_synthetic
