@@ -43,6 +43,10 @@ class DatasetConfig:
         Skip unreadable raw files with a warning and a count instead of stopping.
     cache_dir
         Folder for preprocessed-array caches (``None``: no caching).
+    orientation_spread_deg
+        How far the IMU's orientation varies between wearers, in degrees: the range of the
+        rotation augmentation of the fedhar recipe (configs/recipe/fedhar.yaml). A wrist
+        band worn one way (UTD-MHAD) varies little; a hip-worn phone (USC-HAD) a lot.
     """
 
     name: str
@@ -55,6 +59,7 @@ class DatasetConfig:
     label_rates: tuple[float, ...] = ()
     modality_subsets: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     skip_bad_files: bool = False
+    orientation_spread_deg: float = 30.0
     cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -65,6 +70,9 @@ class DatasetConfig:
                 f"label_scheme must be 'per_class' or 'fraction', got {self.label_scheme!r}",
                 "dataset.label_scheme",
             )
+        if not 0.0 <= float(self.orientation_spread_deg) <= 180.0:
+            raise ConfigError(f"orientation_spread_deg must be in [0, 180], got {self.orientation_spread_deg}",
+                              "dataset.orientation_spread_deg")
         if self.label_scheme == "per_class" and not self.sequences_per_class:
             raise ConfigError("label_scheme 'per_class' needs sequences_per_class > 0", "dataset.sequences_per_class")
         if self.protocols and self.protocol not in self.protocols:
