@@ -63,7 +63,7 @@ from fedhar.train.pretrain import pretrain
 from fedhar.train.seeding import derive_seed, seed_everything
 from fedhar.train.supervised import train_supervised
 
-__all__ = ["METHODS", "MethodConfig", "count_parameters", "run_method"]
+__all__ = ["METHODS", "MethodConfig", "compute_modality_prior", "count_parameters", "run_method"]
 
 logger = logging.getLogger(__name__)
 
@@ -292,6 +292,14 @@ def _run_contrastive(
     h2 = finetune_iterative(model, experiment.labeled, stage2, derive_seed(seed, "stage2"), eval_data=experiment.test,
                             device=device)
     return model, [h1, h2], extra
+
+
+def compute_modality_prior(
+    model: ContrastiveFusionModel, experiment: ExperimentData, quality_cfg: QualityConfig, device: torch.device
+) -> dict[str, float]:
+    """Cosmo's stage-2 attention prior: the normalised QoM of each modality on the unlabeled pool."""
+    qom = _compute_qom(model, experiment.unlabeled, experiment.info.num_classes, quality_cfg, device)
+    return {m: float(qom.weights[m]) for m in model.modalities}
 
 
 def _compute_qom(
