@@ -1,5 +1,6 @@
 """Training loops (pretraining, iterative fusion fine-tuning, supervised), evaluation, checkpoints."""
 
+from fedhar.train.augment import AugmentConfig, build_augmenter
 from fedhar.train.batches import Batch, TensorData, iterate_batches, to_tensors
 from fedhar.train.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from fedhar.train.config import FinetuneConfig, OptimConfig, PretrainConfig, SupervisedConfig
@@ -13,6 +14,7 @@ from fedhar.train.seeding import derive_seed, seed_everything
 from fedhar.train.supervised import train_supervised
 
 __all__ = [
+    "AugmentConfig",
     "Batch",
     "Checkpoint",
     "CheckpointError",
@@ -25,6 +27,7 @@ __all__ = [
     "PretrainConfig",
     "SupervisedConfig",
     "TensorData",
+    "build_augmenter",
     "derive_seed",
     "device_name",
     "evaluate",
