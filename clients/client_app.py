@@ -12,7 +12,9 @@ heads of the modalities the subject's device has, on its unlabeled pool. A clien
 single modality cannot form fused views; it trains with the unimodal SimCLR objective on
 augmented windows instead (``fedhar.losses.cosmo_or_unimodal_objective``), so it still
 improves its modality's encoder. Stage 2 (``train.finetune``): iterative fusion
-fine-tuning on its own labeled rows with the global QoM prior. ``evaluate``: accuracy on
+fine-tuning on its own labeled rows with the global QoM prior; or (``query.class_stats``)
+per-class statistics of its labeled rows' features under the global encoders, from which
+the server fits the head. ``evaluate``: accuracy on
 its own rows that it did not train on (its unlabeled pool, whose labels the dataset has).
 """
 
@@ -34,7 +36,7 @@ from fedhar.data.federation import build_client_partition, subject_modalities, s
 from fedhar.data.loading import load_dataset
 from fedhar.data.partition import ClientPartition, partition_ids
 from fedhar.errors import ConfigError
-from fedhar.federated import build_finetune_model, build_pretrain_model
+from fedhar.federated import build_finetune_model, build_pretrain_model, feature_layout_of
 from fedhar.losses import cosmo_or_unimodal_objective
 from fedhar.quality import QualityConfig, compute_client_qom
 from fedhar.train import (
@@ -46,6 +48,7 @@ from fedhar.train import (
     pretrain,
     resolve_device,
 )
+from fedhar.train.class_stats import class_feature_stats
 
 __all__ = ["app", "load_own_dataset", "load_partition", "resolve_subject"]
 
@@ -262,6 +265,30 @@ def train_finetune(msg: Message, context: Context) -> Message:
         metrics[keys.MACRO_F1] = float(own.macro_f1)
     metrics.update({f"{keys.QOM_PREFIX}{m}": q for m, q in _qom(local, context).items()})
     return _reply(msg, model, metrics)
+
+
+@app.query(keys.CLASS_STATS_ACTION)
+def query_class_stats(msg: Message, context: Context) -> Message:
+    """Stage 2 from class statistics: per-class counts and feature sums and the scatter of its labeled rows.
+
+    The features are the global encoders' (eval mode) on the clean rows and
+    ``class-stats-passes`` augmented copies (``fedhar.train.class_stats``); no row leaves.
+    """
+    local = _setup(msg, context)
+    part, settings = local.partition, local.settings
+    passes = msg.content.config_records[keys.CONFIG].get(keys.CLASS_STATS_PASSES)
+    if not isinstance(passes, int) or isinstance(passes, bool) or passes < 0:
+        raise ConfigError(f"{keys.CLASS_STATS_PASSES!r} must be an int >= 0, got {passes!r}", keys.CLASS_STATS_PASSES)
+    info = part.labeled.info
+    model = build_finetune_model(info, part.modalities, settings.model)
+    _load_subset(model, msg.content.array_records[keys.ARRAYS])
+    stats = class_feature_stats(model, part.labeled, feature_layout_of(info, settings.model), local.num_classes,
+                                passes, settings.finetune.augment, seed=_client_seed(settings, part.subject))
+    arrays = ArrayRecord({k: Array(v) for k, v in stats.to_arrays().items()})
+    metrics = MetricRecord({keys.SUBJECT: part.subject, keys.NUM_EXAMPLES: part.num_labeled})
+    logger.info("subject %d: sent class statistics of %d labeled rows x %d passes", part.subject, part.num_labeled,
+                passes + 1)
+    return Message(content=RecordDict({keys.CLASS_STATS: arrays, keys.METRICS: metrics}), reply_to=msg)
 
 
 @app.evaluate()

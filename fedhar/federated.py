@@ -21,10 +21,18 @@ from fedhar.data.dataset import DatasetInfo, HARDataset
 from fedhar.models import ContrastiveFusionModel, FusionClassifierModel, ModelConfig
 from fedhar.models.attention import build_fusion_classifier
 from fedhar.train.batches import to_tensors
+from fedhar.train.class_stats import FeatureLayout, feature_layout
 from fedhar.train.device import model_device
 from fedhar.train.evaluate import eval_mode
 
-__all__ = ["build_finetune_model", "build_pretrain_model", "normalise_prior", "probe_accuracy", "state_digest"]
+__all__ = [
+    "build_finetune_model",
+    "build_pretrain_model",
+    "feature_layout_of",
+    "normalise_prior",
+    "probe_accuracy",
+    "state_digest",
+]
 
 _PROBE_BATCH = 256
 _PROBE_MAX_ITER = 500
@@ -65,6 +73,11 @@ def build_finetune_model(
     classifier = build_fusion_classifier(full.feature_shapes, info.num_classes, cfg.classifier, prior)
     encoders = nn.ModuleDict({m: full.encoders[m] for m in modalities})
     return FusionClassifierModel(encoders, classifier)
+
+
+def feature_layout_of(info: DatasetInfo, cfg: ModelConfig) -> FeatureLayout:
+    """The fusion classifier's input layout (modality, S, F) over every modality of ``info``: same on every node."""
+    return feature_layout(build_pretrain_model(info, info.modality_names, cfg).feature_shapes)
 
 
 def state_digest(state: Mapping[str, torch.Tensor | np.ndarray]) -> str:

@@ -52,3 +52,9 @@ CLASS_COUNTS = "class-counts"  # reply array: (num_classes,) rows of each class 
 COUNT_SUFFIX = ".count"  # reply array "<modality>.count": (1,) values per channel
 SUM_SUFFIX = ".sum"  # reply array "<modality>.sum": (C,) sum per channel
 SUM_SQ_SUFFIX = ".sum-sq"  # reply array "<modality>.sum-sq": (C,) sum of squares per channel
+
+# Stage 2 from class statistics (federation.stage2_mode lda / ccvr): the server queries each
+# client's per-class feature statistics under the global encoders.
+CLASS_STATS_ACTION = "class_stats"  # message type "query.class_stats"
+CLASS_STATS = "class-stats"  # reply ArrayRecord: counts (K,), sums (K, D), scatter (D, D)
+CLASS_STATS_PASSES = "class-stats-passes"  # ConfigRecord: augmented passes per labeled row besides the clean one

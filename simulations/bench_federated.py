@@ -7,7 +7,7 @@ SuperLink, stopped afterwards): federated stage 1 with the cell's weighting, the
 centralised stage 2 of the centralised benchmark (``federation.stage2_mode=centralized``,
 ``federation.centralized_epochs`` = the budget's ``stage2.epochs``, the budget's lr
 milestones), so stage-1 variants are compared with stage 2 fixed. QoM cells also run the
-federated stage 2 from the same encoders (``federation.stage2_compare=[federated]``).
+federated stage-2 modes from the same encoders (``federation.stage2_compare=[federated,lda,ccvr]``).
 Stage 1 gets ``ceil(stage1.epochs / local_epochs)`` rounds of ``local_epochs`` epochs, the
 centralised budget's epoch count. A cell whose ``results.json`` exists is read back, so the
 script resumes; ``summary.json`` and ``table.md`` are rewritten after every cell.
@@ -42,6 +42,12 @@ RESULTS_MARKER = "fedhar-results: "
 PERCENT = 100.0
 WEIGHTINGS = {"qom": "qom-fedavg", "examples": "fedavg"}
 CENTRALIZED_METHODS = ("cosmo", "cmc")
+#: Federated stage-2 modes a QoM cell runs from its stage-1 encoders (federation.stage2_compare).
+FEDERATED_STAGE2 = {
+    "federated": "federated stage 2: FedAvg of the classifier",
+    "lda": "federated stage 2: LDA head from class statistics",
+    "ccvr": "federated stage 2: CCVR (classifier on virtual features)",
+}
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ def cell_overrides(cell: Cell, budget: str, local_epochs: int, extra: str) -> st
              f"federation.stage1_local_epochs={local_epochs}", "federation.stage2_mode=centralized",
              f"federation.centralized_epochs={stage2_epochs}"]
     if cell.weighting == "qom":
-        items.append("federation.stage2_compare=[federated]")
+        items.append(f"federation.stage2_compare=[{','.join(FEDERATED_STAGE2)}]")
     return " ".join(items + extra.split())
 
 
@@ -120,11 +126,11 @@ def summarise(results: dict[Cell, dict], centralized: Path) -> dict[str, Any]:
     rows = []
     variants = (("qom", "stage2", "federated stage 1 (QoM) + centralised stage 2"),
                 ("examples", "stage2", "federated stage 1 (FedAvg) + centralised stage 2"),
-                ("qom", "federated", "federated stage 1 (QoM) + federated stage 2"))
+                *(("qom", mode, f"federated stage 1 (QoM) + {label}") for mode, label in FEDERATED_STAGE2.items()))
     for rate in sorted({c.label_rate for c in results}):
         for weighting, which, label in variants:
             cells = [(c, r) for c, r in results.items() if c.label_rate == rate and c.weighting == weighting]
-            stage2 = [r["stage2"] if which == "stage2" else r.get("stage2_compare", {}).get("federated")
+            stage2 = [r["stage2"] if which == "stage2" else r.get("stage2_compare", {}).get(which)
                       for _, r in cells]
             pairs = [(c, r, s) for (c, r), s in zip(cells, stage2, strict=True) if s is not None]
             if not pairs:
@@ -138,8 +144,8 @@ def summarise(results: dict[Cell, dict], centralized: Path) -> dict[str, Any]:
                        r["stage1"]["bytes_down_per_client_round"] + r["stage1"]["bytes_up_per_client_round"]
                        for _, r, _ in pairs),
                    "run_wall_s": statistics.fmean(r["wall_time_s"] for _, r, _ in pairs)}
-            if which == "federated":
-                walls = [w for _, _, s in pairs for w in s.get("round_wall_s", [])[1:]]
+            if which in FEDERATED_STAGE2:  # FedAvg: per round after the first; a statistics head: its one round
+                walls = [w for _, _, s in pairs for w in s.get("round_wall_s", [])[1:] or [s["wall_s"]]]
                 row["stage2_round_wall_s"] = statistics.median(walls) if walls else None
                 row["stage2_bytes_per_client_round"] = statistics.fmean(
                     s["bytes_down_per_client_round"] + s["bytes_up_per_client_round"] for _, _, s in pairs)

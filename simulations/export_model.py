@@ -49,9 +49,10 @@ from fedhar.export import (
     load_exported,
     normalization_of,
 )
-from fedhar.federated import build_finetune_model
+from fedhar.federated import build_finetune_model, feature_layout_of
 from fedhar.models import FusionClassifierModel, ModelConfig
 from fedhar.train.checkpoint import atomic_write_text
+from fedhar.train.class_stats import LinearFusionHead
 
 __all__ = ["RunModel", "check_windows", "export_run", "load_run_model", "main"]
 
@@ -137,8 +138,11 @@ def load_run_model(run_dir: Path, mode: str | None = None) -> RunModel:
     normalizer = Normalizer.load(run_dir / norm["file"])
     cfg = results["config"]
     info = describe_dataset(DatasetConfig.from_mapping(cfg["dataset"]))
-    model = build_finetune_model(info, info.modality_names, ModelConfig.from_mapping(cfg["model"]),
-                                 results["qom_prior"])
+    model_cfg = ModelConfig.from_mapping(cfg["model"])
+    model = build_finetune_model(info, info.modality_names, model_cfg, results["qom_prior"])
+    if stage2.get("mode") == "lda":  # the closed-form linear head replaces the fusion classifier
+        model = FusionClassifierModel(model.encoders, LinearFusionHead(feature_layout_of(info, model_cfg),
+                                                                       info.num_classes))
     weights = run_dir / stage2["model_file"]
     if not weights.is_file():
         raise ExportError("the stage-2 weights are missing", weights)

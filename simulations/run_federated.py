@@ -233,12 +233,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("run %d wrote no results file (announced: %s)", outcome.run_id, outcome.results)
         return EXIT_NO_RESULTS
     try:
-        json.loads(outcome.results.read_text(encoding="utf-8"))
+        results = json.loads(outcome.results.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         logger.error("results file %s is unreadable: %s", outcome.results, err)
         return EXIT_NO_RESULTS
     logger.info("run %d completed; results in %s", outcome.run_id, outcome.results)
+    print(_closing(results, outcome.results), flush=True)
     return 0
+
+
+def _closing(results: dict, results_path: Path) -> str:
+    """The closing summary, after writing the convergence plot beside ``results.json`` (a plot failure only warns)."""
+    from simulations.run_summary import PLOT_FILE, closing_summary, plot_convergence
+
+    plot: Path | None = results_path.parent / PLOT_FILE
+    try:
+        plot_convergence(results, plot)  # type: ignore[arg-type]
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        logger.warning("no convergence plot: %s", err)
+        plot = None
+    try:
+        return closing_summary(results, results_path, plot)
+    except (KeyError, TypeError, ValueError) as err:
+        logger.warning("no closing summary (results.json of another fedhar version?): %s", err)
+        return f"results: {results_path}"
 
 
 if __name__ == "__main__":

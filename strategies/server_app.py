@@ -25,9 +25,10 @@ from fedhar.errors import ConfigError
 from fedhar.federated import build_pretrain_model, normalise_prior, probe_accuracy, state_digest
 from fedhar.models import ModelConfig
 from fedhar.train import derive_seed, seed_everything
-from fedhar.train.checkpoint import atomic_write_text
+from fedhar.train.checkpoint import atomic_save_state, atomic_write_text
 from strategies.norm_round import run_norm_round
 from strategies.qom_fedavg import QoMFedAvg
+from strategies.run_config import hydra_overrides
 from strategies.stage2 import run_stage2
 
 __all__ = ["app", "compose_config", "main"]
@@ -72,7 +73,7 @@ def main(grid: Grid, context: Context) -> None:
     """
     started, started_unix = time.perf_counter(), time.time()
     phases = PhaseTimer()
-    cfg = compose_config(str(context.run_config.get(keys.HYDRA_OVERRIDES, "")))
+    cfg = compose_config(" ".join(hydra_overrides(context.run_config)))
     run_dir = Path(cfg.paths.output_dir).expanduser().resolve() / str(context.run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed = int(cfg.seed)
@@ -115,8 +116,7 @@ def main(grid: Grid, context: Context) -> None:
         round_times.append(time.perf_counter())
         global_model.load_state_dict(arrays.to_torch_state_dict())
         if server_round > 0:
-            torch.save(global_model.state_dict(), _tmp := run_dir / ".stage1.pt.tmp")
-            _tmp.replace(run_dir / f"stage1-round{server_round:03d}.pt")
+            atomic_save_state(global_model.state_dict(), run_dir / f"stage1-round{server_round:03d}.pt")
         if server_round % int(fed.eval_every) and server_round != int(fed.stage1_rounds):
             return None
         acc = probe_accuracy(global_model, experiment.test, seed)

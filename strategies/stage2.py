@@ -9,23 +9,30 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp import Grid
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from fedhar import keys
 from fedhar.data.experiment import ExperimentData
-from fedhar.federated import build_finetune_model, state_digest
-from fedhar.models import ModelConfig
+from fedhar.errors import ConfigError
+from fedhar.federated import build_finetune_model, feature_layout_of, state_digest
+from fedhar.models import FusionClassifierModel, ModelConfig
 from fedhar.train import FinetuneConfig, derive_seed, evaluate, finetune_iterative
+from fedhar.train.checkpoint import atomic_save_state
+from fedhar.train.class_stats import STATS_HEADS, ClassStatsConfig, fit_stats_head
+from strategies.class_stats_round import run_class_stats_round
 from strategies.qom_fedavg import QoMFedAvg, parse_reply
 
 __all__ = ["STAGE2_MODES", "run_stage2"]
 
 logger = logging.getLogger(__name__)
 
-STAGE2_MODES = ("federated", "local", "centralized")
+#: federated: FedAvg of the classifier; lda / ccvr: a head fitted from the clients' class
+#: statistics (fedhar.train.class_stats); local: each client alone; centralized: labels pooled.
+STAGE2_MODES = ("federated", *STATS_HEADS, "local", "centralized")
 
 
 def run_stage2(
@@ -79,10 +86,13 @@ def run_stage2(
         ft_cfg = FinetuneConfig.from_mapping({**setup.get("stage2", {}), "progress": False}).with_epochs(budget)
         finetune_iterative(model, labeled, ft_cfg, seed=derive_seed(seed, "stage2", "centralized"), progress=False)
         model_file = f"stage2-{mode}-final.pt"
-        torch.save(model.state_dict(), tmp := run_dir / f".{model_file}.tmp")
-        tmp.replace(run_dir / model_file)
+        atomic_save_state(model.state_dict(), run_dir / model_file)
         return {"mode": mode, "epochs": budget, "num_labeled": len(labeled), "final": _test(model, experiment),
                 "weights_sha256": state_digest(model.state_dict()), "model_file": model_file}
+
+    if mode in STATS_HEADS:
+        augment = FinetuneConfig.from_mapping({**setup.get("stage2", {}), "progress": False}).augment
+        return _run_stats_head(grid, cfg, experiment, model, model_cfg, config, mode, run_dir, augment.enabled)
 
     if mode == "local":
         config[keys.LOCAL_EPOCHS] = budget
@@ -119,8 +129,7 @@ def run_stage2(
         times.append(time.perf_counter())
         model.load_state_dict(arrays.to_torch_state_dict())
         if server_round > 0:
-            torch.save(model.state_dict(), tmp := run_dir / ".stage2.pt.tmp")
-            tmp.replace(run_dir / f"stage2-round{server_round:03d}.pt")
+            atomic_save_state(model.state_dict(), run_dir / f"stage2-round{server_round:03d}.pt")
         if server_round % int(fed.eval_every) and server_round != rounds:
             return None
         result = _test(model, experiment)
@@ -133,8 +142,7 @@ def run_stage2(
                             evaluate_fn=central)
     final = result.evaluate_metrics_serverapp[rounds]
     model_file = f"stage2-{mode}-final.pt"
-    torch.save(result.arrays.to_torch_state_dict(), tmp := run_dir / f".{model_file}.tmp")
-    tmp.replace(run_dir / model_file)
+    atomic_save_state(result.arrays.to_torch_state_dict(), run_dir / model_file)
     return {
         "mode": mode,
         "rounds": {int(r): dict(m) for r, m in result.train_metrics_clientapp.items()},
@@ -147,6 +155,39 @@ def run_stage2(
         "weights_sha256": state_digest(result.arrays.to_torch_state_dict()),
         "model_file": model_file,
     }
+
+
+def _run_stats_head(grid: Grid, cfg: DictConfig, experiment: ExperimentData, model: FusionClassifierModel,
+                    model_cfg: ModelConfig, config: ConfigRecord, mode: str, run_dir: Path,
+                    augmented: bool) -> dict[str, Any]:
+    """One class-statistics round, then the ``mode`` head fitted on the server from the merged statistics.
+
+    Clients encode ``class_stats.passes`` augmented copies of each row when stage 2 augments
+    (``augmented``), else only the clean rows.
+    """
+    fed, info = cfg.federation, experiment.info
+    stats_cfg = ClassStatsConfig.from_mapping(OmegaConf.to_container(fed.class_stats, resolve=True))  # type: ignore[arg-type]
+    layout = feature_layout_of(info, model_cfg)
+    dim = sum(s * f for _, s, f in layout)
+    if dim > stats_cfg.max_dim:
+        raise ConfigError(f"stage 2 {mode}: {dim} flattened features exceed federation.class_stats.max_dim "
+                          f"{stats_cfg.max_dim} (a {dim} x {dim} scatter matrix per client); use model=compact or "
+                          "another stage2_mode", "federation.class_stats.max_dim")
+    passes = stats_cfg.passes if augmented else 0
+    config[keys.CLASS_STATS_PASSES] = passes
+    labeled = {s: np.bincount(p.labeled.labels, minlength=info.num_classes) for s, p in experiment.partitions.items()}
+    started = time.perf_counter()
+    merged = run_class_stats_round(grid, config, ArrayRecord(model.state_dict()), labeled, passes, dim,
+                                   float(fed.round_timeout_s))
+    fitted = fit_stats_head(model, merged.stats, layout, mode, stats_cfg, seed=derive_seed(int(cfg.seed), "stage2", mode))
+    final = _test(fitted, experiment)
+    logger.info("stage 2 %s: test accuracy %.3f, macro-F1 %.3f", mode, final["accuracy"], final["macro_f1"])
+    model_file = f"stage2-{mode}-final.pt"
+    atomic_save_state(fitted.state_dict(), run_dir / model_file)
+    return {"mode": mode, "class_stats": {**merged.summary(), "passes": passes}, "feature_dim": dim, "wall_s": time.perf_counter() - started,
+            "bytes_down_per_client_round": float(sum(v.numel() * v.element_size() for v in model.state_dict().values())),
+            "bytes_up_per_client_round": merged.bytes_up_per_client,
+            "final": final, "weights_sha256": state_digest(fitted.state_dict()), "model_file": model_file}
 
 
 def _test(model: torch.nn.Module, experiment: ExperimentData, modalities: tuple[str, ...] | None = None) -> dict[str, float]:

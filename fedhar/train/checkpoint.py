@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from fedhar.errors import FedharError
 __all__ = [
     "Checkpoint",
     "CheckpointError",
+    "atomic_save_state",
     "atomic_write_bytes",
     "atomic_write_text",
     "load_checkpoint",
@@ -55,6 +58,13 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """UTF-8 text version of :func:`atomic_write_bytes`."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_state(state: Mapping[str, torch.Tensor], path: str | Path) -> Path:
+    """``torch.save`` a state dict atomically (a reader never sees half a file)."""
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_checkpoint(

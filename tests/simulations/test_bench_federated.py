@@ -18,7 +18,9 @@ def _results(acc: float, weighting: str) -> dict:
     if weighting == "qom":
         out["stage2_compare"] = {"federated": {"final": {"accuracy": 0.3, "macro_f1": 0.2}, "round_wall_s": [5.0, 4.0],
                                                "bytes_down_per_client_round": 2.0e6,
-                                               "bytes_up_per_client_round": 2.0e6}}
+                                               "bytes_up_per_client_round": 2.0e6},
+                                 "lda": {"final": {"accuracy": acc - 0.05, "macro_f1": acc - 0.1}, "wall_s": 3.0,
+                                         "bytes_down_per_client_round": 1.0e6, "bytes_up_per_client_round": 16.0e6}}
     return out
 
 
@@ -31,6 +33,8 @@ class TestBenchFederated:
         assert cfg.federation.centralized_epochs == stage2 and cfg.federation.stage2_mode == "centralized"
         assert cfg.strategy.weighting == "examples" and cfg.seed == 1 and cfg.dataset.name == "synthetic"
         assert "stage2_compare" not in overrides
+        qom = compose_config(cell_overrides(Cell(5, 1, "qom"), "tiny", 1, "dataset=synthetic"))
+        assert list(qom.federation.stage2_compare) == ["federated", "lda", "ccvr"]
 
     def test_summarise__mean_std_over_seeds_and_reference_rows(self, tmp_path: Path) -> None:
         reference = tmp_path / "summary.json"
@@ -42,13 +46,15 @@ class TestBenchFederated:
         results = {Cell(5, 0, "qom"): _results(0.4, "qom"), Cell(5, 1, "qom"): _results(0.6, "qom"),
                    Cell(5, 0, "examples"): _results(0.5, "examples")}
         summary = summarise(results, reference)
-        qom, fedavg, fed2 = summary["rows"]
+        qom, fedavg, fed2, lda = summary["rows"]  # no cell ran ccvr: no row
         assert qom["accuracy"][0] == pytest.approx(50.0) and qom["accuracy"][1] == pytest.approx(14.142, abs=1e-3)
         assert fedavg["seeds"] == [0] and fed2["accuracy"] == [30.0, 0.0]
         assert qom["stage1_round_wall_s"] == 7.0 and qom["stage1_bytes_per_client_round"] == 2.0e6
-        assert fed2["stage2_bytes_per_client_round"] == 4.0e6
+        assert fed2["stage2_bytes_per_client_round"] == 4.0e6 and fed2["stage2_round_wall_s"] == 4.0
+        assert lda["accuracy"][0] == pytest.approx(45.0) and "LDA" in lda["variant"]
+        assert lda["stage2_round_wall_s"] == 3.0 and lda["stage2_bytes_per_client_round"] == 17.0e6
         assert [r["method"] for r in summary["centralized"]] == ["cosmo"]
-        assert table(summary).count("\n") == 2 + 3 + 1
+        assert table(summary).count("\n") == 2 + 4 + 1
 
 
 def test_run_cell__relative_out_gives_the_run_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

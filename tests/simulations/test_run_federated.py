@@ -146,7 +146,7 @@ SERVER_PHASES = ["setup", "wait_for_nodes", "normalisation_round", "stage1", "st
 
 
 def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, extra_env: dict[str, str] | None = None,
-              federation: str = "num-supernodes=2 client-resources-num-cpus=1") -> dict:
+              federation: str = "num-supernodes=2 client-resources-num-cpus=1", typed: str = "") -> dict:
     # A private FLWR_HOME and private ports: never join (and run the code of) another SuperLink.
     env = {"FLWR_HOME": str(tmp_path / "flwr-home"), "FEDHAR_OUTPUT_DIR": str(tmp_path / "runs"),
            "FEDHAR_CACHE_DIR": str(tmp_path / "cache"), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
@@ -156,8 +156,9 @@ def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, ext
     cwd = os.getcwd()
     try:
         os.chdir(REPO)
-        code = run_federated.main([".", "--run-config", f'hydra-overrides="{overrides}"', "--federation-config",
-                                   federation, "--timeout", "900"])
+        typed_config = ["--run-config", typed] if typed else []
+        code = run_federated.main([".", "--run-config", f'hydra-overrides="{overrides}"', *typed_config,
+                                   "--federation-config", federation, "--timeout", "900"])
     finally:
         stop_superlink(tmp_path / "flwr-home")
         os.chdir(cwd)
@@ -168,6 +169,7 @@ def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, ext
                 os.environ[k] = v
     assert code == 0
     out = capsys.readouterr().out
+    assert "on held-out subjects" in out and "convergence.png" in out  # the closing summary
     path = next(line.split("fedhar-results: ", 1)[1].strip() for line in out.splitlines() if "fedhar-results: " in line)
     return json.loads(Path(path).read_text())
 
@@ -176,6 +178,7 @@ def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, ext
 def test_flwr_run__synthetic_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     results = _flwr_run(tmp_path, SMOKE, capsys)
     assert RESULT_KEYS <= set(results)
+    assert (tmp_path / "runs" / str(results["run_id"]) / "convergence.png").stat().st_size > 10_000
     assert results["train_subjects"] == [1, 2] and results["test_subjects"] == [3]
     num_classes = results["config"]["dataset"]["preprocess"]["num_classes"]
     assert results["final"]["accuracy"] > 1.0 / num_classes
@@ -227,17 +230,20 @@ def test_flwr_run__heterogeneous_modalities(tmp_path: Path, capsys: pytest.Captu
     assert rnd["num-rejected"] == 0 and rnd["num-aggregated"] == 2
     assert "weight-noise-subject-1" not in rnd and rnd["weight-noise-subject-2"] == 1.0
     assert 0 < rnd["weight-imu-subject-1"] < 1
-    assert results["stage2"]["rounds"]["1"]["num-rejected"] == 0
+    # Stage 2 (lda): both subjects' class statistics accepted; subject 1 sends zeros in the noise slot.
+    assert results["stage2"]["mode"] == "lda" and results["stage2"]["class_stats"]["subjects"] == [1, 2]
+    assert results["stage2"]["class_stats"]["num_rejected"] == 0
 
 
 @pytest.mark.slow
 def test_flwr_run__same_seed_same_weights_and_every_stage2_mode(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # Same seed, full participation: bit-identical stage-1 and stage-2 weights; another seed gives
-    # other weights. The first run also runs stage 2 "local" and "centralized" from the same
-    # encoders (after the primary mode).
-    first = _flwr_run(tmp_path / "a", f"{SMOKE} federation.stage2_compare=[local,centralized]", capsys)
+    # other weights. The first run also runs every other stage-2 mode from the same encoders
+    # (after the primary mode, lda).
+    first = _flwr_run(tmp_path / "a", f"{SMOKE} federation.stage2_compare=[local,centralized,federated,ccvr]", capsys)
     second = _flwr_run(tmp_path / "b", SMOKE, capsys)
-    other_seed = _flwr_run(tmp_path / "c", f"{SMOKE} seed=1", capsys)
+    # The seed as a typed run-config key (flwr run --run-config "seed=1").
+    other_seed = _flwr_run(tmp_path / "c", SMOKE, capsys, typed="seed=1")
     assert first["stage1"]["weights_sha256"] == second["stage1"]["weights_sha256"]
     assert first["stage2"]["weights_sha256"] == second["stage2"]["weights_sha256"]
     # ... and the seed matters: equal digests above are not a digest that ignores the weights.
@@ -248,6 +254,12 @@ def test_flwr_run__same_seed_same_weights_and_every_stage2_mode(tmp_path: Path, 
     local, central = first["stage2_compare"]["local"], first["stage2_compare"]["centralized"]
     assert set(local["clients"]) == {"subject-1", "subject-2"} and set(local["mean"]) >= {"accuracy", "own_accuracy"}
     assert central["num_labeled"] > 0 and 0.0 <= central["final"]["accuracy"] <= 1.0
+    fedavg, ccvr = first["stage2_compare"]["federated"], first["stage2_compare"]["ccvr"]
+    assert set(fedavg["rounds"]) == {"1", "2", "3", "4"} and ccvr["class_stats"]["num_merged"] == 2
+    # The class-statistics heads are fitted from every labeled row: (1 + passes) x the labeled count.
+    passes = first["stage2"]["class_stats"]["passes"]
+    assert passes == first["config"]["federation"]["class_stats"]["passes"] > 0  # stage 2 augments (recipe fedhar)
+    assert sum(first["stage2"]["class_stats"]["rows_per_class"]) == (1 + passes) * central["num_labeled"]
     assert second["stage2_compare"] == {}
 
 

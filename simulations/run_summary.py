@@ -1,0 +1,128 @@
+"""What a finished federated run tells its user: a few closing lines and a per-round convergence plot.
+
+Both are read from the run's ``results.json`` by the launcher (``simulations.run_federated``),
+so the ServerApp stays free of plotting and of the repository's committed benchmarks. The
+centralised reference is the committed benchmark of the default recipe at the run's dataset
+and label rate (named as such, with its budget), never a number computed for this run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from fedhar.train.checkpoint import atomic_write_bytes
+
+__all__ = ["CENTRALIZED_REFERENCES", "PLOT_FILE", "centralized_reference", "closing_summary", "plot_convergence"]
+
+logger = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+PLOT_FILE = "convergence.png"
+PERCENT = 100.0
+#: Dataset -> the committed centralised benchmark of the default recipe (BENCHMARKS.md §2.1) and its budget.
+CENTRALIZED_REFERENCES = {
+    "utd-mhad": ("benchmarks/learning/utd/summary.json", "budget=cpu-utd"),
+    "usc-had": ("benchmarks/learning/usc/summary.json", "budget=cpu-usc"),
+}
+
+
+def centralized_reference(dataset: str, label_rate: float, method: str = "cosmo", repo: Path = REPO) -> str:
+    """One line: the committed centralised ``method`` result at ``dataset`` / ``label_rate``, or why there is none."""
+    if dataset not in CENTRALIZED_REFERENCES:
+        return f"no committed centralised reference for dataset {dataset!r}"
+    rel, budget = CENTRALIZED_REFERENCES[dataset]
+    path = repo / rel
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
+    except (OSError, KeyError, json.JSONDecodeError) as err:
+        return f"centralised reference unavailable ({rel}: {err})"
+    row = next((r for r in rows if r.get("method") == method and float(r.get("label_rate", -1)) == float(label_rate)),
+               None)
+    if row is None:
+        return f"no committed centralised {method} result at {label_rate:g} % labels in {rel}"
+    mean, std = row["accuracy"]
+    return (f"centralised {method} reference: {mean:.1f} ± {std:.1f} % accuracy over {len(row['seeds'])} seeds "
+            f"(committed benchmark {rel}, {budget}, not this run)")
+
+
+def _mb(value: float) -> str:
+    return f"{value / 1e6:.2f} MB"
+
+
+def closing_summary(results: Mapping[str, Any], results_path: Path, plot_path: Path | None,
+                    repo: Path = REPO) -> str:
+    """The few lines printed after a run: accuracy, the reference, rounds, bytes, where the files are."""
+    cfg = results["config"]
+    stage2 = results["stage2"]
+    final = results["final"]
+    census = results.get("normalization", {}).get("class_counts", {})
+    num_classes = len(next(iter(census.values()))) if census else 0
+    chance = f" (chance {PERCENT / num_classes:.1f} %)" if num_classes else ""
+    stage1 = results["stage1"]
+    rounds1 = len(stage1.get("rounds", {}))
+    fed = cfg["federation"]
+    bytes1 = stage1["bytes_down_per_client_round"] + stage1["bytes_up_per_client_round"]
+    if "class_stats" in stage2:
+        how2 = (f"one class-statistics round ({stage2['class_stats']['num_merged']} clients merged, "
+                f"{stage2['class_stats']['num_rejected']} rejected)")
+        bytes2 = stage2["bytes_down_per_client_round"] + stage2["bytes_up_per_client_round"]
+    elif "rounds" in stage2:
+        how2 = f"{len(stage2['rounds'])} rounds x {fed['stage2_local_epochs']} local epochs"
+        bytes2 = (stage2["bytes_down_per_client_round"] + stage2["bytes_up_per_client_round"]) * len(stage2["rounds"])
+    else:
+        how2, bytes2 = f"{stage2.get('epochs', '?')} epochs", 0.0
+    lines = [
+        (f"fedhar run {results['run_id']} on {cfg['dataset']['name']}, {cfg['label_rate']:g} % labels, seed "
+        f"{cfg['seed']}: stage 2 {stage2['mode']}: accuracy {PERCENT * final['accuracy']:.1f} %, macro-F1 "
+        f"{PERCENT * final['macro_f1']:.1f} % on held-out subjects {results['test_subjects']}{chance}"),
+        f"  {centralized_reference(cfg['dataset']['name'], float(cfg['label_rate']), repo=repo)}",
+        (f"  stage 1: {rounds1} rounds x {fed['stage1_local_epochs']} local epochs, {_mb(bytes1)} per client per round "
+        f"(down + up); stage 2: {how2}, {_mb(bytes2)} per client; {results['wall_time_s']:.0f} s in the server"),
+        f"  results: {results_path}" + (f"; plot: {plot_path}" if plot_path is not None else ""),
+    ]
+    for mode, other in results.get("stage2_compare", {}).items():
+        lines.insert(1, f"  stage 2 {mode} from the same encoders: accuracy {PERCENT * other['final']['accuracy']:.1f} %, "
+                        f"macro-F1 {PERCENT * other['final']['macro_f1']:.1f} %")
+    return "\n".join(lines)
+
+
+def _series(rounds: Mapping[str, Mapping[str, float]], key: str) -> tuple[list[int], list[float]]:
+    pairs = sorted((int(r), float(m[key])) for r, m in rounds.items() if key in m)
+    return [r for r, _ in pairs], [v for _, v in pairs]
+
+
+def plot_convergence(results: Mapping[str, Any], out: Path) -> Path:
+    """Per-round stage-1 training loss and linear-probe accuracy, and per-round stage-2 accuracy, as one PNG."""
+    stage1, stage2 = results["stage1"], results["stage2"]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    rounds, loss = _series(stage1.get("rounds", {}), "train-loss")
+    ax_loss.plot(rounds, loss, marker="o")
+    ax_loss.set(xlabel="stage-1 round", ylabel="mean client contrastive loss", title="Stage 1: training loss")
+    rounds, probe = _series(stage1.get("central", {}), "probe-accuracy")
+    ax_acc.plot(rounds, [PERCENT * p for p in probe], marker="o", label="stage 1: linear probe, CV on the test subjects' labels")
+    if "central" in stage2:  # FedAvg stage 2: central evaluation per round, after stage 1's rounds
+        offset = max(rounds, default=0)
+        r2, acc2 = _series(stage2["central"], "accuracy")
+        ax_acc.plot([offset + r for r in r2], [PERCENT * a for a in acc2], marker="s", label="stage 2: FedAvg")
+    else:
+        ax_acc.axhline(PERCENT * results["final"]["accuracy"], color="C2", linestyle="--",
+                       label=f"stage 2 {stage2['mode']}: final")
+    ax_acc.set(xlabel="round", ylabel="accuracy on held-out subjects %", title="Accuracy", ylim=(0, 100))
+    ax_acc.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"run {results['run_id']}: {results['config']['dataset']['name']}, "
+                 f"{results['config']['label_rate']:g} % labels, seed {results['config']['seed']}", fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    return atomic_write_bytes(out, buffer.getvalue())

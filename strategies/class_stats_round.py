@@ -1,0 +1,144 @@
+"""Class-statistics round of stage 2 (``lda`` / ``ccvr``): query, validate and merge each node's feature statistics.
+
+Each node replies an ArrayRecord ``class-stats`` (:class:`fedhar.train.class_stats.ClassFeatureStats`:
+``counts``, ``sums``, ``scatter``) and a MetricRecord ``metrics`` with its ``subject-id``. The
+server knows every training subject's labeled rows per class, so a reply whose counts are not
+exactly ``(1 + passes)`` times those, whose shapes or values are malformed, whose subject is not
+a training subject or has replied already, is rejected and logged with its node id. The round
+fails only if no valid reply remains.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from fedhar import keys
+from fedhar.errors import FederationError
+from fedhar.train.class_stats import ClassFeatureStats, check_class_stats
+
+__all__ = ["MESSAGE_TYPE", "ClassStatsRoundResult", "parse_class_stats_reply", "run_class_stats_round"]
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_TYPE = f"{MessageType.QUERY}.{keys.CLASS_STATS_ACTION}"
+
+
+@dataclass(frozen=True)
+class ClassStatsRoundResult:
+    """The merged statistics and what happened to each reply.
+
+    Parameters
+    ----------
+    stats
+        Sum of the accepted replies' statistics.
+    subjects
+        The subjects merged, ascending.
+    rejected
+        Node id -> why its reply was rejected (error replies and timeouts included).
+    bytes_up_per_client
+        Mean bytes of an accepted reply's arrays.
+    """
+
+    stats: ClassFeatureStats
+    subjects: tuple[int, ...]
+    rejected: dict[int, str] = field(default_factory=dict)
+    bytes_up_per_client: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """For results.json."""
+        return {"subjects": list(self.subjects), "num_merged": len(self.subjects), "num_rejected": len(self.rejected),
+                "rejected": {str(n): r for n, r in self.rejected.items()},
+                "bytes_up_per_client": self.bytes_up_per_client, "rows_per_class": self.stats.counts.tolist()}
+
+
+def parse_class_stats_reply(msg: Message) -> tuple[int | None, ClassFeatureStats | None, str | None]:
+    """A reply's subject and statistics, or the reason it is malformed."""
+    content = msg.content
+    if keys.CLASS_STATS not in content.array_records:
+        return None, None, f"expected an ArrayRecord {keys.CLASS_STATS!r}, got {list(content.array_records)}"
+    if keys.METRICS not in content.metric_records:
+        return None, None, f"expected a MetricRecord {keys.METRICS!r}, got {list(content.metric_records)}"
+    subject = content.metric_records[keys.METRICS].get(keys.SUBJECT)
+    if not isinstance(subject, int) or isinstance(subject, bool):
+        return None, None, f"metric {keys.SUBJECT!r} must be an integer, got {subject!r}"
+    try:
+        arrays = {k: v.numpy() for k, v in content.array_records[keys.CLASS_STATS].items()}
+        return subject, ClassFeatureStats.from_arrays(arrays), None
+    except (TypeError, ValueError, OSError) as err:
+        return subject, None, str(err)
+
+
+def run_class_stats_round(
+    grid: Grid,
+    config: ConfigRecord,
+    arrays: ArrayRecord,
+    labeled_counts: Mapping[int, np.ndarray],
+    passes: int,
+    dim: int,
+    timeout: float,
+) -> ClassStatsRoundResult:
+    """Ask every connected node for its class statistics under ``arrays``' encoders; validate; merge.
+
+    Parameters
+    ----------
+    grid
+        The run's grid.
+    config
+        Sent to every node (the shared entries plus ``class-stats-passes``).
+    arrays
+        The global model (the nodes load their modalities' encoders from it).
+    labeled_counts
+        Training subject -> labeled rows per class, as the server's label split has them.
+    passes
+        Augmented passes per row the nodes were asked for.
+    dim
+        The flattened feature size of the model.
+    timeout
+        Seconds to wait for the replies.
+
+    Raises
+    ------
+    FederationError
+        If no reply is valid.
+    """
+    node_ids = sorted(grid.get_node_ids())
+    messages = [Message(content=RecordDict({keys.CONFIG: config, keys.ARRAYS: arrays}), dst_node_id=node,
+                        message_type=MESSAGE_TYPE) for node in node_ids]
+    replies = grid.send_and_receive(messages, timeout=timeout)
+    accepted: dict[int, ClassFeatureStats] = {}
+    rejected: dict[int, str] = {}
+    sizes: list[int] = []
+    for msg in replies:
+        node = msg.metadata.src_node_id
+        subject, stats, reason = (None, None, f"error reply: {msg.error.reason}") if msg.has_error() \
+            else parse_class_stats_reply(msg)
+        if stats is not None and subject is not None:
+            if subject not in labeled_counts:
+                reason = f"subject {subject} is not a training subject {sorted(labeled_counts)}"
+            elif subject in accepted:
+                reason = f"subject {subject} already replied"
+            else:
+                reason = check_class_stats(stats, labeled_counts[subject], passes, dim)
+        if stats is None or subject is None or reason is not None:
+            rejected[node] = str(reason)
+            logger.warning("class-statistics round: rejected the reply of node %d: %s", node, reason)
+            continue
+        accepted[subject] = stats
+        sizes.append(sum(a.nbytes for a in stats.to_arrays().values()))
+    for node in sorted(set(node_ids) - {m.metadata.src_node_id for m in replies}):
+        rejected[node] = f"no reply within {timeout:g} s"
+        logger.warning("class-statistics round: node %d did not reply within %g s", node, timeout)
+    if not accepted:
+        raise FederationError(f"no valid reply in the class-statistics round from nodes {node_ids}; see the log for "
+                              "each node's reason", "stage 2 class statistics")
+    subjects = tuple(sorted(accepted))
+    logger.info("class-statistics round: merged subjects %s, rejected %d", list(subjects), len(rejected))
+    return ClassStatsRoundResult(ClassFeatureStats.merge([accepted[s] for s in subjects]), subjects, rejected,
+                                 float(np.mean(sizes)))

@@ -1,0 +1,63 @@
+"""The closing lines and the convergence plot of a federated run, from hand-made results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from simulations.run_summary import centralized_reference, closing_summary, plot_convergence
+
+
+def _results(stage2: dict) -> dict:
+    return {
+        "run_id": 42, "test_subjects": [7, 8], "wall_time_s": 61.0,
+        "config": {"dataset": {"name": "utd-mhad"}, "label_rate": 5, "seed": 0,
+                   "federation": {"stage1_local_epochs": 4, "stage2_local_epochs": 10}},
+        "normalization": {"class_counts": {"1": [4] * 27, "2": [4] * 27}},
+        "stage1": {"rounds": {"1": {"train-loss": 3.0}, "2": {"train-loss": 2.5}},
+                   "central": {"0": {"probe-accuracy": 0.2}, "2": {"probe-accuracy": 0.7}},
+                   "bytes_down_per_client_round": 1.5e6, "bytes_up_per_client_round": 2.0e6},
+        "stage2": stage2, "final": stage2["final"],
+        "stage2_compare": {"federated": {"final": {"accuracy": 0.34, "macro_f1": 0.26}}},
+    }
+
+
+LDA = {"mode": "lda", "final": {"accuracy": 0.642, "macro_f1": 0.589}, "bytes_down_per_client_round": 1.0e6,
+       "bytes_up_per_client_round": 16.0e6, "class_stats": {"num_merged": 6, "num_rejected": 0}}
+
+
+def _reference(repo: Path, rows: list[dict]) -> Path:
+    path = repo / "benchmarks" / "learning" / "utd" / "summary.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"rows": rows}))
+    return repo
+
+
+class TestClosingSummary:
+    def test_summary__accuracy_reference_rounds_bytes_and_files(self, tmp_path: Path) -> None:
+        repo = _reference(tmp_path, [{"method": "cosmo", "label_rate": 5.0, "seeds": [0, 1, 2],
+                                      "accuracy": [61.24, 4.97]}])
+        text = closing_summary(_results(LDA), Path("/r/results.json"), Path("/r/convergence.png"), repo=repo)
+        lines = text.splitlines()
+        assert lines[0].endswith("stage 2 lda: accuracy 64.2 %, macro-F1 58.9 % on held-out subjects [7, 8] "
+                                 "(chance 3.7 %)")
+        assert "stage 2 federated from the same encoders: accuracy 34.0 %" in lines[1]
+        assert "61.2 ± 5.0 % accuracy over 3 seeds (committed benchmark benchmarks/learning/utd/summary.json" in lines[2]
+        assert "stage 1: 2 rounds x 4 local epochs, 3.50 MB per client per round" in lines[3]
+        assert "one class-statistics round (6 clients merged, 0 rejected), 17.00 MB per client" in lines[3]
+        assert lines[4] == "  results: /r/results.json; plot: /r/convergence.png"
+
+    def test_reference__missing_rate_or_dataset_says_so(self, tmp_path: Path) -> None:
+        repo = _reference(tmp_path, [{"method": "cosmo", "label_rate": 10.0, "seeds": [0], "accuracy": [70.0, 0.0]}])
+        assert "no committed centralised cosmo result at 5 % labels" in centralized_reference("utd-mhad", 5, repo=repo)
+        assert "no committed centralised reference for dataset 'synthetic'" in centralized_reference("synthetic", 5)
+        assert "unavailable" in centralized_reference("usc-had", 1, repo=tmp_path)
+
+
+class TestPlot:
+    def test_plot__writes_a_png_for_statistics_and_fedavg_stage_2(self, tmp_path: Path) -> None:
+        fedavg = {"mode": "federated", "final": {"accuracy": 0.3, "macro_f1": 0.2},
+                  "central": {"0": {"accuracy": 0.05}, "2": {"accuracy": 0.3}}}
+        for name, stage2 in (("lda", LDA), ("fedavg", fedavg)):
+            out = plot_convergence(_results(stage2), tmp_path / f"{name}.png")
+            assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
