@@ -246,7 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help=f"output folder (default <run-dir>/{DEFAULT_OUT})")
     parser.add_argument("--mode", help="export this stage-2 mode of stage2_compare instead of the primary one")
     parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="random windows if no test data here")
-    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="largest allowed |logit difference|")
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL,
+                        help="largest allowed |logit difference| (times the largest |logit| when that exceeds 1)")
     parser.add_argument("--windows", type=Path, help="also write the raw check windows (+ labels) as .npz for infer")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

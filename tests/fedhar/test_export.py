@@ -123,3 +123,12 @@ class TestErrors:
         torch.jit.save(torch.jit.script(nn.Linear(2, 2)), str(tmp_path / "plain.ts"))
         with pytest.raises(ExportError, match="metadata"):
             load_exported(tmp_path / "plain.ts")
+
+
+def test_equivalence__tolerance_scales_with_large_logits() -> None:
+    # A closed-form LDA head's logits reach ~1e5, where float32 rounding alone is ~1e-2.
+    from fedhar.export import EquivalenceReport
+
+    assert EquivalenceReport(0.02, 1.0, 60, logit_scale=1.2e5).passed(1e-4)
+    assert not EquivalenceReport(0.02, 1.0, 60, logit_scale=3.0).passed(1e-4)
+    assert not EquivalenceReport(1e-5, 0.98, 60).passed(1e-4)  # a differing prediction always fails
