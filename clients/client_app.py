@@ -38,6 +38,7 @@ from fedhar.data.partition import ClientPartition, partition_ids
 from fedhar.errors import ConfigError
 from fedhar.federated import build_finetune_model, build_pretrain_model, feature_layout_of
 from fedhar.losses import cosmo_or_unimodal_objective
+from fedhar.models import FusionClassifierModel
 from fedhar.quality import QualityConfig, compute_client_qom
 from fedhar.train import (
     FinetuneConfig,
@@ -48,7 +49,7 @@ from fedhar.train import (
     pretrain,
     resolve_device,
 )
-from fedhar.train.class_stats import class_feature_stats
+from fedhar.train.class_stats import ClassFeatureStats, class_feature_stats, fit_lda_head, fit_personal_lda_head
 
 __all__ = ["app", "load_own_dataset", "load_partition", "resolve_subject"]
 
@@ -267,13 +268,8 @@ def train_finetune(msg: Message, context: Context) -> Message:
     return _reply(msg, model, metrics)
 
 
-@app.query(keys.CLASS_STATS_ACTION)
-def query_class_stats(msg: Message, context: Context) -> Message:
-    """Stage 2 from class statistics: per-class counts and feature sums and the scatter of its labeled rows.
-
-    The features are the global encoders' (eval mode) on the clean rows and
-    ``class-stats-passes`` augmented copies (``fedhar.train.class_stats``); no row leaves.
-    """
+def _class_stats_setup(msg: Message, context: Context) -> tuple[_Local, FusionClassifierModel, ClassFeatureStats, int]:
+    """This client's model (global encoders) and the class statistics of its labeled rows under them."""
     local = _setup(msg, context)
     part, settings = local.partition, local.settings
     passes = msg.content.config_records[keys.CONFIG].get(keys.CLASS_STATS_PASSES)
@@ -284,11 +280,54 @@ def query_class_stats(msg: Message, context: Context) -> Message:
     _load_subset(model, msg.content.array_records[keys.ARRAYS])
     stats = class_feature_stats(model, part.labeled, feature_layout_of(info, settings.model), local.num_classes,
                                 passes, settings.finetune.augment, seed=_client_seed(settings, part.subject))
+    return local, model, stats, passes
+
+
+@app.query(keys.CLASS_STATS_ACTION)
+def query_class_stats(msg: Message, context: Context) -> Message:
+    """Stage 2 from class statistics: per-class counts and feature sums and the scatter of its labeled rows.
+
+    The features are the global encoders' (eval mode) on the clean rows and
+    ``class-stats-passes`` augmented copies (``fedhar.train.class_stats``); no row leaves.
+    """
+    local, _, stats, passes = _class_stats_setup(msg, context)
+    part = local.partition
     arrays = ArrayRecord({k: Array(v) for k, v in stats.to_arrays().items()})
     metrics = MetricRecord({keys.SUBJECT: part.subject, keys.NUM_EXAMPLES: part.num_labeled})
     logger.info("subject %d: sent class statistics of %d labeled rows x %d passes", part.subject, part.num_labeled,
                 passes + 1)
     return Message(content=RecordDict({keys.CLASS_STATS: arrays, keys.METRICS: metrics}), reply_to=msg)
+
+
+@app.query(keys.PERSONALISE_ACTION)
+def query_personalise(msg: Message, context: Context) -> Message:
+    """Personal lda head: the global head with class means moved towards this client's own rows.
+
+    Replies the personal head and the accuracy of the global and the personal head on the
+    client's own rows it did not train on (its unlabeled pool).
+    """
+    local, model, own, _ = _class_stats_setup(msg, context)
+    part, config = local.partition, msg.content.config_records[keys.CONFIG]
+    shrinkage, strength = config.get(keys.SHRINKAGE), config.get(keys.PERSONAL_STRENGTH)
+    if not isinstance(shrinkage, float) or not isinstance(strength, float):
+        raise ConfigError(f"{keys.SHRINKAGE!r} and {keys.PERSONAL_STRENGTH!r} must be floats, got {shrinkage!r}, "
+                          f"{strength!r}", keys.PERSONAL_STRENGTH)
+    record = msg.content.array_records[keys.GLOBAL_STATS]
+    global_stats = ClassFeatureStats.from_arrays({k: v.numpy() for k, v in record.items()})
+    layout = feature_layout_of(part.labeled.info, local.settings.model)
+    personal = fit_personal_lda_head(global_stats, own, layout, shrinkage, strength)
+    metrics: dict[str, float | int] = {keys.SUBJECT: part.subject, keys.NUM_EXAMPLES: len(part.unlabeled)}
+    if len(part.unlabeled):
+        device = node_device(context)
+        for suffix, fitted in ((keys.OWN_SUFFIX_GLOBAL, fit_lda_head(global_stats, layout, shrinkage)),
+                               (keys.OWN_SUFFIX_PERSONAL, personal)):
+            result = evaluate(FusionClassifierModel(model.encoders, fitted), part.unlabeled, device=device)
+            metrics[keys.ACCURACY + suffix] = float(result.accuracy)
+            metrics[keys.MACRO_F1 + suffix] = float(result.macro_f1)
+    head = ArrayRecord({"weight": Array(personal.linear.weight.detach().numpy()),
+                        "bias": Array(personal.linear.bias.detach().numpy())})
+    content = RecordDict({keys.PERSONAL_HEAD: head, keys.METRICS: MetricRecord(metrics)})  # type: ignore[arg-type]
+    return Message(content=content, reply_to=msg)
 
 
 @app.evaluate()

@@ -58,3 +58,12 @@ SUM_SQ_SUFFIX = ".sum-sq"  # reply array "<modality>.sum-sq": (C,) sum of square
 CLASS_STATS_ACTION = "class_stats"  # message type "query.class_stats"
 CLASS_STATS = "class-stats"  # reply ArrayRecord: counts (K,), sums (K, D), scatter (D, D)
 CLASS_STATS_PASSES = "class-stats-passes"  # ConfigRecord: augmented passes per labeled row besides the clean one
+# Personalisation after the lda head (federation.class_stats.personalise): the server sends the
+# merged statistics; each client fits its personal head and reports accuracy on its own held-out rows.
+PERSONALISE_ACTION = "personalise"  # message type "query.personalise"
+GLOBAL_STATS = "global-stats"  # ArrayRecord: the merged class statistics (counts, sums, scatter)
+PERSONAL_HEAD = "personal-head"  # reply ArrayRecord: weight (K, D), bias (K,) of the personal linear head
+PERSONAL_STRENGTH = "personal-strength"  # ConfigRecord: weight of the global mean, in rows
+SHRINKAGE = "class-stats-shrinkage"  # ConfigRecord: covariance shrinkage of the lda heads
+OWN_SUFFIX_GLOBAL = "-global"  # reply metrics "accuracy-global", "macro-f1-global": the global head on own rows
+OWN_SUFFIX_PERSONAL = "-personal"  # reply metrics "accuracy-personal", "macro-f1-personal": the personal head

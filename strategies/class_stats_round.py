@@ -6,6 +6,11 @@ server knows every training subject's labeled rows per class, so a reply whose c
 exactly ``(1 + passes)`` times those, whose shapes or values are malformed, whose subject is not
 a training subject or has replied already, is rejected and logged with its node id. The round
 fails only if no valid reply remains.
+
+Personalisation (after the ``lda`` head, ``federation.class_stats.personalise``): the server
+sends the merged statistics; each client replies its personal head (``personal-head``:
+``weight`` (K, D), ``bias`` (K,)) and the accuracy of the global and the personal head on its
+own held-out rows.
 """
 
 from __future__ import annotations
@@ -16,14 +21,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedhar import keys
 from fedhar.errors import FederationError
 from fedhar.train.class_stats import ClassFeatureStats, check_class_stats
 
-__all__ = ["MESSAGE_TYPE", "ClassStatsRoundResult", "parse_class_stats_reply", "run_class_stats_round"]
+__all__ = [
+    "MESSAGE_TYPE",
+    "PERSONALISE_MESSAGE_TYPE",
+    "ClassStatsRoundResult",
+    "PersonalHead",
+    "parse_class_stats_reply",
+    "run_class_stats_round",
+    "run_personalise_round",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -142,3 +155,73 @@ def run_class_stats_round(
     logger.info("class-statistics round: merged subjects %s, rejected %d", list(subjects), len(rejected))
     return ClassStatsRoundResult(ClassFeatureStats.merge([accepted[s] for s in subjects]), subjects, rejected,
                                  float(np.mean(sizes)))
+
+
+PERSONALISE_MESSAGE_TYPE = f"{MessageType.QUERY}.{keys.PERSONALISE_ACTION}"
+
+
+@dataclass(frozen=True)
+class PersonalHead:
+    """One client's personal lda head and what it reported about its own held-out rows."""
+
+    subject: int
+    weight: np.ndarray
+    bias: np.ndarray
+    own: dict[str, float]
+
+
+def run_personalise_round(
+    grid: Grid,
+    config: ConfigRecord,
+    arrays: ArrayRecord,
+    global_stats: ClassFeatureStats,
+    train_subjects: tuple[int, ...],
+    timeout: float,
+) -> tuple[list[PersonalHead], dict[int, str]]:
+    """Send the merged statistics; collect each client's personal head and own-row accuracies.
+
+    A reply is rejected (and logged with its node id) when its head has the wrong shape or
+    non-finite values, its accuracies lie outside [0, 1], or its subject is unknown or repeated.
+    """
+    node_ids = sorted(grid.get_node_ids())
+    stats_record = ArrayRecord({k: Array(v) for k, v in global_stats.to_arrays().items()})
+    messages = [Message(content=RecordDict({keys.CONFIG: config, keys.ARRAYS: arrays, keys.GLOBAL_STATS: stats_record}),
+                        dst_node_id=node, message_type=PERSONALISE_MESSAGE_TYPE) for node in node_ids]
+    heads: dict[int, PersonalHead] = {}
+    rejected: dict[int, str] = {}
+    k, d = global_stats.num_classes, global_stats.dim
+    for msg in grid.send_and_receive(messages, timeout=timeout):
+        node = msg.metadata.src_node_id
+        head, reason = (None, f"error reply: {msg.error.reason}") if msg.has_error() else _parse_head(msg, k, d)
+        if head is not None and head.subject not in train_subjects:
+            reason = f"subject {head.subject} is not a training subject {list(train_subjects)}"
+        elif head is not None and head.subject in heads:
+            reason = f"subject {head.subject} already replied"
+        if head is None or reason is not None:
+            rejected[node] = str(reason)
+            logger.warning("personalisation round: rejected the reply of node %d: %s", node, reason)
+            continue
+        heads[head.subject] = head
+    return [heads[s] for s in sorted(heads)], rejected
+
+
+def _parse_head(msg: Message, k: int, d: int) -> tuple[PersonalHead | None, str | None]:
+    content = msg.content
+    if keys.PERSONAL_HEAD not in content.array_records or keys.METRICS not in content.metric_records:
+        return None, f"expected records {keys.PERSONAL_HEAD!r} and {keys.METRICS!r}, got {list(content.keys())}"
+    metrics = content.metric_records[keys.METRICS]
+    subject = metrics.get(keys.SUBJECT)
+    if not isinstance(subject, int) or isinstance(subject, bool):
+        return None, f"metric {keys.SUBJECT!r} must be an integer, got {subject!r}"
+    record = content.array_records[keys.PERSONAL_HEAD]
+    if set(record) != {"weight", "bias"}:
+        return None, f"expected arrays weight, bias; got {sorted(record)}"
+    weight, bias = record["weight"].numpy(), record["bias"].numpy()
+    if weight.shape != (k, d) or bias.shape != (k,):
+        return None, f"head of shape {weight.shape}, {bias.shape}, expected ({k}, {d}), ({k},)"
+    if not (np.isfinite(weight).all() and np.isfinite(bias[bias > -1e8]).all()):
+        return None, "head weights must be finite"
+    own = {str(name): float(v) for name, v in metrics.items() if name.startswith((keys.ACCURACY, keys.MACRO_F1))}  # type: ignore[arg-type]
+    if any(not 0.0 <= v <= 1.0 for v in own.values()):
+        return None, f"own-row metrics outside [0, 1]: {own}"
+    return PersonalHead(int(subject), weight, bias, own), None

@@ -22,8 +22,8 @@ from fedhar.federated import build_finetune_model, feature_layout_of, state_dige
 from fedhar.models import FusionClassifierModel, ModelConfig
 from fedhar.train import FinetuneConfig, derive_seed, evaluate, finetune_iterative
 from fedhar.train.checkpoint import atomic_save_state
-from fedhar.train.class_stats import STATS_HEADS, ClassStatsConfig, fit_stats_head
-from strategies.class_stats_round import run_class_stats_round
+from fedhar.train.class_stats import STATS_HEADS, ClassStatsConfig, FeatureLayout, LinearFusionHead, fit_stats_head
+from strategies.class_stats_round import PersonalHead, run_class_stats_round, run_personalise_round
 from strategies.qom_fedavg import QoMFedAvg, parse_reply
 
 __all__ = ["STAGE2_MODES", "run_stage2"]
@@ -184,10 +184,38 @@ def _run_stats_head(grid: Grid, cfg: DictConfig, experiment: ExperimentData, mod
     logger.info("stage 2 %s: test accuracy %.3f, macro-F1 %.3f", mode, final["accuracy"], final["macro_f1"])
     model_file = f"stage2-{mode}-final.pt"
     atomic_save_state(fitted.state_dict(), run_dir / model_file)
-    return {"mode": mode, "class_stats": {**merged.summary(), "passes": passes}, "feature_dim": dim, "wall_s": time.perf_counter() - started,
+    extra: dict[str, Any] = {}
+    if mode == "lda" and stats_cfg.personalise:
+        config[keys.SHRINKAGE] = float(stats_cfg.shrinkage)
+        config[keys.PERSONAL_STRENGTH] = float(stats_cfg.personal_strength * (1 + passes))
+        heads, rejected = run_personalise_round(grid, config, ArrayRecord(model.state_dict()), merged.stats,
+                                                tuple(experiment.partitions), float(fed.round_timeout_s))
+        extra["personalised"] = _personal_summary(heads, rejected, fitted, layout, experiment, final)
+    return {"mode": mode, **extra, "class_stats": {**merged.summary(), "passes": passes}, "feature_dim": dim, "wall_s": time.perf_counter() - started,
             "bytes_down_per_client_round": float(sum(v.numel() * v.element_size() for v in model.state_dict().values())),
             "bytes_up_per_client_round": merged.bytes_up_per_client,
             "final": final, "weights_sha256": state_digest(fitted.state_dict()), "model_file": model_file}
+
+
+def _personal_summary(heads: list[PersonalHead], rejected: dict[int, str], fitted: FusionClassifierModel,
+                      layout: FeatureLayout, experiment: ExperimentData, final: dict[str, float]) -> dict[str, Any]:
+    """Per client: the global and the personal head on its own held-out rows (as it reported) and on the test subjects."""
+    clients: dict[str, dict[str, float]] = {}
+    for head in heads:
+        personal = LinearFusionHead(layout, experiment.info.num_classes)
+        personal.linear.load_state_dict({"weight": torch.from_numpy(head.weight), "bias": torch.from_numpy(head.bias)})
+        test = _test(FusionClassifierModel(fitted.encoders, personal), experiment)
+        clients[f"subject-{head.subject}"] = {
+            **{f"own_{name.replace('-', '_')}": v for name, v in head.own.items()},
+            "test_accuracy_global": final["accuracy"], "test_accuracy_personal": test["accuracy"],
+            "test_macro_f1_global": final["macro_f1"], "test_macro_f1_personal": test["macro_f1"]}
+    names = sorted({k for c in clients.values() for k in c})
+    mean = {k: float(np.mean([c[k] for c in clients.values() if k in c])) for k in names}
+    for name in sorted(m for m in mean if m.endswith("_personal")):
+        logger.info("personalised lda: mean %s %.3f (global head %.3f)", name, mean[name],
+                    mean[name.replace("_personal", "_global")])
+    return {"clients": clients, "mean": mean, "num_rejected": len(rejected),
+            "rejected": {str(n): r for n, r in rejected.items()}}
 
 
 def _test(model: torch.nn.Module, experiment: ExperimentData, modalities: tuple[str, ...] | None = None) -> dict[str, float]:

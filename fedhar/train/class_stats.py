@@ -54,6 +54,7 @@ __all__ = [
     "class_feature_stats",
     "feature_layout",
     "fit_lda_head",
+    "fit_personal_lda_head",
     "fit_stats_head",
     "fit_virtual_classifier",
     "flatten_features",
@@ -85,6 +86,12 @@ class ClassStatsConfig:
     max_dim
         Largest flattened feature size accepted: the scatter matrix a client sends once is
         ``D x D`` float64 (the compact model's 1408 for UTD-MHAD: 16 MB).
+    personalise
+        After the ``lda`` head, each client adapts it to its own rows (class means moved
+        towards its own, :func:`fit_personal_lda_head`) and reports the accuracy on its own
+        held-out rows; the server tests each personal head on the held-out subjects.
+    personal_strength
+        Weight of the global class mean in a personal mean, in labeled rows.
     virtual_per_class
         Virtual features per class per epoch (``ccvr``).
     epochs
@@ -98,6 +105,8 @@ class ClassStatsConfig:
     passes: int = 10
     shrinkage: float = 0.3
     max_dim: int = 4096
+    personalise: bool = False
+    personal_strength: float = 1.0
     virtual_per_class: int = 64
     epochs: int = 30
     batch_size: int = 64
@@ -108,6 +117,9 @@ class ClassStatsConfig:
             raise ConfigError(f"passes must be >= 0, got {self.passes}", "class_stats.passes")
         if not 0.0 <= self.shrinkage <= 1.0:
             raise ConfigError(f"shrinkage must be in [0, 1], got {self.shrinkage}", "class_stats.shrinkage")
+        if self.personal_strength <= 0:
+            raise ConfigError(f"personal_strength must be > 0, got {self.personal_strength}",
+                              "class_stats.personal_strength")
         for name in ("max_dim", "virtual_per_class", "epochs", "batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}", f"class_stats.{name}")
@@ -368,13 +380,38 @@ def fit_lda_head(stats: ClassFeatureStats, layout: FeatureLayout, shrinkage: flo
     ``w_c = Sigma^-1 mu_c``, ``b_c = -mu_c^T Sigma^-1 mu_c / 2 + log pi_c``; a class without
     rows gets bias ``-inf``-like (never predicted).
     """
-    cov = stats.pooled_covariance(shrinkage)
-    means = stats.means()
+    return _lda_head(stats.pooled_covariance(shrinkage), stats.means(), stats.counts, layout)
+
+
+def fit_personal_lda_head(
+    global_stats: ClassFeatureStats, own: ClassFeatureStats, layout: FeatureLayout, shrinkage: float, strength: float
+) -> LinearFusionHead:
+    """The global LDA head with each class mean moved towards the client's own rows of that class.
+
+    ``mu_c = (own_sum_c + strength * global_mu_c) / (own_n_c + strength)``: a class the
+    client has no rows of keeps the global mean; covariance and class priors stay global.
+    ``strength`` is in rows (as counted in ``own``).
+
+    Raises
+    ------
+    ValueError
+        If the two statistics differ in shape or ``strength`` is not > 0.
+    """
+    if (own.num_classes, own.dim) != (global_stats.num_classes, global_stats.dim):
+        raise ValueError(f"own statistics {own.num_classes} x {own.dim} do not match the global "
+                         f"{global_stats.num_classes} x {global_stats.dim}")
+    if strength <= 0:
+        raise ValueError(f"strength must be > 0, got {strength}")
+    means = (own.sums + strength * global_stats.means()) / (own.counts + strength)[:, None]
+    return _lda_head(global_stats.pooled_covariance(shrinkage), means, global_stats.counts, layout)
+
+
+def _lda_head(cov: np.ndarray, means: np.ndarray, counts: np.ndarray, layout: FeatureLayout) -> LinearFusionHead:
     weights = np.linalg.solve(cov, means.T).T  # (K, D)
-    priors = stats.counts / stats.counts.sum()
+    priors = counts / counts.sum()
     bias = -0.5 * np.einsum("kd,kd->k", weights, means) + np.log(np.maximum(priors, 1e-12))
-    bias[stats.counts == 0] = -1e9
-    head = LinearFusionHead(layout, stats.num_classes)
+    bias[counts == 0] = -1e9
+    head = LinearFusionHead(layout, len(counts))
     with torch.no_grad():
         head.linear.weight.copy_(torch.from_numpy(weights).float())
         head.linear.bias.copy_(torch.from_numpy(bias).float())

@@ -225,7 +225,8 @@ def test_flwr_run__normalisation_round_then_export(tmp_path: Path, capsys: pytes
 @pytest.mark.slow
 def test_flwr_run__heterogeneous_modalities(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # Subject 1 only has the informative sensor; subject 2 has both.
-    results = _flwr_run(tmp_path, f"{SMOKE} +dataset.modality_subsets={{1:[imu]}}", capsys)
+    results = _flwr_run(tmp_path, f"{SMOKE} +dataset.modality_subsets={{1:[imu]}} "
+                                  "federation.class_stats.personalise=true", capsys)
     rnd = results["stage1"]["rounds"]["1"]
     assert rnd["num-rejected"] == 0 and rnd["num-aggregated"] == 2
     assert "weight-noise-subject-1" not in rnd and rnd["weight-noise-subject-2"] == 1.0
@@ -233,6 +234,13 @@ def test_flwr_run__heterogeneous_modalities(tmp_path: Path, capsys: pytest.Captu
     # Stage 2 (lda): both subjects' class statistics accepted; subject 1 sends zeros in the noise slot.
     assert results["stage2"]["mode"] == "lda" and results["stage2"]["class_stats"]["subjects"] == [1, 2]
     assert results["stage2"]["class_stats"]["num_rejected"] == 0
+    # Personalised lda heads: each client's own held-out rows with the global and its personal
+    # head, and each personal head on the test subject.
+    personal = results["stage2"]["personalised"]
+    assert set(personal["clients"]) == {"subject-1", "subject-2"} and personal["num_rejected"] == 0
+    for client in personal["clients"].values():
+        assert {"own_accuracy_global", "own_accuracy_personal", "test_accuracy_personal"} <= set(client)
+        assert client["test_accuracy_global"] == results["final"]["accuracy"]
 
 
 @pytest.mark.slow

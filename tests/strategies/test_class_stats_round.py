@@ -13,7 +13,12 @@ from flwr.serverapp import Grid
 from fedhar import keys
 from fedhar.errors import FederationError
 from fedhar.train.class_stats import ClassFeatureStats
-from strategies.class_stats_round import MESSAGE_TYPE, run_class_stats_round
+from strategies.class_stats_round import (
+    MESSAGE_TYPE,
+    PERSONALISE_MESSAGE_TYPE,
+    run_class_stats_round,
+    run_personalise_round,
+)
 
 DIM, K, PASSES = 4, 3, 1
 # Subject -> its labeled rows per class, as the server's label split has them.
@@ -108,3 +113,32 @@ class TestRunClassStatsRound:
     def test_round__silent_node__counted_as_rejected(self) -> None:
         result = _run(_grid([stats_reply(11, _good(1), 1)], nodes=[11, 12]))
         assert result.rejected == {12: "no reply within 5 s"}  # type: ignore[attr-defined]
+
+
+def head_reply(node: int, subject: object, weight: np.ndarray | None = None, accuracy: float = 0.5) -> Message:
+    arrays = {"weight": np.zeros((K, DIM)) if weight is None else weight, "bias": np.zeros(K)}
+    content = RecordDict({keys.PERSONAL_HEAD: ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+                          keys.METRICS: MetricRecord({keys.SUBJECT: subject, "accuracy-global": 0.4,  # type: ignore[dict-item]
+                                                      "accuracy-personal": accuracy})})
+    instruction = Message(content=RecordDict(), dst_node_id=node, message_type=PERSONALISE_MESSAGE_TYPE)
+    return Message(content=content, reply_to=instruction)
+
+
+class TestRunPersonaliseRound:
+    @pytest.mark.parametrize(("bad", "words"), [
+        (lambda: head_reply(13, 3, weight=np.zeros((K, DIM + 1))), "expected (3, 4), (3,)"),
+        (lambda: head_reply(13, 3, weight=np.full((K, DIM), np.inf)), "finite"),
+        (lambda: head_reply(13, 3, accuracy=1.5), "outside [0, 1]"),
+        (lambda: head_reply(13, 9), "not a training subject"),
+        (lambda: head_reply(13, 1), "already replied"),
+    ], ids=["shape", "inf", "accuracy", "subject", "duplicate"])
+    def test_round__valid_heads_kept_malformed_rejected(self, bad: Callable[[], Message], words: str) -> None:
+        grid = _grid([head_reply(11, 1), head_reply(12, 2, accuracy=0.9), bad()])
+        merged = ClassFeatureStats.merge([subject_stats(s) for s in (1, 2, 3)])
+        heads, rejected = run_personalise_round(grid, ConfigRecord(), ArrayRecord(), merged, (1, 2, 3), 5.0)
+        assert [h.subject for h in heads] == [1, 2] and heads[1].own == {"accuracy-global": 0.4,
+                                                                          "accuracy-personal": 0.9}
+        assert list(rejected) == [13] and words in rejected[13]
+        sent = grid.send_and_receive.call_args.args[0][0]
+        assert sent.metadata.message_type == "query.personalise"
+        np.testing.assert_array_equal(sent.content[keys.GLOBAL_STATS]["scatter"].numpy(), merged.scatter)

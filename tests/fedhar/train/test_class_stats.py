@@ -23,6 +23,7 @@ from fedhar.train.class_stats import (
     check_class_stats,
     class_feature_stats,
     fit_lda_head,
+    fit_personal_lda_head,
     fit_stats_head,
     fit_virtual_classifier,
     flatten_features,
@@ -243,3 +244,33 @@ class TestConfig:
             ClassStatsConfig.from_mapping({"pases": 3})
         with pytest.raises(ConfigError, match="shrinkage"):
             ClassStatsConfig(shrinkage=1.5)
+
+
+class TestPersonalHead:
+    def test_personal__means_move_towards_own_rows_and_a_strong_prior_gives_the_global_head(self) -> None:
+        rng = np.random.default_rng(6)
+        x, y = blobs(rng, 10, 3, sep=1.0)
+        global_stats = stats_of(x, y, 3)
+        own_x = x[y != 2][:8] + 3.0  # the client's own rows are shifted and hold no row of class 2
+        own = stats_of(own_x, y[y != 2][:8], 3)
+        strong = fit_personal_lda_head(global_stats, own, LAYOUT, 0.2, strength=1e9)
+        torch.testing.assert_close(strong.state_dict(), fit_lda_head(global_stats, LAYOUT, 0.2).state_dict(),
+                                   rtol=1e-4, atol=1e-3)
+        weak = fit_personal_lda_head(global_stats, own, LAYOUT, 0.2, strength=1e-6)
+        own_acc = (weak(unflatten_features(torch.from_numpy(own_x).float(), LAYOUT)).argmax(1).numpy()
+                   == y[y != 2][:8]).mean()
+        glob_acc = (fit_lda_head(global_stats, LAYOUT, 0.2)(unflatten_features(torch.from_numpy(own_x).float(),
+                                                                                  LAYOUT)).argmax(1).numpy()
+                    == y[y != 2][:8]).mean()
+        assert own_acc == 1.0 and glob_acc == 0.75  # measured
+        # class 2 (no own rows) keeps the global mean: its weight row is the global head's
+        cov_inv_mu = np.linalg.solve(global_stats.pooled_covariance(0.2), global_stats.means()[2])
+        np.testing.assert_allclose(weak.linear.weight[2].detach().numpy(), cov_inv_mu, rtol=1e-4, atol=1e-4)
+
+    def test_personal__shape_mismatch_and_bad_strength_raise(self) -> None:
+        a = stats_of(np.eye(DIM)[:4], np.array([0, 0, 1, 1]), 2)
+        b = stats_of(np.eye(DIM)[:4], np.array([0, 0, 1, 1]), 3)
+        with pytest.raises(ValueError, match="do not match"):
+            fit_personal_lda_head(a, b, LAYOUT, 0.1, 1.0)
+        with pytest.raises(ValueError, match="strength must be > 0"):
+            fit_personal_lda_head(a, a, LAYOUT, 0.1, 0.0)
