@@ -90,6 +90,13 @@ def closing_summary(results: Mapping[str, Any], results_path: Path, plot_path: P
         f"(down + up); stage 2: {how2}, {_mb(bytes2)} per client; {results['wall_time_s']:.0f} s in the server"),
         f"  results: {results_path}" + (f"; plot: {plot_path}" if plot_path is not None else ""),
     ]
+    personal = stage2.get("personalised")
+    if personal and "own_accuracy_personal" in personal.get("mean", {}):
+        mean = personal["mean"]
+        lines.insert(1, f"  personalised heads, mean over {len(personal['clients'])} clients: own held-out rows "
+                        f"{PERCENT * mean['own_accuracy_global']:.1f} % (global head) -> "
+                        f"{PERCENT * mean['own_accuracy_personal']:.1f} % (personal); held-out subjects "
+                        f"{PERCENT * mean['test_accuracy_global']:.1f} % -> {PERCENT * mean['test_accuracy_personal']:.1f} %")
     for mode, other in results.get("stage2_compare", {}).items():
         lines.insert(1, f"  stage 2 {mode} from the same encoders: accuracy {PERCENT * other['final']['accuracy']:.1f} %, "
                         f"macro-F1 {PERCENT * other['final']['macro_f1']:.1f} %")

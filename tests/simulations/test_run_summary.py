@@ -34,6 +34,15 @@ def _reference(repo: Path, rows: list[dict]) -> Path:
 
 
 class TestClosingSummary:
+    def test_summary__personalised_means(self, tmp_path: Path) -> None:
+        mean = {"own_accuracy_global": 0.5, "own_accuracy_personal": 0.7, "test_accuracy_global": 0.64,
+                "test_accuracy_personal": 0.6}
+        stage2 = {**LDA, "personalised": {"clients": {"subject-1": {}, "subject-2": {}}, "mean": mean}}
+        text = closing_summary(_results(stage2), Path("/r/results.json"), None, repo=tmp_path)
+        assert ("personalised heads, mean over 2 clients: own held-out rows 50.0 % (global head) -> 70.0 % "
+                "(personal); held-out subjects 64.0 % -> 60.0 %") in text
+
+
     def test_summary__accuracy_reference_rounds_bytes_and_files(self, tmp_path: Path) -> None:
         repo = _reference(tmp_path, [{"method": "cosmo", "label_rate": 5.0, "seeds": [0, 1, 2],
                                       "accuracy": [61.24, 4.97]}])
