@@ -5,13 +5,10 @@ from fedhar.baselines.classical import ClassicalModel, window_features
 from fedhar.baselines.cmc import CMCLoss, cmc_objective, cmc_or_unimodal_objective
 from fedhar.baselines.config import (
     AttnSenseConfig,
-    BaselineConfig,
     ClassicalConfig,
     CMCConfig,
     CPCConfig,
     DeepSenseConfig,
-    SingleModalityConfig,
-    baseline_config_from_mapping,
 )
 from fedhar.baselines.cpc import CPCClassifier, CPCLoss, CPCModel, cpc_objective
 from fedhar.baselines.deepsense import DeepSenseModel
@@ -20,7 +17,6 @@ from fedhar.baselines.single_modality import SingleModalityClassifier
 __all__ = [
     "AttnSenseConfig",
     "AttnSenseModel",
-    "BaselineConfig",
     "CMCConfig",
     "CMCLoss",
     "CPCClassifier",
@@ -32,8 +28,6 @@ __all__ = [
     "DeepSenseConfig",
     "DeepSenseModel",
     "SingleModalityClassifier",
-    "SingleModalityConfig",
-    "baseline_config_from_mapping",
     "cmc_objective",
     "cmc_or_unimodal_objective",
     "cpc_objective",

@@ -11,48 +11,16 @@ from fedhar.errors import ConfigError
 
 __all__ = [
     "AttnSenseConfig",
-    "BaselineConfig",
     "CMCConfig",
     "CPCConfig",
     "ClassicalConfig",
     "DeepSenseConfig",
-    "SingleModalityConfig",
-    "baseline_config_from_mapping",
 ]
 
 C = TypeVar("C")
 Pooling = Literal["last", "mean"]
 ClassifierName = Literal["random_forest", "logistic_regression"]
 _CLASSIFIERS = ("random_forest", "logistic_regression")
-
-
-@dataclass(frozen=True)
-class SingleModalityConfig:
-    """Single-modality supervised baseline ("IMU only", "Skeleton only" in Cosmo, Fig. 10).
-
-    The architecture is Cosmo's encoder for that modality plus Cosmo's stage-2 classifier
-    (``fedhar.models`` ``EncoderConfig`` / ``ClassifierConfig``, i.e. configs/model/), so
-    only the choice of modality lives here.
-
-    Parameters
-    ----------
-    name
-        Always ``"single_modality"``.
-    modality
-        The modality to train on; ``None`` means "each modality of the dataset in turn"
-        (the caller loops; the model itself always takes exactly one).
-    """
-
-    name: Literal["single_modality"] = "single_modality"
-    modality: str | None = None
-
-    def __post_init__(self) -> None:
-        _check_name(self, "single_modality")
-
-    @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any]) -> SingleModalityConfig:
-        """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
-        return _from_mapping(cls, cfg)
 
 
 @dataclass(frozen=True)
@@ -274,30 +242,6 @@ class ClassicalConfig:
         return _from_mapping(cls, cfg)
 
 
-BaselineConfig = SingleModalityConfig | DeepSenseConfig | AttnSenseConfig | CMCConfig | CPCConfig | ClassicalConfig
-_BY_NAME: dict[str, type[Any]] = {
-    "classical": ClassicalConfig,
-    "single_modality": SingleModalityConfig,
-    "deepsense": DeepSenseConfig,
-    "attnsense": AttnSenseConfig,
-    "cmc": CMCConfig,
-    "cpc": CPCConfig,
-}
-
-
-def baseline_config_from_mapping(cfg: Mapping[str, Any]) -> BaselineConfig:
-    """Build the dataclass named by ``cfg["name"]`` (a resolved ``configs/baseline/*.yaml``).
-
-    Raises
-    ------
-    ConfigError
-        If ``name`` is missing or unknown, or a key or value is invalid.
-    """
-    name = cfg.get("name")
-    if name not in _BY_NAME:
-        raise ConfigError(f"baseline name must be one of {sorted(_BY_NAME)}, got {name!r}", "baseline.name")
-    config: BaselineConfig = _BY_NAME[name].from_mapping(cfg)
-    return config
 
 
 def _from_mapping(cls: type[C], cfg: Mapping[str, Any]) -> C:

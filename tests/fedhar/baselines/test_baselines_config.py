@@ -15,14 +15,11 @@ from fedhar.baselines import (
     CMCConfig,
     CPCConfig,
     DeepSenseConfig,
-    SingleModalityConfig,
-    baseline_config_from_mapping,
 )
 from fedhar.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "baseline"
 CLASSES: dict[str, Any] = {
-    "single_modality": SingleModalityConfig,
     "deepsense": DeepSenseConfig,
     "attnsense": AttnSenseConfig,
     "cmc": CMCConfig,
@@ -45,7 +42,7 @@ class TestBaselineConfigs:
         # Prepare
         raw = _load(name)
         # Execute
-        cfg = baseline_config_from_mapping(raw)
+        cfg = CLASSES[name].from_mapping(raw)
         # Assert: every field is spelled out and the YAML mirrors the defaults
         assert type(cfg) is CLASSES[name]
         assert set(raw) == set(asdict(cfg))
@@ -76,11 +73,6 @@ class TestBaselineConfigs:
     def test_from_mapping__raises_on_bad_values(self, cls: Any, mapping: dict[str, Any], match: str) -> None:
         with pytest.raises(ConfigError, match=match):
             cls.from_mapping(mapping)
-
-    @pytest.mark.parametrize("mapping", [{}, {"name": "simclr"}])
-    def test_baseline_config_from_mapping__raises_on_missing_or_unknown_name(self, mapping: dict[str, Any]) -> None:
-        with pytest.raises(ConfigError, match="baseline name must be one of"):
-            baseline_config_from_mapping(mapping)
 
     def test_config_error__is_a_value_error(self) -> None:
         with pytest.raises(ValueError):
