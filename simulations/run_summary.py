@@ -8,9 +8,12 @@ and label rate (named as such, with its budget), never a number computed for thi
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import logging
+import statistics
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,9 +23,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from fedhar.train.checkpoint import atomic_write_bytes
+from fedhar.train.checkpoint import atomic_write_bytes, atomic_write_text
 
-__all__ = ["CENTRALIZED_REFERENCES", "PLOT_FILE", "centralized_reference", "closing_summary", "plot_convergence"]
+__all__ = [
+    "CENTRALIZED_REFERENCES",
+    "PLOT_FILE",
+    "centralized_reference",
+    "closing_summary",
+    "plot_convergence",
+    "summarise_runs",
+    "summary_table",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -133,3 +144,58 @@ def plot_convergence(results: Mapping[str, Any], out: Path) -> Path:
     fig.savefig(buffer, format="png", dpi=120)
     plt.close(fig)
     return atomic_write_bytes(out, buffer.getvalue())
+
+
+def summarise_runs(paths: list[Path]) -> dict[str, Any]:
+    """Mean ± std over seeds of finished runs' final accuracy and macro-F1, per dataset, label rate and stage-2 mode."""
+    groups: dict[tuple[str, float, str], list[dict[str, Any]]] = {}
+    for path in paths:
+        results = json.loads(path.read_text(encoding="utf-8"))
+        cfg = results["config"]
+        key = (cfg["dataset"]["name"], float(cfg["label_rate"]), results["stage2"]["mode"])
+        groups.setdefault(key, []).append(results)
+    rows = []
+    for (dataset, rate, mode), runs in sorted(groups.items()):
+        acc = [PERCENT * r["final"]["accuracy"] for r in runs]
+        f1 = [PERCENT * r["final"]["macro_f1"] for r in runs]
+        walls = [r["wall_time_s"] for r in runs]
+        rows.append({"dataset": dataset, "label_rate": rate, "stage2_mode": mode,
+                     "seeds": [r["config"]["seed"] for r in runs], "accuracy": _mean_std(acc),
+                     "macro_f1": _mean_std(f1), "per_seed_accuracy": acc, "server_wall_s": _mean_std(walls),
+                     "stage1_rounds": sorted({len(r["stage1"]["rounds"]) for r in runs})})
+    return {"rows": rows}
+
+
+def _mean_std(values: list[float]) -> list[float]:
+    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """Markdown table of :func:`summarise_runs`."""
+    lines = ["| dataset | label rate % | stage 2 | seeds | accuracy % | macro-F1 % | per seed | server s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in summary["rows"]:
+        lines.append(f"| {r['dataset']} | {r['label_rate']:g} | {r['stage2_mode']} | {len(r['seeds'])} | "
+                     f"{r['accuracy'][0]:.1f} ± {r['accuracy'][1]:.1f} | {r['macro_f1'][0]:.1f} ± {r['macro_f1'][1]:.1f} | "
+                     f"{', '.join(f'{a:.1f}' for a in r['per_seed_accuracy'])} | {r['server_wall_s'][0]:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m simulations.run_summary --out DIR RESULTS.json ...``: summary.json and table.md of finished runs."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results", type=Path, nargs="+", help="results.json files of finished runs")
+    parser.add_argument("--out", type=Path, required=True, help="folder for summary.json and table.md")
+    args = parser.parse_args(argv)
+    missing = [p for p in args.results if not p.is_file()]
+    if missing:
+        parser.error(f"no such results file: {missing[0]}")
+    summary = summarise_runs(args.results)
+    atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(args.out / "table.md", summary_table(summary))
+    print(summary_table(summary), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -70,3 +70,22 @@ class TestPlot:
         for name, stage2 in (("lda", LDA), ("fedavg", fedavg)):
             out = plot_convergence(_results(stage2), tmp_path / f"{name}.png")
             assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+class TestSummariseRuns:
+    def test_summarise__mean_std_per_rate_and_mode_and_cli_files(self, tmp_path: Path) -> None:
+        from simulations.run_summary import main
+
+        paths = []
+        for seed, acc in ((0, 0.6), (1, 0.7)):
+            stage2 = {**LDA, "final": {"accuracy": acc, "macro_f1": acc - 0.1}}
+            results = {**_results(stage2), "config": {**_results(stage2)["config"], "seed": seed}}
+            paths.append(tmp_path / f"r{seed}.json")
+            paths[-1].write_text(json.dumps(results))
+        assert main(["--out", str(tmp_path / "out"), *map(str, paths)]) == 0
+        summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+        (row,) = summary["rows"]
+        assert (row["dataset"], row["label_rate"], row["stage2_mode"], row["seeds"]) == ("utd-mhad", 5.0, "lda", [0, 1])
+        assert row["accuracy"][0] == 65.0 and abs(row["accuracy"][1] - 7.0711) < 1e-3
+        assert row["stage1_rounds"] == [2]
+        assert "| utd-mhad | 5 | lda | 2 | 65.0 ± 7.1 | 55.0 ± 7.1 | 60.0, 70.0 | 61 |" in (tmp_path / "out" / "table.md").read_text()
