@@ -19,18 +19,21 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from fedhar import keys
 
 __all__ = [
+    "ROBUST_RULES",
     "SHARED",
     "AggregationResult",
     "ClientUpdate",
+    "InfluenceBounds",
     "Weighting",
     "aggregate_by_modality",
+    "bound_influence",
     "group_keys",
     "modality_of",
     "validate_update",
@@ -39,6 +42,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Weighting = Literal["qom", "examples"]
+RobustRule = Literal["mean", "median", "trimmed_mean"]
+ROBUST_RULES: tuple[str, ...] = ("mean", "median", "trimmed_mean")
+# BatchNorm buffers: statistics, not weights; an update's norm is measured over the rest.
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 WEIGHTINGS: tuple[str, ...] = ("qom", "examples")
 # Group name of the parameters that belong to no modality (shared by all clients).
 SHARED = "shared"
@@ -92,6 +99,101 @@ class AggregationResult:
     arrays: dict[str, np.ndarray]
     weights: dict[str, dict[str, float]]
     fallback: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class InfluenceBounds:
+    """Server-side limits on what one client's reply can do to the global model.
+
+    Parameters
+    ----------
+    qom_range
+        Reported quality scores are clipped into ``[low, high]``: a client claiming 1.0
+        among honest scores of ~0.1 gets at most ``high / low`` times their weight.
+    update_clip
+        Per group (modality or shared), a client's update ``theta_k - theta_global`` is
+        scaled down to at most ``update_clip`` times the median update norm of that
+        group's holders this round (BatchNorm buffers excluded from the norm and kept);
+        ``None``: no clipping. Scale-free, so no per-model bound to tune.
+    rule
+        ``"mean"``: the weighted mean (QoM / FedAvg); ``"median"``: coordinate-wise
+        median over the group's holders; ``"trimmed_mean"``: coordinate-wise mean after
+        dropping the ``trim_fraction`` largest and smallest values (both ignore weights).
+    trim_fraction
+        Fraction trimmed at each end by ``"trimmed_mean"``.
+    """
+
+    qom_range: tuple[float, float] = (0.1, 1.0)
+    update_clip: float | None = 3.0
+    rule: RobustRule = "mean"
+    trim_fraction: float = 0.2
+
+    def __post_init__(self) -> None:
+        low, high = self.qom_range
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError(f"qom_range must satisfy 0 <= low <= high <= 1, got {self.qom_range}")
+        if self.update_clip is not None and not self.update_clip >= 1.0:
+            raise ValueError(f"update_clip must be >= 1 (a multiple of the median norm) or None, got {self.update_clip}")
+        if self.rule not in ROBUST_RULES:
+            raise ValueError(f"rule must be one of {ROBUST_RULES}, got {self.rule!r}")
+        if not 0.0 <= self.trim_fraction < 0.5:
+            raise ValueError(f"trim_fraction must be in [0, 0.5), got {self.trim_fraction}")
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, object]) -> InfluenceBounds:
+        """Build from a plain mapping (``strategy.bounds``); unknown keys raise."""
+        unknown = sorted(set(cfg) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown strategy.bounds keys {unknown}; known: {sorted(cls.__dataclass_fields__)}")
+        kw: dict[str, Any] = dict(cfg)
+        if "qom_range" in kw:
+            kw["qom_range"] = tuple(float(v) for v in kw["qom_range"])
+        return cls(**kw)
+
+
+def bound_influence(
+    updates: Sequence[ClientUpdate], reference: Mapping[str, np.ndarray], bounds: InfluenceBounds
+) -> tuple[list[ClientUpdate], dict[str, dict[str, float]]]:
+    """Clip quality scores into range and oversized updates to the round's median norm.
+
+    Returns the bounded updates (same order) and, per client and group, the factor its
+    update was scaled by (only entries below 1, i.e. clipped ones).
+    """
+    low, high = bounds.qom_range
+    out = [ClientUpdate(u.client_id, dict(u.arrays), u.num_examples,
+                        {m: min(max(float(q), low), high) for m, q in u.qom.items()}, u.train_loss) for u in updates]
+    scaled: dict[str, dict[str, float]] = {}
+    if bounds.update_clip is None:
+        return out, scaled
+    for group, names in group_keys(reference).items():
+        weights = [k for k in names if np.issubdtype(reference[k].dtype, np.floating)
+                   and not k.endswith(_BUFFER_SUFFIXES)]
+        holders = [u for u in out if weights and weights[0] in u.arrays]
+        if len(holders) < 2:
+            continue
+        norms = [math.sqrt(sum(float(np.sum((np.asarray(u.arrays[k], np.float64) - reference[k]) ** 2))
+                               for k in weights)) for u in holders]
+        limit = bounds.update_clip * float(np.median(norms))
+        for u, norm in zip(holders, norms, strict=True):
+            if norm > limit > 0.0:
+                factor = limit / norm
+                for k in weights:
+                    delta = np.asarray(u.arrays[k], np.float64) - reference[k]
+                    u.arrays[k] = (reference[k] + factor * delta).astype(reference[k].dtype)  # type: ignore[index]
+                scaled.setdefault(u.client_id, {})[group] = factor
+                logger.warning("client %s: %s update norm %.3g clipped to %.3g (%g x the median)", u.client_id, group,
+                               norm, limit, bounds.update_clip)
+    return out, scaled
+
+
+def robust_combine(values: Sequence[np.ndarray], rule: RobustRule, trim_fraction: float) -> np.ndarray:
+    """Coordinate-wise median or trimmed mean of equally shaped arrays (float64)."""
+    stack = np.stack([np.asarray(v, np.float64) for v in values])
+    if rule == "median":
+        return np.asarray(np.median(stack, axis=0))
+    cut = math.floor(trim_fraction * len(values))
+    ordered = np.sort(stack, axis=0)
+    return np.asarray(ordered[cut:len(values) - cut].mean(axis=0))
 
 
 def modality_of(key: str) -> str | None:
@@ -192,6 +294,8 @@ def aggregate_by_modality(
     updates: Sequence[ClientUpdate],
     reference: Mapping[str, np.ndarray],
     weighting: Weighting = "qom",
+    rule: RobustRule = "mean",
+    trim_fraction: float = 0.2,
 ) -> AggregationResult:
     """Average validated updates per modality over the holders of each modality.
 
@@ -205,6 +309,10 @@ def aggregate_by_modality(
         are cast back to their dtypes.
     weighting
         ``"qom"``: modality weights ``n_k q_k,m``; ``"examples"``: ``n_k`` (FedAvg).
+    rule, trim_fraction
+        ``"mean"``: the weighted mean; ``"median"`` / ``"trimmed_mean"``: coordinate-wise,
+        unweighted, over the group's holders (see :class:`InfluenceBounds`); the reported
+        weights are then the mean's, for the record.
 
     Returns
     -------
@@ -252,6 +360,10 @@ def aggregate_by_modality(
         for u, factor in zip(holders, factors, strict=True):
             weights[u.client_id][group] = factor
         for name in names:
+            if rule != "mean" and len(holders) > 2:
+                new_arrays[name] = _cast_like(robust_combine([u.arrays[name] for u in holders], rule, trim_fraction),
+                                              reference[name])
+                continue
             # Same order of operations as Flower's aggregate_arrayrecords (bit-identical).
             acc = np.asarray(holders[0].arrays[name]) * factors[0]
             for u, factor in zip(holders[1:], factors[1:], strict=True):

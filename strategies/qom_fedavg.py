@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
+from omegaconf import DictConfig, OmegaConf
 
 from fedhar import keys
 from fedhar.aggregation import (
     DEFAULT_MAX_EXAMPLES,
     WEIGHTINGS,
     ClientUpdate,
+    InfluenceBounds,
     Weighting,
     aggregate_by_modality,
+    bound_influence,
     validate_update,
 )
+from fedhar.errors import ConfigError
 
-__all__ = ["STAGES", "QoMFedAvg", "parse_reply"]
+__all__ = ["STAGES", "QoMFedAvg", "influence_bounds", "parse_reply"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +54,15 @@ class QoMFedAvg(FedAvg):
         ``"qom"`` (examples x quality) or ``"examples"`` (plain FedAvg, for ablation).
     max_examples
         Replies claiming more examples than this are rejected.
+    bounds
+        Limits on one client's influence (quality range, update-norm clipping, robust
+        rule); default :class:`fedhar.aggregation.InfluenceBounds` (clipping on).
+    known_examples
+        Subject -> the number of examples the server knows it holds (from the
+        normalisation round and the label split). When given, a reply from another
+        subject, or without one, is rejected, and a larger claimed count is capped to it.
+        Each node is bound to the first subject it claims; a subject claimed by two nodes
+        is a conflict: the replies of both are rejected for the rest of the stage.
     **fedavg_kwargs
         Passed to :class:`flwr.serverapp.strategy.FedAvg` (sampling fractions, minimum
         nodes, metric aggregation functions).
@@ -65,6 +78,8 @@ class QoMFedAvg(FedAvg):
         stage: Stage = "pretrain",
         weighting: Weighting = "qom",
         max_examples: float = DEFAULT_MAX_EXAMPLES,
+        bounds: InfluenceBounds | None = None,
+        known_examples: Mapping[int, float] | None = None,
         **fedavg_kwargs: object,
     ) -> None:
         if stage not in STAGES:
@@ -78,6 +93,10 @@ class QoMFedAvg(FedAvg):
         self.stage: Stage = stage
         self.weighting: Weighting = weighting
         self.max_examples = max_examples
+        self.bounds = InfluenceBounds() if bounds is None else bounds
+        self.known_examples = None if known_examples is None else {int(k): float(v) for k, v in known_examples.items()}
+        self._node_subject: dict[int, str] = {}
+        self._subject_nodes: dict[str, set[int]] = {}
         self._global: ArrayRecord | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -89,8 +108,9 @@ class QoMFedAvg(FedAvg):
 
     def summary(self) -> None:
         """Log every setting of the strategy."""
-        logger.info("QoMFedAvg: stage %s (message type %s), weighting %s, max examples %g",
-                    self.stage, self.message_type, self.weighting, self.max_examples)
+        logger.info("QoMFedAvg: stage %s (message type %s), weighting %s, max examples %g, bounds %s, known "
+                    "subjects %s", self.stage, self.message_type, self.weighting, self.max_examples, self.bounds,
+                    None if self.known_examples is None else sorted(self.known_examples))
         super().summary()
 
     def configure_train(
@@ -112,6 +132,10 @@ class QoMFedAvg(FedAvg):
             raise RuntimeError("aggregate_train called before configure_train: no global arrays to validate against")
         reference = {k: v.numpy() for k, v in self._global.items()}
         failures, updates = 0, list[tuple[ClientUpdate, int]]()
+        replies = list(replies)
+        for msg in replies:  # every claim of the round first: a conflict rejects every claimant
+            if not msg.has_error():
+                self._claim(msg.metadata.src_node_id, _claimed_client(msg))
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
@@ -122,6 +146,8 @@ class QoMFedAvg(FedAvg):
             update, reason = parse_reply(msg)
             if update is not None:
                 reason = validate_update(update, reference, self.max_examples)
+            if update is not None and reason is None:
+                update, reason = self._check_identity(update, node)
             if reason is not None or update is None:
                 failures += 1
                 logger.warning("round %d: rejected the reply of node %d: %s", server_round, node, reason)
@@ -138,13 +164,70 @@ class QoMFedAvg(FedAvg):
         if not updates:
             logger.warning("round %d: no valid reply; the global model keeps its previous arrays", server_round)
             return self._global, metrics
-        result = aggregate_by_modality([u for u, _ in updates], reference, self.weighting)
+        bounded, clipped = bound_influence([u for u, _ in updates], reference, self.bounds)
+        result = aggregate_by_modality(bounded, reference, self.weighting, self.bounds.rule, self.bounds.trim_fraction)
+        metrics[keys.NUM_CLIPPED] = len(clipped)
         for client, groups in result.weights.items():
             for group, weight in groups.items():
                 metrics[f"{keys.WEIGHT_PREFIX}{group}-{client}"] = weight
-        _add_client_metrics(metrics, [u for u, _ in updates])
+        _add_client_metrics(metrics, bounded)
         arrays = ArrayRecord({k: Array(v) for k, v in result.arrays.items()})
         return arrays, metrics
+
+
+    def _claim(self, node: int, client: str) -> None:
+        """Bind ``node`` to its first claimed client; record the nodes that claim each client."""
+        if self._node_subject.setdefault(node, client) == client:
+            self._subject_nodes.setdefault(client, set()).add(node)
+
+    def _check_identity(self, update: ClientUpdate, node: int) -> tuple[ClientUpdate | None, str | None]:
+        """Check the node's binding, that its subject is known and claimed by no other node; cap its example count."""
+        client = update.client_id
+        bound = self._node_subject.get(node, client)
+        if bound != client:
+            return None, f"node {node} claims {client} but is bound to {bound} (its first claim)"
+        nodes = self._subject_nodes.get(client, {node})
+        if len(nodes) > 1:
+            return None, f"{client} is claimed by nodes {sorted(nodes)}: a conflict, every claimant is rejected"
+        if self.known_examples is None:
+            return update, None
+        subject = _subject_of(client)
+        if subject is None or subject not in self.known_examples:
+            return None, f"{client} is not a training subject {sorted(self.known_examples)}"
+        known = self.known_examples[subject]
+        if float(update.num_examples) > known:
+            logger.warning("node %d (%s) claims %g examples, the server knows %g: capped", node, client,
+                           float(update.num_examples), known)
+            update = ClientUpdate(update.client_id, update.arrays, known, update.qom, update.train_loss)
+        return update, None
+
+
+def _claimed_client(msg: Message) -> str:
+    """The client id a reply claims (``subject-<id>`` from its metrics, else ``node-<id>``), as parse_reply names it."""
+    record = msg.content.metric_records.get(keys.METRICS)
+    subject = record.get(keys.SUBJECT) if record is not None else None
+    return f"subject-{int(subject)}" if isinstance(subject, int) else f"node-{msg.metadata.src_node_id}"
+
+
+def influence_bounds(strategy: Mapping[str, Any]) -> InfluenceBounds:
+    """The ``bounds`` of a ``strategy`` config group as :class:`InfluenceBounds` (its defaults if absent).
+
+    Raises
+    ------
+    ConfigError
+        If a key is unknown or a value invalid.
+    """
+    raw = strategy.get("bounds") or {}
+    raw = OmegaConf.to_container(raw, resolve=True) if isinstance(raw, DictConfig) else dict(raw)
+    try:
+        return InfluenceBounds.from_mapping(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err), "strategy.bounds") from err
+
+
+def _subject_of(client_id: str) -> int | None:
+    prefix = "subject-"
+    return int(client_id[len(prefix):]) if client_id.startswith(prefix) else None
 
 
 def parse_reply(msg: Message) -> tuple[ClientUpdate | None, str | None]:

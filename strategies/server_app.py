@@ -27,7 +27,7 @@ from fedhar.models import ModelConfig
 from fedhar.train import derive_seed, seed_everything
 from fedhar.train.checkpoint import atomic_save_state, atomic_write_text
 from strategies.norm_round import run_norm_round
-from strategies.qom_fedavg import QoMFedAvg
+from strategies.qom_fedavg import QoMFedAvg, influence_bounds
 from strategies.run_config import hydra_overrides
 from strategies.stage2 import run_stage2
 
@@ -108,6 +108,8 @@ def main(grid: Grid, context: Context) -> None:
     info = experiment.info
     global_model = build_pretrain_model(info, info.modality_names, model_cfg)
     strategy = QoMFedAvg(stage="pretrain", weighting=cfg.strategy.weighting, max_examples=cfg.strategy.max_examples,
+                         bounds=influence_bounds(cfg.strategy),
+                         known_examples={s: p.num_unlabeled for s, p in experiment.partitions.items()},
                          fraction_train=float(fed.fraction_train), fraction_evaluate=0.0,
                          min_train_nodes=num_nodes, min_available_nodes=num_nodes)
     round_times: list[float] = []

@@ -24,7 +24,7 @@ from fedhar.train import FinetuneConfig, derive_seed, evaluate, finetune_iterati
 from fedhar.train.checkpoint import atomic_save_state
 from fedhar.train.class_stats import STATS_HEADS, ClassStatsConfig, FeatureLayout, LinearFusionHead, fit_stats_head
 from strategies.class_stats_round import PersonalHead, run_class_stats_round, run_personalise_round
-from strategies.qom_fedavg import QoMFedAvg, parse_reply
+from strategies.qom_fedavg import QoMFedAvg, influence_bounds, parse_reply
 
 __all__ = ["STAGE2_MODES", "run_stage2"]
 
@@ -119,6 +119,8 @@ def run_stage2(
 
     config[keys.LOCAL_EPOCHS] = int(fed.stage2_local_epochs)
     strategy = QoMFedAvg(stage="finetune", weighting=cfg.strategy.weighting, max_examples=cfg.strategy.max_examples,
+                         bounds=influence_bounds(cfg.strategy),
+                         known_examples={s: p.num_labeled for s, p in experiment.partitions.items()},
                          fraction_train=float(fed.fraction_train),
                          fraction_evaluate=1.0 if fed.client_eval else 0.0,
                          min_train_nodes=num_nodes, min_evaluate_nodes=num_nodes, min_available_nodes=num_nodes)

@@ -273,12 +273,14 @@ def test_aggregate_train__rejects_malformed_reply_and_aggregates_the_rest(
     bad_metrics.update(changes)
     bad_arrays = breakage(_arrays(100.0)) if breakage else _arrays(100.0)
     bad = reply(9, bad_arrays, bad_metrics)
-    # Execute (the bad reply last so that "duplicate subject" keeps the genuine subject 1)
+    # Execute
     with caplog.at_level(logging.WARNING):
         arrays, out = strategy.aggregate_train(1, [*good, bad])
-    # Assert
+    # Assert: a subject claimed by two nodes is a conflict that rejects both claimants (not
+    # "first one wins", which an impersonator arriving first would win)
     got = _as_numpy(arrays)
+    conflict = bad_metrics.get(keys.SUBJECT) == 1
     for key in (IMU, SKEL, SHARED_KEY):
-        np.testing.assert_allclose(got[key], (10 * 1 + 30 * 3) / 40, rtol=1e-6)
-    assert out[keys.NUM_REJECTED] == 1 and out[keys.NUM_AGGREGATED] == 2
+        np.testing.assert_allclose(got[key], 3.0 if conflict else (10 * 1 + 30 * 3) / 40, rtol=1e-6)
+    assert (out[keys.NUM_REJECTED], out[keys.NUM_AGGREGATED]) == ((2, 1) if conflict else (1, 2))
     assert any("node 9" in r.getMessage() for r in caplog.records)
