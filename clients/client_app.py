@@ -21,6 +21,7 @@ its own rows that it did not train on (its unlabeled pool, whose labels the data
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -205,6 +206,17 @@ def _can_finetune(model: torch.nn.Module, num_labeled: int) -> bool:
     return num_labeled >= (2 if has_bn1d else 1)
 
 
+def _maybe_fail(settings: ClientSettings, subject: int) -> None:
+    """Simulated failure of this round (``federation.inject_failures``): raise, or hang past the timeout."""
+    if not settings.failures.fails(subject, settings.stage, settings.server_round):
+        return
+    logger.warning("subject %d: injected %s failure in %s round %d", subject, settings.failures.kind, settings.stage,
+                   settings.server_round)
+    if settings.failures.kind == "hang":
+        time.sleep(settings.failures.hang_s)
+    raise RuntimeError(f"injected failure (subject {subject}, {settings.stage} round {settings.server_round})")
+
+
 def _client_seed(settings: ClientSettings, subject: int) -> int:
     return derive_seed(settings.seed, "client", subject, settings.stage, settings.server_round)
 
@@ -228,6 +240,7 @@ def train_pretrain(msg: Message, context: Context) -> Message:
     """Stage 1: local contrastive fusion (or unimodal) pretraining of the global encoders and heads."""
     local = _setup(msg, context)
     part, settings = local.partition, local.settings
+    _maybe_fail(settings, part.subject)
     model = build_pretrain_model(part.unlabeled.info, part.modalities, settings.model)
     _load_subset(model, msg.content.array_records[keys.ARRAYS])
     seed = _client_seed(settings, part.subject)
@@ -248,6 +261,7 @@ def train_finetune(msg: Message, context: Context) -> Message:
     """Stage 2: local iterative fusion fine-tuning on the client's own labeled rows."""
     local = _setup(msg, context)
     part, settings = local.partition, local.settings
+    _maybe_fail(settings, part.subject)
     model = build_finetune_model(part.labeled.info, part.modalities, settings.model, settings.qom_prior)
     _load_subset(model, msg.content.array_records[keys.ARRAYS])
     seed = _client_seed(settings, part.subject)

@@ -13,6 +13,7 @@ from fedhar import keys
 from fedhar.data.config import DatasetConfig
 from fedhar.data.federation import FederationData
 from fedhar.errors import ConfigError
+from fedhar.federated import FailureInjection
 from fedhar.models.config import ModelConfig
 from fedhar.train.config import FinetuneConfig, PretrainConfig
 
@@ -52,6 +53,8 @@ class ClientSettings:
     federation
         Merged statistics and class counts of the normalisation round (``None`` in the
         round itself).
+    failures
+        Simulated failures of this client's training rounds (off by default).
     """
 
     dataset: DatasetConfig
@@ -67,6 +70,7 @@ class ClientSettings:
     freeze_encoders: bool = False
     train_subjects: tuple[int, ...] = ()
     federation: FederationData | None = None
+    failures: FailureInjection = field(default_factory=FailureInjection)
 
 
 def parse_config(config: ConfigRecord) -> ClientSettings:
@@ -111,6 +115,7 @@ def parse_config(config: ConfigRecord) -> ClientSettings:
         freeze_encoders=bool(config.get(keys.FREEZE_ENCODERS, False)),
         train_subjects=tuple(int(x) for x in config.get(keys.TRAIN_SUBJECTS, []) or []),  # type: ignore[union-attr]
         federation=FederationData.from_config(config),
+        failures=FailureInjection(**dict(setup.get("inject_failures") or {})),
     )
 
 

@@ -9,7 +9,10 @@ client's encoders and the global fusion classifier over every modality of the da
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -18,6 +21,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from torch import nn
 
 from fedhar.data.dataset import DatasetInfo, HARDataset
+from fedhar.errors import ConfigError
 from fedhar.models import ContrastiveFusionModel, FusionClassifierModel, ModelConfig
 from fedhar.models.attention import build_fusion_classifier
 from fedhar.train.batches import to_tensors
@@ -26,6 +30,7 @@ from fedhar.train.device import model_device
 from fedhar.train.evaluate import eval_mode
 
 __all__ = [
+    "FailureInjection",
     "build_finetune_model",
     "build_pretrain_model",
     "feature_layout_of",
@@ -78,6 +83,42 @@ def build_finetune_model(
 def feature_layout_of(info: DatasetInfo, cfg: ModelConfig) -> FeatureLayout:
     """The fusion classifier's input layout (modality, S, F) over every modality of ``info``: same on every node."""
     return feature_layout(build_pretrain_model(info, info.modality_names, cfg).feature_shapes)
+
+
+@dataclass(frozen=True)
+class FailureInjection:
+    """Simulated client failures (``federation.inject_failures``): tests and the robustness benchmark.
+
+    Parameters
+    ----------
+    fraction
+        Probability that a client fails a training round (0: never).
+    kind
+        ``"raise"`` (the client replies an error) or ``"hang"`` (it sleeps ``hang_s``,
+        past the round timeout, so its reply never counts).
+    hang_s
+        Seconds a hanging client sleeps.
+    seed
+        Which (subject, round) pairs fail is a function of this seed alone.
+    """
+
+    fraction: float = 0.0
+    kind: Literal["raise", "hang"] = "raise"
+    hang_s: float = 60.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction <= 1.0:
+            raise ConfigError(f"fraction must be in [0, 1], got {self.fraction}", "federation.inject_failures.fraction")
+        if self.kind not in ("raise", "hang"):
+            raise ConfigError(f"kind must be 'raise' or 'hang', got {self.kind!r}", "federation.inject_failures.kind")
+
+    def fails(self, subject: int, stage: str, server_round: int) -> bool:
+        """Whether this client fails this round (deterministic in seed, subject, stage, round)."""
+        if self.fraction <= 0.0:
+            return False
+        draw = np.random.default_rng([self.seed, subject, server_round, zlib.crc32(stage.encode())]).random()
+        return bool(draw < self.fraction)
 
 
 def state_digest(state: Mapping[str, torch.Tensor | np.ndarray]) -> str:

@@ -35,6 +35,7 @@ SUBJECT = "subject-id"  # also a reply metric: the client's subject, a stable id
 NUM_REJECTED = "num-rejected"
 NUM_FAILURES = "num-failures"
 NUM_AGGREGATED = "num-aggregated"
+NUM_TIMEOUTS = "num-timeouts"  # instructions sent that got no reply within the round timeout
 NUM_CLIPPED = "num-clipped"  # replies whose update norm was clipped in some group
 WEIGHT_PREFIX = "weight-"  # "weight-<group>-subject-<id>": a client's normalised weight for a group
 QOM_PRIOR_PREFIX = "qom-prior-"  # ConfigRecord: global normalised QoM prior per modality

@@ -5,8 +5,8 @@ exit code of `flwr run`, the run's status in `flwr ls --format json` (``finished
 or anything but ``finished:completed`` fails), and the results file the ServerApp
 announces with the line ``fedhar-results: <path>`` (it must exist and parse as JSON).
 
-A run that ends ``finished:failed`` without a results file is launched again, up to
-``--retries`` times (default 1). On a saturated machine Flower 1.41's local SuperLink can
+A run that ends ``finished:failed`` without a results file is launched again only when
+asked, up to ``--retries`` times (default 0). On a saturated machine Flower 1.41's local SuperLink can
 expire a simulation task whose heartbeats were delayed ("No heartbeat received from the
 task", 60 s after the last one acknowledged); such a run failed for reasons outside the
 app, and its ``flwr-simulation`` process keeps running: it is killed (by PID, found by the
@@ -34,7 +34,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunOutcome", "check_run", "free_port", "kill_orphaned_simulations", "main", "run", "stop_superlink"]
+__all__ = [
+    "RunOutcome",
+    "check_run",
+    "failure_line",
+    "free_port",
+    "kill_orphaned_simulations",
+    "main",
+    "run",
+    "stop_superlink",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-config", "-c", action="append", default=[], help="passed to flwr run (repeatable)")
     parser.add_argument("--federation-config", action="append", default=[], help="passed to flwr run (repeatable)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds before the run is killed")
-    parser.add_argument("--retries", type=int, default=1,
-                        help="relaunches of a run that ended finished:failed without results (default 1)")
+    parser.add_argument("--retries", type=int, default=0,
+                        help="relaunches of a run that ended finished:failed without results (default 0: a failure "
+                             "costs one run)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     env = dict(os.environ)
@@ -225,9 +235,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "retry %d of %d", outcome.run_id, outcome.status, killed, attempt + 1, args.retries)
     if code != 0 or outcome.run_id is None:
         logger.error("flwr run failed (exit %d) or started no run", code)
+        print(failure_line(outcome.run_id, lines), flush=True)
         return EXIT_FAILED
     if outcome.status is not None and outcome.status != _COMPLETED:
         logger.error("run %d ended with status %s", outcome.run_id, outcome.status)
+        print(failure_line(outcome.run_id, lines), flush=True)
         return EXIT_FAILED
     if outcome.results is None or not outcome.results.is_file():
         logger.error("run %d wrote no results file (announced: %s)", outcome.run_id, outcome.results)
@@ -240,6 +252,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("run %d completed; results in %s", outcome.run_id, outcome.results)
     print(_closing(results, outcome.results), flush=True)
     return 0
+
+
+_ERROR_LINE = re.compile(r"\b(?:fedhar\.errors\.)?(\w*Error): (.+)$")
+
+
+def failure_line(run_id: int | None, lines: Sequence[str]) -> str:
+    """One closing line for a failed run: the last error the ServerApp raised (as streamed), if any."""
+    found = [m for line in lines if (m := _ERROR_LINE.search(line))]
+    errors = [m for m in found if "fedhar.errors." in m.string] or found  # the ServerApp's own error first
+    reason = f"{errors[-1].group(1)}: {errors[-1].group(2).strip()}" if errors else "no error in the streamed log"
+    return f"fedhar run {run_id if run_id is not None else '(none started)'} failed: {reason}"
 
 
 def _closing(results: dict, results_path: Path) -> str:

@@ -22,9 +22,9 @@ from fedhar.aggregation import (
     bound_influence,
     validate_update,
 )
-from fedhar.errors import ConfigError
+from fedhar.errors import ConfigError, FederationError
 
-__all__ = ["STAGES", "QoMFedAvg", "influence_bounds", "parse_reply"]
+__all__ = ["STAGES", "QoMFedAvg", "check_stage", "influence_bounds", "parse_reply"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,11 @@ class QoMFedAvg(FedAvg):
         normalisation round and the label split). When given, a reply from another
         subject, or without one, is rejected, and a larger claimed count is capped to it.
         Each node is bound to the first subject it claims; a subject claimed by two nodes
-        is a conflict: the replies of both are rejected for the rest of the stage.
+        is a conflict: the replies of both are rejected for the rest of the stage. A node
+        rejected for who it claims to be is not sampled again (a warning says so).
+    min_valid_replies
+        A round with fewer valid replies fails: the global arrays stay as they were and the
+        round is listed in :attr:`failed_rounds` with its first error.
     **fedavg_kwargs
         Passed to :class:`flwr.serverapp.strategy.FedAvg` (sampling fractions, minimum
         nodes, metric aggregation functions).
@@ -80,6 +84,7 @@ class QoMFedAvg(FedAvg):
         max_examples: float = DEFAULT_MAX_EXAMPLES,
         bounds: InfluenceBounds | None = None,
         known_examples: Mapping[int, float] | None = None,
+        min_valid_replies: int = 1,
         **fedavg_kwargs: object,
     ) -> None:
         if stage not in STAGES:
@@ -88,6 +93,8 @@ class QoMFedAvg(FedAvg):
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}; 'examples' is plain FedAvg")
         if not max_examples > 0:
             raise ValueError(f"max_examples must be > 0, got {max_examples}")
+        if min_valid_replies < 1:
+            raise ValueError(f"min_valid_replies must be >= 1, got {min_valid_replies}")
         super().__init__(weighted_by_key=keys.NUM_EXAMPLES, arrayrecord_key=keys.ARRAYS,
                          configrecord_key=keys.CONFIG, **fedavg_kwargs)  # type: ignore[arg-type]
         self.stage: Stage = stage
@@ -97,6 +104,12 @@ class QoMFedAvg(FedAvg):
         self.known_examples = None if known_examples is None else {int(k): float(v) for k, v in known_examples.items()}
         self._node_subject: dict[int, str] = {}
         self._subject_nodes: dict[str, set[int]] = {}
+        self.min_valid_replies = min_valid_replies
+        #: Nodes excluded from sampling: rejected for the subject they claim.
+        self.excluded: set[int] = set()
+        #: Round -> why it failed (fewer than ``min_valid_replies`` valid replies).
+        self.failed_rounds: dict[int, str] = {}
+        self._sent: dict[int, int] = {}
         self._global: ArrayRecord | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -119,7 +132,9 @@ class QoMFedAvg(FedAvg):
         """Remember the global arrays, add the stage to the config, send ``train.<stage>``."""
         self._global = arrays
         config[keys.STAGE] = self.stage
-        messages = list(super().configure_train(server_round, arrays, config, grid))
+        messages = [m for m in super().configure_train(server_round, arrays, config, grid)
+                    if m.metadata.dst_node_id not in self.excluded]
+        self._sent[server_round] = len(messages)
         self.bytes_sent += arrays.count_bytes() * len(messages)
         return [Message(content=m.content, dst_node_id=m.metadata.dst_node_id, message_type=self.message_type)
                 for m in messages]
@@ -133,6 +148,7 @@ class QoMFedAvg(FedAvg):
         reference = {k: v.numpy() for k, v in self._global.items()}
         failures, updates = 0, list[tuple[ClientUpdate, int]]()
         replies = list(replies)
+        first_error: str | None = None
         for msg in replies:  # every claim of the round first: a conflict rejects every claimant
             if not msg.has_error():
                 self._claim(msg.metadata.src_node_id, _claimed_client(msg))
@@ -140,6 +156,7 @@ class QoMFedAvg(FedAvg):
             node = msg.metadata.src_node_id
             if msg.has_error():
                 failures += 1
+                first_error = first_error or f"node {node}: {_last_line(msg.error.reason)}"
                 logger.warning("round %d: node %d replied with an error: %s", server_round, node, msg.error.reason)
                 continue
             self.bytes_received += sum(r.count_bytes() for r in msg.content.array_records.values())
@@ -148,8 +165,13 @@ class QoMFedAvg(FedAvg):
                 reason = validate_update(update, reference, self.max_examples)
             if update is not None and reason is None:
                 update, reason = self._check_identity(update, node)
+                if reason is not None:
+                    self.excluded.add(node)
+                    logger.warning("round %d: node %d is excluded from later rounds of this stage", server_round,
+                                   node)
             if reason is not None or update is None:
                 failures += 1
+                first_error = first_error or f"node {node}: {reason}"
                 logger.warning("round %d: rejected the reply of node %d: %s", server_round, node, reason)
                 continue
             if any(u.client_id == update.client_id for u, _ in updates):
@@ -160,9 +182,15 @@ class QoMFedAvg(FedAvg):
             updates.append((update, node))
         # A fixed summation order (subject, then node id) makes reruns bit-identical.
         updates.sort(key=lambda pair: (_subject_order(pair[0].client_id), pair[1]))
-        metrics = MetricRecord({keys.NUM_REJECTED: failures, keys.NUM_AGGREGATED: len(updates)})
-        if not updates:
-            logger.warning("round %d: no valid reply; the global model keeps its previous arrays", server_round)
+        timeouts = max(self._sent.get(server_round, len(replies)) - len(replies), 0)
+        metrics = MetricRecord({keys.NUM_REJECTED: failures, keys.NUM_AGGREGATED: len(updates),
+                                keys.NUM_TIMEOUTS: timeouts})
+        if len(updates) < self.min_valid_replies:
+            reason = (f"{len(updates)} valid repl{'y' if len(updates) == 1 else 'ies'} of {len(replies)} received "
+                      f"({timeouts} timed out, {failures} rejected or failed; need {self.min_valid_replies})"
+                      + (f"; first error: {first_error}" if first_error else ""))
+            self.failed_rounds[server_round] = reason
+            logger.warning("round %d failed: %s; the global model keeps its previous arrays", server_round, reason)
             return self._global, metrics
         bounded, clipped = bound_influence([u for u, _ in updates], reference, self.bounds)
         result = aggregate_by_modality(bounded, reference, self.weighting, self.bounds.rule, self.bounds.trim_fraction)
@@ -200,6 +228,29 @@ class QoMFedAvg(FedAvg):
                            float(update.num_examples), known)
             update = ClientUpdate(update.client_id, update.arrays, known, update.qom, update.train_loss)
         return update, None
+
+
+def check_stage(stage: str, strategy: QoMFedAvg, num_rounds: int) -> None:
+    """Fail a stage whose every round failed (no model was ever aggregated), naming the first reason.
+
+    Raises
+    ------
+    FederationError
+        If each of the ``num_rounds`` rounds failed.
+    """
+    failed = strategy.failed_rounds
+    if num_rounds > 0 and len(failed) >= num_rounds:
+        first = min(failed)
+        raise FederationError(f"all {num_rounds} rounds failed; round {first}: {failed[first]}", stage)
+    if failed:
+        logger.warning("%s: %d of %d rounds failed: %s", stage, len(failed), num_rounds, failed)
+
+
+def _last_line(text: str, limit: int = 300) -> str:
+    """The last non-empty line of an error reason (a client's streamed traceback ends with its message)."""
+    lines = [line.strip(" '>") for line in str(text).splitlines() if line.strip(" '>")]
+    last = lines[-1] if lines else str(text)
+    return last if len(last) <= limit else last[:limit] + "..."
 
 
 def _claimed_client(msg: Message) -> str:

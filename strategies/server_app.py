@@ -27,11 +27,11 @@ from fedhar.models import ModelConfig
 from fedhar.train import derive_seed, seed_everything
 from fedhar.train.checkpoint import atomic_save_state, atomic_write_text
 from strategies.norm_round import run_norm_round
-from strategies.qom_fedavg import QoMFedAvg, influence_bounds
+from strategies.qom_fedavg import QoMFedAvg, check_stage, influence_bounds
 from strategies.run_config import hydra_overrides
 from strategies.stage2 import run_stage2
 
-__all__ = ["app", "compose_config", "main"]
+__all__ = ["app", "check_federation", "compose_config", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +60,10 @@ def _setup_record(cfg: DictConfig) -> dict[str, Any]:
     """The static part of every client's config (JSON in the ConfigRecord ``setup``)."""
     dataset = _group(cfg, "dataset")
     dataset.setdefault("cache_dir", str(Path(cfg.paths.cache_dir).expanduser()))
+    failures = OmegaConf.to_container(cfg.federation.inject_failures, resolve=True) \
+        if "inject_failures" in cfg.federation else {}
     return {"dataset": dataset, "label_rate": float(cfg.label_rate), "seed": int(cfg.seed),
-            **{g: _group(cfg, g) for g in _OPTIONAL_GROUPS}}
+            **{g: _group(cfg, g) for g in _OPTIONAL_GROUPS}, "inject_failures": failures}
 
 
 @app.main()
@@ -84,6 +86,7 @@ def main(grid: Grid, context: Context) -> None:
     protocol = resolve_protocol(dataset_cfg, dataset.info)
     model_cfg = ModelConfig.from_mapping(setup["model"])
     fed = cfg.federation
+    check_federation(fed)
     num_nodes = int(fed.min_nodes or len(protocol.train_subjects))
     logger.info("run %s: %d training subjects %s, test subjects %s, output %s", context.run_id,
                 len(protocol.train_subjects), list(protocol.train_subjects), list(protocol.test_subjects), run_dir)
@@ -108,7 +111,7 @@ def main(grid: Grid, context: Context) -> None:
     info = experiment.info
     global_model = build_pretrain_model(info, info.modality_names, model_cfg)
     strategy = QoMFedAvg(stage="pretrain", weighting=cfg.strategy.weighting, max_examples=cfg.strategy.max_examples,
-                         bounds=influence_bounds(cfg.strategy),
+                         bounds=influence_bounds(cfg.strategy), min_valid_replies=int(fed.min_valid_replies),
                          known_examples={s: p.num_unlabeled for s, p in experiment.partitions.items()},
                          fraction_train=float(fed.fraction_train), fraction_evaluate=0.0,
                          min_train_nodes=num_nodes, min_available_nodes=num_nodes)
@@ -129,6 +132,7 @@ def main(grid: Grid, context: Context) -> None:
     result1 = strategy.start(grid=grid, initial_arrays=ArrayRecord(global_model.state_dict()),
                              num_rounds=int(fed.stage1_rounds), timeout=float(fed.round_timeout_s),
                              train_config=config, evaluate_fn=stage1_eval)
+    check_stage("stage 1", strategy, int(fed.stage1_rounds))
     stage1 = _stage_summary(result1, strategy, round_times, num_nodes)
     stage1["weights_sha256"] = state_digest(result1.arrays.to_torch_state_dict())
     prior = _qom_prior(result1.train_metrics_clientapp, info.modality_names)
@@ -163,6 +167,31 @@ def main(grid: Grid, context: Context) -> None:
           f"{results['wall_time_s']:.0f} s"
           + "".join(f"; stage 2 {m}: accuracy {c['final']['accuracy']:.3f}" for m, c in compare.items())
           + f"\n{RESULTS_MARKER}{run_dir / 'results.json'}", flush=True)
+
+
+_POSITIVE_INTS = ("stage1_rounds", "stage1_local_epochs", "stage2_rounds", "stage2_local_epochs", "eval_every",
+                  "min_valid_replies")
+
+
+def check_federation(fed: DictConfig) -> None:
+    """Reject a federation schedule that cannot train: a stage without rounds or epochs, bad fractions.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first bad key.
+    """
+    for name in _POSITIVE_INTS:
+        value = fed.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"federation.{name} must be an integer >= 1, got {value!r} (a stage without rounds or "
+                              "epochs would leave its model untrained)", f"federation.{name}")
+    if fed.get("min_nodes") is not None and (not isinstance(fed.min_nodes, int) or fed.min_nodes < 1):
+        raise ConfigError(f"federation.min_nodes must be null or an integer >= 1, got {fed.min_nodes!r}",
+                          "federation.min_nodes")
+    if not 0.0 < float(fed.fraction_train) <= 1.0:
+        raise ConfigError(f"federation.fraction_train must be in (0, 1], got {fed.fraction_train}",
+                          "federation.fraction_train")
 
 
 class PhaseTimer:
@@ -208,6 +237,8 @@ def _stage_summary(result: Any, strategy: QoMFedAvg, times: list[float], num_nod
         "round_wall_s": [b - a for a, b in itertools.pairwise(times)],
         "bytes_down_per_client_round": strategy.bytes_sent / max(1, rounds * num_nodes),
         "bytes_up_per_client_round": strategy.bytes_received / max(1, rounds * num_nodes),
+        "failed_rounds": {str(r): reason for r, reason in strategy.failed_rounds.items()},
+        "excluded_nodes": sorted(strategy.excluded),
     }
 
 

@@ -24,7 +24,7 @@ from fedhar.train import FinetuneConfig, derive_seed, evaluate, finetune_iterati
 from fedhar.train.checkpoint import atomic_save_state
 from fedhar.train.class_stats import STATS_HEADS, ClassStatsConfig, FeatureLayout, LinearFusionHead, fit_stats_head
 from strategies.class_stats_round import PersonalHead, run_class_stats_round, run_personalise_round
-from strategies.qom_fedavg import QoMFedAvg, influence_bounds, parse_reply
+from strategies.qom_fedavg import QoMFedAvg, check_stage, influence_bounds, parse_reply
 
 __all__ = ["STAGE2_MODES", "run_stage2"]
 
@@ -119,7 +119,7 @@ def run_stage2(
 
     config[keys.LOCAL_EPOCHS] = int(fed.stage2_local_epochs)
     strategy = QoMFedAvg(stage="finetune", weighting=cfg.strategy.weighting, max_examples=cfg.strategy.max_examples,
-                         bounds=influence_bounds(cfg.strategy),
+                         bounds=influence_bounds(cfg.strategy), min_valid_replies=int(fed.min_valid_replies),
                          known_examples={s: p.num_labeled for s, p in experiment.partitions.items()},
                          fraction_train=float(fed.fraction_train),
                          fraction_evaluate=1.0 if fed.client_eval else 0.0,
@@ -142,6 +142,7 @@ def run_stage2(
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=rounds,
                             timeout=float(fed.round_timeout_s), train_config=config, evaluate_config=config,
                             evaluate_fn=central)
+    check_stage("stage 2 federated", strategy, rounds)
     final = result.evaluate_metrics_serverapp[rounds]
     model_file = f"stage2-{mode}-final.pt"
     atomic_save_state(result.arrays.to_torch_state_dict(), run_dir / model_file)
@@ -151,6 +152,7 @@ def run_stage2(
         "client_eval": {int(r): dict(m) for r, m in result.evaluate_metrics_clientapp.items()},
         "central": {int(r): dict(m) for r, m in result.evaluate_metrics_serverapp.items()},
         "round_wall_s": [b - a for a, b in itertools.pairwise(times)],
+        "failed_rounds": {str(r): reason for r, reason in strategy.failed_rounds.items()},
         "bytes_down_per_client_round": strategy.bytes_sent / max(1, rounds * num_nodes),
         "bytes_up_per_client_round": strategy.bytes_received / max(1, rounds * num_nodes),
         "final": {"accuracy": float(final[keys.ACCURACY]), "macro_f1": float(final[keys.MACRO_F1])},  # type: ignore[arg-type]

@@ -78,8 +78,8 @@ class TestRunFederatedExitCodes:
         _fake_flwr(fake_path, ["Successfully started run 42"], "finished:failed")
         calls = tmp_path / "calls"
         _count_runs(fake_path / "flwr", calls)
-        # Execute / Assert: one launch plus one retry by default, still a failure
-        assert run_federated.main(["."]) == EXIT_FAILED
+        # Execute / Assert: one launch plus the one retry asked for, still a failure
+        assert run_federated.main([".", "--retries", "1"]) == EXIT_FAILED
         assert calls.read_text().count("run") == 2
 
     def test_main__silent_run_killed_at_timeout(self, fake_path: Path) -> None:
@@ -95,12 +95,21 @@ class TestRunFederatedExitCodes:
         assert code == EXIT_TIMEOUT
         assert time.perf_counter() - started < 2 + run_federated.READER_GRACE_S + 5
 
-    def test_main__retries_0__single_launch(self, fake_path: Path, tmp_path: Path) -> None:
-        _fake_flwr(fake_path, ["Successfully started run 42"], "finished:failed")
+    def test_main__failure__single_launch_by_default_and_one_closing_line(
+        self, fake_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    ) -> None:
+        # A failure costs one run, not two, and the last line names the ServerApp's error.
+        error = "fedhar.errors.FederationError: stage 1: all 2 rounds failed; round 1: 0 valid replies of 2 received"
+        _fake_flwr(fake_path, ["Successfully started run 42", "Traceback (most recent call last):", error,
+                               "RuntimeError: a client's streamed traceback after the server's error"],
+                   "finished:failed")
         calls = tmp_path / "calls"
         _count_runs(fake_path / "flwr", calls)
-        assert run_federated.main([".", "--retries", "0"]) == EXIT_FAILED
+        assert run_federated.main(["."]) == EXIT_FAILED
         assert calls.read_text().count("run") == 1
+        last = capsys.readouterr().out.strip().splitlines()[-1]
+        assert last == ("fedhar run 42 failed: FederationError: stage 1: all 2 rounds failed; round 1: 0 valid "
+                        "replies of 2 received")
 
     def test_kill_orphaned_simulations__only_this_superlinks_port(self, tmp_path: Path) -> None:
         # Prepare: two fake `flwr-simulation` processes attached to different runtime ports
@@ -146,7 +155,8 @@ SERVER_PHASES = ["setup", "wait_for_nodes", "normalisation_round", "stage1", "st
 
 
 def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, extra_env: dict[str, str] | None = None,
-              federation: str = "num-supernodes=2 client-resources-num-cpus=1", typed: str = "") -> dict:
+              federation: str = "num-supernodes=2 client-resources-num-cpus=1", typed: str = "",
+              expect: int = 0) -> dict:
     # A private FLWR_HOME and private ports: never join (and run the code of) another SuperLink.
     env = {"FLWR_HOME": str(tmp_path / "flwr-home"), "FEDHAR_OUTPUT_DIR": str(tmp_path / "runs"),
            "FEDHAR_CACHE_DIR": str(tmp_path / "cache"), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
@@ -167,8 +177,10 @@ def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, ext
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    assert code == 0
     out = capsys.readouterr().out
+    assert code == expect, out[-3000:]
+    if expect:
+        return {"closing_line": out.strip().splitlines()[-1]}
     assert "on held-out subjects" in out and "convergence.png" in out  # the closing summary
     path = next(line.split("fedhar-results: ", 1)[1].strip() for line in out.splitlines() if "fedhar-results: " in line)
     return json.loads(Path(path).read_text())
@@ -269,6 +281,18 @@ def test_flwr_run__same_seed_same_weights_and_every_stage2_mode(tmp_path: Path, 
     assert passes == first["config"]["federation"]["class_stats"]["passes"] > 0  # stage 2 augments (recipe fedhar)
     assert sum(first["stage2"]["class_stats"]["rows_per_class"]) == (1 + passes) * central["num_labeled"]
     assert second["stage2_compare"] == {}
+
+
+@pytest.mark.slow
+def test_flwr_run__every_stage1_round_failing__exits_nonzero_naming_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # Every client raises in every training round: the run must not go on to stage 2 with
+    # untrained encoders and report success; one closing line says which stage and why.
+    out = _flwr_run(tmp_path, f"{SMOKE} federation.inject_failures.fraction=1.0", capsys, expect=EXIT_FAILED)
+    line = out["closing_line"]
+    assert line.startswith("fedhar run ") and "failed: FederationError: stage 1: all 2 rounds failed" in line
+    assert "0 valid replies of 2 received" in line and "injected failure (subject" in line and len(line) < 500
 
 
 RAY_START_TIMEOUT_S = 120.0

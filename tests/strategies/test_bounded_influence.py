@@ -11,8 +11,11 @@ from flwr.app import ArrayRecord
 
 from fedhar import keys
 from fedhar.aggregation import ClientUpdate, InfluenceBounds, bound_influence, robust_combine
+from fedhar.errors import ConfigError, FederationError
+from fedhar.federated import FailureInjection
 from strategies import QoMFedAvg
-from strategies.qom_fedavg import influence_bounds
+from strategies.qom_fedavg import check_stage, influence_bounds
+from strategies.server_app import check_federation, compose_config
 
 W = "encoders.imu.w"
 SHARED = "classifier.b"
@@ -127,3 +130,47 @@ class TestClaims:
         assert "node 11 claims subject-2 but is bound to subject-1" in caplog.text
         # node 14 now claims subject 1, bound to node 11: a conflict, rejected
         assert out[keys.NUM_AGGREGATED] == 0 and value == 0.0
+
+
+class TestFailedRounds:
+    def test_round_without_valid_replies__fails_and_counts_timeouts(
+        self, configure: Callable, reply: Callable, metrics: Callable
+    ) -> None:
+        strategy = QoMFedAvg(known_examples={1: 100, 2: 100, 3: 100})
+        configure(strategy, _reference(), node_ids=[11, 12, 13])  # three sent, one answers, with junk
+        _, out = strategy.aggregate_train(1, [reply(11, _arrays(float("nan")), metrics(1, 100, imu=0.5))])
+        assert out[keys.NUM_TIMEOUTS] == 2 and out[keys.NUM_AGGREGATED] == 0
+        assert "0 valid replies of 1 received (2 timed out, 1 rejected or failed; need 1)" in strategy.failed_rounds[1]
+        assert "first error: node 11: classifier.b: holds NaN or Inf" in strategy.failed_rounds[1]
+        with pytest.raises(FederationError, match=r"stage 1: all 1 rounds failed; round 1: 0 valid replies"):
+            check_stage("stage 1", strategy, 1)
+        check_stage("stage 1", strategy, 2)  # one of two rounds failed: a warning, not a failure
+
+    def test_node_rejected_for_its_identity__not_sampled_again(
+        self, configure: Callable, reply: Callable, metrics: Callable
+    ) -> None:
+        strategy = QoMFedAvg(known_examples={1: 100, 2: 100})
+        configure(strategy, _reference(), node_ids=[11, 12])
+        strategy.aggregate_train(1, [reply(11, _arrays(1.0), metrics(1, 100, imu=0.5)),
+                                     reply(12, _arrays(1.0), metrics(9, 100, imu=0.5))])
+        sent = configure(strategy, _reference(), node_ids=[11, 12])
+        assert [m.metadata.dst_node_id for m in sent] == [11] and strategy.excluded == {12}
+
+
+class TestFederationChecks:
+    @pytest.mark.parametrize(("key", "value"), [("stage1_rounds", 0), ("stage1_local_epochs", -1),
+                                                ("stage2_rounds", 0), ("min_valid_replies", 0)])
+    def test_schedule_that_cannot_train__config_error_naming_the_key(self, key: str, value: int) -> None:
+        cfg = compose_config(f"federation.{key}={value}")
+        with pytest.raises(ConfigError, match=f"federation.{key} must be an integer >= 1"):
+            check_federation(cfg.federation)
+        check_federation(compose_config("").federation)
+
+    def test_failure_injection__deterministic_and_about_the_fraction(self) -> None:
+        inject = FailureInjection(fraction=0.3, seed=4)
+        draws = [inject.fails(s, "pretrain", r) for s in range(1, 11) for r in range(1, 21)]
+        assert draws == [inject.fails(s, "pretrain", r) for s in range(1, 11) for r in range(1, 21)]
+        assert 0.2 < sum(draws) / len(draws) < 0.4
+        assert not any(FailureInjection().fails(s, "pretrain", 1) for s in range(10))
+        with pytest.raises(ConfigError, match="kind must be"):
+            FailureInjection(kind="drop")  # type: ignore[arg-type]
