@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,16 +94,25 @@ class UTDPreprocess:
         Time steps each inertial trial is resampled to.
     skeleton_frames
         Frames each skeleton trial is resampled to.
+    min_length_fraction
+        A trial with fewer than this fraction of the target length (per modality) is an
+        error naming the file (or skipped with ``skip_bad_files``), not stretched: a
+        3-sample recording interpolated to 120 steps is not a sample of the action. The
+        published trials have at least 107 inertial samples and 41 frames.
     """
 
     imu_length: int = 120
     skeleton_frames: int = 40
+    min_length_fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for name in ("imu_length", "skeleton_frames"):
+            value = getattr(self, name)
             if not isinstance(value, int) or value < 2:
-                raise ConfigError(f"{f.name} must be an integer >= 2, got {value!r}", f"dataset.preprocess.{f.name}")
+                raise ConfigError(f"{name} must be an integer >= 2, got {value!r}", f"dataset.preprocess.{name}")
+        if not 0.0 <= self.min_length_fraction <= 1.0:
+            raise ConfigError(f"min_length_fraction must be in [0, 1], got {self.min_length_fraction}",
+                              "dataset.preprocess.min_length_fraction")
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> UTDPreprocess:
@@ -230,6 +239,8 @@ def read_utd_mhad(
         try:
             imu = read_mat_array(imu_path, "d_iner", (None, len(IMU_CHANNELS)))
             skel = read_mat_array(skel_path, "d_skel", (len(JOINT_NAMES), len(SKELETON_CHANNELS), None))
+            _check_length(imu_path, imu.shape[0], pre.imu_length, pre.min_length_fraction, "inertial samples")
+            _check_length(skel_path, skel.shape[2], pre.skeleton_frames, pre.min_length_fraction, "skeleton frames")
         except DataFormatError as err:
             if not skip_bad_files:
                 raise
@@ -252,6 +263,13 @@ def read_utd_mhad(
     )
     logger.info("%s: read %d trials (%d files skipped)", NAME, len(dataset), report.num_skipped)
     return dataset, report
+
+
+def _check_length(path: Path, length: int, target: int, fraction: float, what: str) -> None:
+    """Raise :class:`DataFormatError` naming ``path`` if the trial is shorter than ``fraction x target``."""
+    if length < fraction * target:
+        raise DataFormatError(f"{length} {what}, fewer than {fraction:g} x the target {target}; a trial this short "
+                              "would be stretched, not resampled (dataset.preprocess.min_length_fraction)", path)
 
 
 def _pair_trials(root: Path, report: LoadReport, skip_bad_files: bool,

@@ -140,6 +140,22 @@ class TestUtdBadFiles:
         assert err.value.culprit == str(utd_root / rel)
         assert str(utd_root / rel) in str(err.value)
 
+    @pytest.mark.parametrize(("rel", "field", "time_axis", "words"), [
+        (UTD_IMU, "d_iner", 0, "3 inertial samples, fewer than 0.5 x the target 120"),
+        (UTD_SKEL, "d_skel", 2, "3 skeleton frames, fewer than 0.5 x the target 40"),
+    ], ids=["inertial", "skeleton"])
+    def test_too_short_trial__raises_naming_file_or_is_skipped(
+        self, utd_root: Path, rel: Path, field: str, time_axis: int, words: str
+    ) -> None:
+        # A 3-sample recording would otherwise be stretched to the target length and cached.
+        _replace_mat(utd_root / rel, {field: np.take(_real(utd_root / rel), [0, 1, 2], axis=time_axis)})
+        with pytest.raises(DataFormatError, match=words) as err:
+            read_utd_mhad(utd_root, subjects=(1,))
+        assert err.value.culprit == str(utd_root / rel)
+        dataset, report = read_utd_mhad(utd_root, skip_bad_files=True, subjects=(1,))
+        assert report.num_skipped == 1 and len(dataset) == int(np.sum(dataset.subjects == 1))
+        assert not ((dataset.labels == 0) & (dataset.trials == 1)).any()  # a1_s1_t1 left out
+
     @pytest.mark.parametrize("rel", [UTD_SKEL, UTD_IMU])
     def test_missing_partner__raises_naming_missing_file(self, utd_root: Path, rel: Path) -> None:
         (utd_root / rel).unlink()
