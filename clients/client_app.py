@@ -176,8 +176,15 @@ def _qom(local: _Local, context: Context, model: torch.nn.Module | None = None) 
     return scores
 
 
-def _reply(msg: Message, model: torch.nn.Module, metrics: dict[str, float | int]) -> Message:
+def _reply(msg: Message, model: torch.nn.Module, metrics: dict[str, float | int],
+           local: _Local | None = None) -> Message:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if local is not None and local.settings.attack.subject == local.partition.subject:
+        received = msg.content.array_records[keys.ARRAYS]
+        state = local.settings.attack.apply(local.partition.subject, state,
+                                            {k: torch.from_numpy(np.array(received[k].numpy())) for k in state})
+        logger.warning("subject %d: injected %s attack (x%g)", local.partition.subject, local.settings.attack.kind,
+                       local.settings.attack.factor)
     content = RecordDict({keys.ARRAYS: ArrayRecord(state), keys.METRICS: MetricRecord(metrics)})  # type: ignore[arg-type]
     return Message(content=content, reply_to=msg)
 
@@ -253,7 +260,7 @@ def train_pretrain(msg: Message, context: Context) -> Message:
         keys.TRAIN_LOSS: float(history.records[-1].loss),
     }
     metrics.update({f"{keys.QOM_PREFIX}{m}": q for m, q in _qom(local, context, model).items()})
-    return _reply(msg, model, metrics)
+    return _reply(msg, model, metrics, local)
 
 
 @app.train("finetune")
@@ -279,7 +286,7 @@ def train_finetune(msg: Message, context: Context) -> Message:
         metrics[keys.ACCURACY] = float(own.accuracy)
         metrics[keys.MACRO_F1] = float(own.macro_f1)
     metrics.update({f"{keys.QOM_PREFIX}{m}": q for m, q in _qom(local, context).items()})
-    return _reply(msg, model, metrics)
+    return _reply(msg, model, metrics, local)
 
 
 def _class_stats_setup(msg: Message, context: Context) -> tuple[_Local, FusionClassifierModel, ClassFeatureStats, int]:

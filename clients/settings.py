@@ -13,7 +13,7 @@ from fedhar import keys
 from fedhar.data.config import DatasetConfig
 from fedhar.data.federation import FederationData
 from fedhar.errors import ConfigError
-from fedhar.federated import FailureInjection
+from fedhar.federated import AttackInjection, FailureInjection
 from fedhar.models.config import ModelConfig
 from fedhar.train.config import FinetuneConfig, PretrainConfig
 
@@ -55,6 +55,8 @@ class ClientSettings:
         round itself).
     failures
         Simulated failures of this client's training rounds (off by default).
+    attack
+        A simulated hostile client (off by default).
     """
 
     dataset: DatasetConfig
@@ -71,6 +73,7 @@ class ClientSettings:
     train_subjects: tuple[int, ...] = ()
     federation: FederationData | None = None
     failures: FailureInjection = field(default_factory=FailureInjection)
+    attack: AttackInjection = field(default_factory=AttackInjection)
 
 
 def parse_config(config: ConfigRecord) -> ClientSettings:
@@ -116,6 +119,7 @@ def parse_config(config: ConfigRecord) -> ClientSettings:
         train_subjects=tuple(int(x) for x in config.get(keys.TRAIN_SUBJECTS, []) or []),  # type: ignore[union-attr]
         federation=FederationData.from_config(config),
         failures=FailureInjection(**dict(setup.get("inject_failures") or {})),
+        attack=AttackInjection(**dict(setup.get("inject_attack") or {})),
     )
 
 

@@ -30,6 +30,7 @@ from fedhar.train.device import model_device
 from fedhar.train.evaluate import eval_mode
 
 __all__ = [
+    "AttackInjection",
     "FailureInjection",
     "build_finetune_model",
     "build_pretrain_model",
@@ -119,6 +120,39 @@ class FailureInjection:
             return False
         draw = np.random.default_rng([self.seed, subject, server_round, zlib.crc32(stage.encode())]).random()
         return bool(draw < self.fraction)
+
+
+@dataclass(frozen=True)
+class AttackInjection:
+    """A simulated hostile client (``federation.inject_attack``): the robustness benchmark and tests.
+
+    Parameters
+    ----------
+    subject
+        The subject whose client attacks (``None``: nobody).
+    kind
+        ``"scale"`` (sends ``global + factor x update``) or ``"sign_flip"`` (sends
+        ``global - factor x update``).
+    factor
+        Size of the manipulated update, in multiples of the honest one.
+    """
+
+    subject: int | None = None
+    kind: Literal["scale", "sign_flip"] = "scale"
+    factor: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("scale", "sign_flip"):
+            raise ConfigError(f"kind must be 'scale' or 'sign_flip', got {self.kind!r}", "federation.inject_attack.kind")
+
+    def apply(self, subject: int, trained: Mapping[str, torch.Tensor],
+              received: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The state ``subject`` sends: ``trained`` unless it is the attacker (floating tensors manipulated)."""
+        if subject != self.subject:
+            return dict(trained)
+        sign = 1.0 if self.kind == "scale" else -1.0
+        return {k: received[k] + sign * self.factor * (v - received[k]) if v.is_floating_point() else v
+                for k, v in trained.items()}
 
 
 def state_digest(state: Mapping[str, torch.Tensor | np.ndarray]) -> str:

@@ -246,7 +246,7 @@ def check_stage(stage: str, strategy: QoMFedAvg, num_rounds: int) -> None:
         logger.warning("%s: %d of %d rounds failed: %s", stage, len(failed), num_rounds, failed)
 
 
-def _last_line(text: str, limit: int = 300) -> str:
+def _last_line(text: str | None, limit: int = 300) -> str:
     """The last non-empty line of an error reason (a client's streamed traceback ends with its message)."""
     lines = [line.strip(" '>") for line in str(text).splitlines() if line.strip(" '>")]
     last = lines[-1] if lines else str(text)

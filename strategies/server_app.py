@@ -60,10 +60,10 @@ def _setup_record(cfg: DictConfig) -> dict[str, Any]:
     """The static part of every client's config (JSON in the ConfigRecord ``setup``)."""
     dataset = _group(cfg, "dataset")
     dataset.setdefault("cache_dir", str(Path(cfg.paths.cache_dir).expanduser()))
-    failures = OmegaConf.to_container(cfg.federation.inject_failures, resolve=True) \
-        if "inject_failures" in cfg.federation else {}
+    injections = {k: OmegaConf.to_container(cfg.federation[k], resolve=True) if k in cfg.federation else {}
+                  for k in ("inject_failures", "inject_attack")}
     return {"dataset": dataset, "label_rate": float(cfg.label_rate), "seed": int(cfg.seed),
-            **{g: _group(cfg, g) for g in _OPTIONAL_GROUPS}, "inject_failures": failures}
+            **{g: _group(cfg, g) for g in _OPTIONAL_GROUPS}, **injections}
 
 
 @app.main()

@@ -174,3 +174,17 @@ class TestFederationChecks:
         assert not any(FailureInjection().fails(s, "pretrain", 1) for s in range(10))
         with pytest.raises(ConfigError, match="kind must be"):
             FailureInjection(kind="drop")  # type: ignore[arg-type]
+
+
+def test_attack_injection__only_the_attacker_manipulates_its_update() -> None:
+    import torch
+
+    from fedhar.federated import AttackInjection
+
+    received = {"w": torch.zeros(3), "n": torch.tensor(5)}
+    trained = {"w": torch.ones(3), "n": torch.tensor(6)}
+    scale, flip = AttackInjection(subject=2, factor=10.0), AttackInjection(subject=2, kind="sign_flip", factor=1.0)
+    assert torch.equal(scale.apply(1, trained, received)["w"], torch.ones(3))  # an honest subject
+    assert torch.equal(scale.apply(2, trained, received)["w"], torch.full((3,), 10.0))
+    assert torch.equal(flip.apply(2, trained, received)["w"], -torch.ones(3))
+    assert int(flip.apply(2, trained, received)["n"]) == 6  # integer buffers untouched
