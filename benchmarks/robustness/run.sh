@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Robustness of the default federated run (UTD-MHAD 5 %, seed 0, 6 clients, 6 x 4 stage-1
+# rounds, stage 2 lda): client failures per round and one hostile client, with and without
+# the defences (docs/federated.md, "Failures and hostile clients"). Each variant is one real
+# `flwr run`; summary.json / table.md at the end.
+# Usage: bash benchmarks/robustness/run.sh OUT [seed]
+set -euo pipefail
+out=${1:?usage: run.sh OUT [seed]}
+seed=${2:-0}
+declare -A variants=(
+  [clean]=""
+  [fail-10]="federation.inject_failures.fraction=0.1"
+  [fail-30]="federation.inject_failures.fraction=0.3"
+  [fail-50]="federation.inject_failures.fraction=0.5"
+  [scale-1000-undefended]="federation.inject_attack.subject=3 strategy.bounds.update_clip=null"
+  [scale-1000-clipped]="federation.inject_attack.subject=3"
+  [flip-10-undefended]="federation.inject_attack.subject=3 federation.inject_attack.kind=sign_flip federation.inject_attack.factor=10 strategy.bounds.update_clip=null"
+  [flip-10-clipped]="federation.inject_attack.subject=3 federation.inject_attack.kind=sign_flip federation.inject_attack.factor=10"
+  [flip-10-median]="federation.inject_attack.subject=3 federation.inject_attack.kind=sign_flip federation.inject_attack.factor=10 strategy.bounds.rule=median"
+)
+port=39800
+for name in clean fail-10 fail-30 fail-50 scale-1000-undefended scale-1000-clipped flip-10-undefended flip-10-clipped flip-10-median; do
+  cell="$out/$name"
+  mkdir -p "$cell"
+  port=$((port + 2))
+  if ! ls "$cell"/runs/*/results.json > /dev/null 2>&1; then
+    FEDHAR_OUTPUT_DIR="$cell/runs" FLWR_HOME="$cell/flwr-home" FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=$port \
+      FLWR_LOCAL_CONTROL_API_PORT=$((port + 1)) python -m simulations.run_federated . --run-config "seed=$seed" \
+      --run-config "hydra-overrides=\"${variants[$name]}\"" \
+      --federation-config "num-supernodes=6 client-resources-num-cpus=1" > "$cell/log" 2>&1 || true
+  fi
+  echo "$name: $(tail -1 "$cell/log")"
+done
+python - "$out" <<'PY'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+rows = []
+for cell in sorted(p for p in out.iterdir() if p.is_dir()):
+    found = sorted(cell.glob("runs/*/results.json"))
+    if not found:
+        rows.append({"variant": cell.name, "failed": (cell / "log").read_text().strip().splitlines()[-1]})
+        continue
+    r = json.loads(found[-1].read_text())
+    rounds = r["stage1"]["rounds"].values()
+    rows.append({"variant": cell.name, "accuracy": 100 * r["final"]["accuracy"], "macro_f1": 100 * r["final"]["macro_f1"],
+                 "stage1_failed_rounds": len(r["stage1"].get("failed_rounds", {})),
+                 "replies_rejected": sum(int(m.get("num-rejected", 0)) for m in rounds),
+                 "updates_clipped": sum(int(m.get("num-clipped", 0)) for m in rounds),
+                 "probe_accuracy_last": 100 * max(r["stage1"]["central"].items(), key=lambda kv: int(kv[0]))[1]["probe-accuracy"]})
+(out / "summary.json").write_text(json.dumps({"rows": rows}, indent=2))
+lines = ["| variant | accuracy % | macro-F1 % | stage-1 rounds failed | replies rejected | updates clipped | stage-1 probe % |",
+         "|---|---|---|---|---|---|---|"]
+for r in rows:
+    if "failed" in r:
+        lines.append(f"| {r['variant']} | run failed: {r['failed']} | | | | | |")
+    else:
+        lines.append(f"| {r['variant']} | {r['accuracy']:.1f} | {r['macro_f1']:.1f} | {r['stage1_failed_rounds']} | "
+                     f"{r['replies_rejected']} | {r['updates_clipped']} | {r['probe_accuracy_last']:.1f} |")
+(out / "table.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
