@@ -37,7 +37,6 @@ NUM_FAILURES = "num-failures"
 NUM_AGGREGATED = "num-aggregated"
 NUM_TIMEOUTS = "num-timeouts"  # instructions sent that got no reply within the round timeout
 NUM_CLIPPED = "num-clipped"  # replies whose update norm was clipped in some group
-WEIGHT_PREFIX = "weight-"  # "weight-<group>-subject-<id>": a client's normalised weight for a group
 QOM_PRIOR_PREFIX = "qom-prior-"  # ConfigRecord: global normalised QoM prior per modality
 SETUP = "setup"  # ConfigRecord: JSON of the resolved static config (dataset, model, stage1, stage2, quality)
 FREEZE_ENCODERS = "freeze-encoders"  # ConfigRecord: stage 2 trains only the classifier (encoders stay global)

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import platform
-import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -62,7 +61,6 @@ CONVERGENCE_PLOT = "convergence.png"
 WEIGHTS_PLOT = "quality_weights_{method}.png"
 TEST_ACCURACY = "test_accuracy"
 PROBE_ACCURACY = "probe-accuracy"
-_WEIGHT_KEY = re.compile(r"^weight-(?P<modality>.+)-subject-(?P<client>.+)$")
 
 
 def per_dataset(value: Any, dataset: str) -> Any:
@@ -183,13 +181,11 @@ def federated_curve(stage1: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def client_weights(stage1: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
-    """``{round: {modality: {client: weight}}}`` from the per-round client metrics of stage 1."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for rnd, metrics in stage1.get("rounds", {}).items():
-        for name, value in metrics.items():
-            if m := _WEIGHT_KEY.match(str(name)):
-                out.setdefault(str(rnd), {}).setdefault(m["modality"], {})[m["client"]] = float(value)
-    return out
+    """``{round: {modality: {subject: weight}}}`` from stage 1's ``client_weights`` in results.json."""
+    prefix = "subject-"
+    return {str(rnd): {group: {c.removeprefix(prefix): float(w) for c, w in clients.items()}
+                       for group, clients in groups.items()}
+            for rnd, groups in stage1.get("client_weights", {}).items()}
 
 
 def _labels(cfg: DictConfig) -> dict[str, str]:

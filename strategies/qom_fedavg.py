@@ -110,6 +110,8 @@ class QoMFedAvg(FedAvg):
         #: Round -> why it failed (fewer than ``min_valid_replies`` valid replies).
         self.failed_rounds: dict[int, str] = {}
         self._sent: dict[int, int] = {}
+        #: Round -> group (modality or ``shared``) -> client id -> its normalised aggregation weight.
+        self.client_weights: dict[int, dict[str, dict[str, float]]] = {}
         self._global: ArrayRecord | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -195,9 +197,9 @@ class QoMFedAvg(FedAvg):
         bounded, clipped = bound_influence([u for u, _ in updates], reference, self.bounds)
         result = aggregate_by_modality(bounded, reference, self.weighting, self.bounds.rule, self.bounds.trim_fraction)
         metrics[keys.NUM_CLIPPED] = len(clipped)
-        for client, groups in result.weights.items():
-            for group, weight in groups.items():
-                metrics[f"{keys.WEIGHT_PREFIX}{group}-{client}"] = weight
+        self.client_weights[server_round] = {
+            group: {client: groups[group] for client, groups in result.weights.items() if group in groups}
+            for group in sorted({g for groups in result.weights.values() for g in groups})}
         _add_client_metrics(metrics, bounded)
         arrays = ArrayRecord({k: Array(v) for k, v in result.arrays.items()})
         return arrays, metrics

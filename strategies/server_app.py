@@ -239,6 +239,7 @@ def _stage_summary(result: Any, strategy: QoMFedAvg, times: list[float], num_nod
         "bytes_up_per_client_round": strategy.bytes_received / max(1, rounds * num_nodes),
         "failed_rounds": {str(r): reason for r, reason in strategy.failed_rounds.items()},
         "excluded_nodes": sorted(strategy.excluded),
+        "client_weights": {str(r): w for r, w in strategy.client_weights.items()},
     }
 
 

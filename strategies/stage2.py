@@ -153,6 +153,7 @@ def run_stage2(
         "central": {int(r): dict(m) for r, m in result.evaluate_metrics_serverapp.items()},
         "round_wall_s": [b - a for a, b in itertools.pairwise(times)],
         "failed_rounds": {str(r): reason for r, reason in strategy.failed_rounds.items()},
+        "client_weights": {str(r): w for r, w in strategy.client_weights.items()},
         "bytes_down_per_client_round": strategy.bytes_sent / max(1, rounds * num_nodes),
         "bytes_up_per_client_round": strategy.bytes_received / max(1, rounds * num_nodes),
         "final": {"accuracy": float(final[keys.ACCURACY]), "macro_f1": float(final[keys.MACRO_F1])},  # type: ignore[arg-type]

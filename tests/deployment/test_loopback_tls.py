@@ -219,7 +219,7 @@ def test_superlink_tls_auth__federated_run_and_refusals(
     results = json.loads(results_file.read_text())
     assert results["train_subjects"] == [1, 2] and results["test_subjects"] == [3]
     assert set(results["stage1"]["rounds"]) == {"1"}
-    subjects = {k for k in results["stage1"]["rounds"]["1"] if k.startswith("weight-imu-subject-")}
-    assert subjects == {"weight-imu-subject-1", "weight-imu-subject-2"}  # both devices took part
+    subjects = set(results["stage1"]["client_weights"]["1"]["imu"])
+    assert subjects == {"subject-1", "subject-2"}  # both devices took part
     assert 0.0 <= results["final"]["accuracy"] <= 1.0
     print(f"deployed run: {time.monotonic() - started:.0f} s")

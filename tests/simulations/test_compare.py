@@ -87,3 +87,11 @@ def test_smoke_comparison__table_plots_and_resume(data_dir: Path, tmp_path: Path
     second = run(cfg, progress=False)
     assert second["ran"] == [] and len(second["skipped"]) == len(SMOKE_METHODS)
     assert {p: p.stat().st_mtime_ns for p in records} == mtimes
+
+
+def test_client_weights__read_from_the_structured_results() -> None:
+    from simulations.compare import client_weights
+
+    stage1 = {"client_weights": {"1": {"imu": {"subject-1": 0.25, "subject-2": 0.75}, "shared": {"subject-1": 0.5}}}}
+    assert client_weights(stage1) == {"1": {"imu": {"1": 0.25, "2": 0.75}, "shared": {"1": 0.5}}}
+    assert client_weights({}) == {}

@@ -196,7 +196,7 @@ def test_flwr_run__synthetic_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     assert results["final"]["accuracy"] > 1.0 / num_classes
     assert set(results["stage1"]["rounds"]) == {"1", "2"}
     assert results["stage1"]["rounds"]["1"]["num-rejected"] == 0
-    assert "weight-imu-subject-1" in results["stage1"]["rounds"]["1"]
+    assert set(results["stage1"]["client_weights"]["1"]["imu"]) == {"subject-1", "subject-2"}
     assert results["qom_prior"]["imu"] > results["qom_prior"]["noise"]  # the noise modality is uninformative
     # The server's phases, in order, cover its main(): they add up to its wall time.
     phases = results["phases_s"]
@@ -241,8 +241,9 @@ def test_flwr_run__heterogeneous_modalities(tmp_path: Path, capsys: pytest.Captu
                                   "federation.class_stats.personalise=true", capsys)
     rnd = results["stage1"]["rounds"]["1"]
     assert rnd["num-rejected"] == 0 and rnd["num-aggregated"] == 2
-    assert "weight-noise-subject-1" not in rnd and rnd["weight-noise-subject-2"] == 1.0
-    assert 0 < rnd["weight-imu-subject-1"] < 1
+    weights = results["stage1"]["client_weights"]["1"]
+    assert "subject-1" not in weights["noise"] and weights["noise"]["subject-2"] == 1.0
+    assert 0 < weights["imu"]["subject-1"] < 1
     # Stage 2 (lda): both subjects' class statistics accepted; subject 1 sends zeros in the noise slot.
     assert results["stage2"]["mode"] == "lda" and results["stage2"]["class_stats"]["subjects"] == [1, 2]
     assert results["stage2"]["class_stats"]["num_rejected"] == 0

@@ -37,7 +37,8 @@ def _global(arrays: ArrayRecord) -> float:
 def _round(strategy: QoMFedAvg, replies: list, configure: Callable) -> tuple[float, dict]:
     configure(strategy, _reference(), node_ids=[11, 12, 13, 14, 15, 16])
     arrays, metrics = strategy.aggregate_train(1, replies)
-    return _global(arrays), dict(metrics)
+    weights = {f"weight-{g}-{c}": w for g, clients in strategy.client_weights.get(1, {}).items() for c, w in clients.items()}
+    return _global(arrays), {**dict(metrics), **weights}
 
 
 def _honest(reply: Callable, metrics: Callable) -> list:
@@ -97,7 +98,7 @@ class TestClaims:
         replies = [reply(11, _arrays(1.0), metrics(1, 100, imu=0.5)),
                    reply(12, _arrays(2.0), metrics(2, 9_999_999, imu=0.5))]
         value, out = _round(QoMFedAvg(known_examples=known), replies, configure)
-        assert value == pytest.approx(1.5) and out[f"{keys.WEIGHT_PREFIX}imu-subject-2"] == pytest.approx(0.5)
+        assert value == pytest.approx(1.5) and out["weight-imu-subject-2"] == pytest.approx(0.5)
 
     def test_inflated_quality__bounded_by_the_range(self, configure: Callable, reply: Callable, metrics: Callable) -> None:
         # Honest scores 0.1, one client claims 1.0: at most 10x their weight (it was 96 % of the
@@ -105,7 +106,7 @@ class TestClaims:
         replies = [reply(10 + s, _arrays(1.0), metrics(s, 100, imu=0.01)) for s in range(1, 6)]
         replies.append(reply(16, _arrays(1.0), metrics(6, 100, imu=1.0)))
         _, out = _round(QoMFedAvg(), replies, configure)
-        assert out[f"{keys.WEIGHT_PREFIX}imu-subject-6"] == pytest.approx(1.0 / 1.5)
+        assert out["weight-imu-subject-6"] == pytest.approx(1.0 / 1.5)
 
     def test_subject_claimed_by_two_nodes__both_rejected(
         self, configure: Callable, reply: Callable, metrics: Callable, caplog: pytest.LogCaptureFixture

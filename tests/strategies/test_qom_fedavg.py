@@ -80,10 +80,11 @@ class TestQoMFedAvgAggregate:
         np.testing.assert_allclose(got[IMU_HEAD], (8 * 1 + 12 * 3 + 10 * 5) / 30, rtol=1e-6)
         np.testing.assert_allclose(got[SKEL], (2 * 1 + 18 * 3) / 20, rtol=1e-6)
         np.testing.assert_allclose(got[SHARED_KEY], (10 * 1 + 30 * 3 + 20 * 5) / 60, rtol=1e-6)
-        assert out[f"{keys.WEIGHT_PREFIX}imu-subject-3"] == pytest.approx(10 / 30)
-        assert out[f"{keys.WEIGHT_PREFIX}skel-subject-2"] == pytest.approx(18 / 20)
-        assert f"{keys.WEIGHT_PREFIX}skel-subject-3" not in out
-        assert out[f"{keys.WEIGHT_PREFIX}shared-subject-1"] == pytest.approx(10 / 60)
+        weights = strategy.client_weights[1]
+        assert weights["imu"]["subject-3"] == pytest.approx(10 / 30)
+        assert weights["skel"]["subject-2"] == pytest.approx(18 / 20)
+        assert "subject-3" not in weights["skel"]
+        assert weights["shared"]["subject-1"] == pytest.approx(10 / 60)
         assert out[f"{keys.QOM_PREFIX}skel-subject-2"] == pytest.approx(0.6)
         assert out[keys.NUM_REJECTED] == 0 and out[keys.NUM_AGGREGATED] == 3
 
