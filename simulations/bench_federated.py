@@ -170,7 +170,7 @@ def table(summary: dict[str, Any]) -> str:
                      f"{round_s:.1f}{' (stage 2)' if 'stage2_round_wall_s' in r else ''} | {mb:.2f} | "
                      f"{r['run_wall_s']:.0f} |")
     for r in summary["centralized"]:
-        lines.append(f"| {r['label_rate']:g} | centralised {r['method']} (benchmarks/centralized) | {len(r['seeds'])} | "
+        lines.append(f"| {r['label_rate']:g} | centralised {r['method']} (the --centralized summary) | {len(r['seeds'])} | "
                      f"{r['accuracy'][0]:.1f} ± {r['accuracy'][1]:.1f} | {r['macro_f1'][0]:.1f} ± "
                      f"{r['macro_f1'][1]:.1f} | - | - | {r['wall_time_s']:.0f} |")
     return "\n".join(lines) + "\n"
