@@ -40,18 +40,19 @@ logger = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 PLOT_FILE = "convergence.png"
 PERCENT = 100.0
-#: Dataset -> the committed centralised benchmark of the default recipe (BENCHMARKS.md §2.1) and its budget.
+#: (dataset, protocol) -> the committed centralised benchmark of the default recipe (BENCHMARKS.md §2.1), its budget.
 CENTRALIZED_REFERENCES = {
-    "utd-mhad": ("benchmarks/learning/utd/summary.json", "budget=cpu-utd"),
-    "usc-had": ("benchmarks/learning/usc/summary.json", "budget=cpu-usc"),
+    ("utd-mhad", "cosmo"): ("benchmarks/learning/utd/summary.json", "budget=cpu-utd"),
+    ("usc-had", "default"): ("benchmarks/learning/usc/summary.json", "budget=cpu-usc"),
 }
 
 
-def centralized_reference(dataset: str, label_rate: float, method: str = "cosmo", repo: Path = REPO) -> str:
+def centralized_reference(dataset: str, label_rate: float, method: str = "cosmo", repo: Path = REPO,
+                          protocol: str = "cosmo") -> str:
     """One line: the committed centralised ``method`` result at ``dataset`` / ``label_rate``, or why there is none."""
-    if dataset not in CENTRALIZED_REFERENCES:
-        return f"no committed centralised reference for dataset {dataset!r}"
-    rel, budget = CENTRALIZED_REFERENCES[dataset]
+    if (dataset, protocol) not in CENTRALIZED_REFERENCES:
+        return f"no committed centralised reference for dataset {dataset!r}, protocol {protocol!r}"
+    rel, budget = CENTRALIZED_REFERENCES[(dataset, protocol)]
     path = repo / rel
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))["rows"]
@@ -76,6 +77,7 @@ def closing_summary(results: Mapping[str, Any], results_path: Path, plot_path: P
     cfg = results["config"]
     stage2 = results["stage2"]
     final = results["final"]
+    protocol = str(cfg["dataset"].get("protocol", "cosmo"))
     census = results.get("normalization", {}).get("class_counts", {})
     num_classes = len(next(iter(census.values()))) if census else 0
     chance = f" (chance {PERCENT / num_classes:.1f} %)" if num_classes else ""
@@ -96,7 +98,7 @@ def closing_summary(results: Mapping[str, Any], results_path: Path, plot_path: P
         (f"fedhar run {results['run_id']} on {cfg['dataset']['name']}, {cfg['label_rate']:g} % labels, seed "
         f"{cfg['seed']}: stage 2 {stage2['mode']}: accuracy {PERCENT * final['accuracy']:.1f} %, macro-F1 "
         f"{PERCENT * final['macro_f1']:.1f} % on held-out subjects {results['test_subjects']}{chance}"),
-        f"  {centralized_reference(cfg['dataset']['name'], float(cfg['label_rate']), repo=repo)}",
+        f"  {centralized_reference(cfg['dataset']['name'], float(cfg['label_rate']), repo=repo, protocol=protocol)}",
         (f"  stage 1: {rounds1} rounds x {fed['stage1_local_epochs']} local epochs, {_mb(bytes1)} per client per round "
         f"(down + up); stage 2: {how2}, {_mb(bytes2)} per client; {results['wall_time_s']:.0f} s in the server"),
         f"  results: {results_path}" + (f"; plot: {plot_path}" if plot_path is not None else ""),

@@ -60,7 +60,8 @@ class TestClosingSummary:
         repo = _reference(tmp_path, [{"method": "cosmo", "label_rate": 10.0, "seeds": [0], "accuracy": [70.0, 0.0]}])
         assert "no committed centralised cosmo result at 5 % labels" in centralized_reference("utd-mhad", 5, repo=repo)
         assert "no committed centralised reference for dataset 'synthetic'" in centralized_reference("synthetic", 5)
-        assert "unavailable" in centralized_reference("usc-had", 1, repo=tmp_path)
+        assert "protocol 'odd-even'" in centralized_reference("utd-mhad", 5, repo=repo, protocol="odd-even")
+        assert "unavailable" in centralized_reference("usc-had", 1, repo=tmp_path, protocol="default")
 
 
 class TestPlot:
