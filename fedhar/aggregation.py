@@ -112,9 +112,10 @@ class InfluenceBounds:
         among honest scores of ~0.1 gets at most ``high / low`` times their weight.
     update_clip
         Per group (modality or shared), a client's update ``theta_k - theta_global`` is
-        scaled down to at most ``update_clip`` times the median update norm of that
-        group's holders this round (BatchNorm buffers excluded from the norm and kept);
-        ``None``: no clipping. Scale-free, so no per-model bound to tune.
+        scaled down so that neither its weights' nor its BatchNorm statistics' change
+        exceeds ``update_clip`` times the median of that group's holders this round
+        (measured apart, scaled together); ``None``: no clipping. Scale-free, so no
+        per-model bound to tune.
     rule
         ``"mean"``: the weighted mean (QoM / FedAvg); ``"median"``: coordinate-wise
         median over the group's holders; ``"trimmed_mean"``: coordinate-wise mean after
@@ -166,23 +167,30 @@ def bound_influence(
     if bounds.update_clip is None:
         return out, scaled
     for group, names in group_keys(reference).items():
-        weights = [k for k in names if np.issubdtype(reference[k].dtype, np.floating)
-                   and not k.endswith(_BUFFER_SUFFIXES)]
-        holders = [u for u in out if weights and weights[0] in u.arrays]
+        floats = [k for k in names if np.issubdtype(reference[k].dtype, np.floating)]
+        holders = [u for u in out if floats and floats[0] in u.arrays]
         if len(holders) < 2:
             continue
-        norms = [math.sqrt(sum(float(np.sum((np.asarray(u.arrays[k], np.float64) - reference[k]) ** 2))
-                               for k in weights)) for u in holders]
-        limit = bounds.update_clip * float(np.median(norms))
-        for u, norm in zip(holders, norms, strict=True):
-            if norm > limit > 0.0:
-                factor = limit / norm
-                for k in weights:
+        # Weights and BatchNorm statistics are measured apart (their scales differ); the
+        # smaller factor scales the whole update, statistics included (a scaled running_var
+        # poisons the model as surely as a scaled weight).
+        factors = [1.0] * len(holders)
+        for part in ([k for k in floats if not k.endswith(_BUFFER_SUFFIXES)],
+                     [k for k in floats if k.endswith(_BUFFER_SUFFIXES)]):
+            if not part:
+                continue
+            norms = [math.sqrt(sum(float(np.sum((np.asarray(u.arrays[k], np.float64) - reference[k]) ** 2))
+                                   for k in part)) for u in holders]
+            limit = bounds.update_clip * float(np.median(norms))
+            factors = [min(f, limit / n) if n > limit > 0.0 else f for f, n in zip(factors, norms, strict=True)]
+        for u, factor in zip(holders, factors, strict=True):
+            if factor < 1.0:
+                for k in floats:
                     delta = np.asarray(u.arrays[k], np.float64) - reference[k]
                     u.arrays[k] = (reference[k] + factor * delta).astype(reference[k].dtype)  # type: ignore[index]
                 scaled.setdefault(u.client_id, {})[group] = factor
-                logger.warning("client %s: %s update norm %.3g clipped to %.3g (%g x the median)", u.client_id, group,
-                               norm, limit, bounds.update_clip)
+                logger.warning("client %s: %s update scaled by %.3g (its norm exceeded %g x the round's median)",
+                               u.client_id, group, factor, bounds.update_clip)
     return out, scaled
 
 
@@ -287,6 +295,8 @@ def validate_update(
             return f"{name}: dtype {arr.dtype}, expected {ref.dtype}"
         if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
             return f"{name}: holds NaN or Inf"
+        if name.endswith("running_var") and np.any(arr < 0):
+            return f"{name}: a negative variance"
     return None
 
 

@@ -189,3 +189,23 @@ def test_attack_injection__only_the_attacker_manipulates_its_update() -> None:
     assert torch.equal(scale.apply(2, trained, received)["w"], torch.full((3,), 10.0))
     assert torch.equal(flip.apply(2, trained, received)["w"], -torch.ones(3))
     assert int(flip.apply(2, trained, received)["n"]) == 6  # integer buffers untouched
+
+
+def test_batchnorm_statistics__scaled_with_the_update_and_negative_variance_rejected() -> None:
+    # A scaled update also scales BatchNorm running statistics, which poison the model as
+    # surely as weights: they are measured apart and the update is scaled as a whole.
+    from fedhar.aggregation import validate_update
+
+    ref = {"encoders.imu.bn.weight": np.zeros(2, np.float32), "encoders.imu.bn.running_var": np.ones(2, np.float32)}
+    honest = [ClientUpdate(f"subject-{s}", {"encoders.imu.bn.weight": np.full(2, 0.1 * s, np.float32),
+                                            "encoders.imu.bn.running_var": np.full(2, 1.0 + 0.1 * s, np.float32)},
+                           10, {"imu": 0.5}) for s in (1, 2, 3)]
+    attack = ClientUpdate("subject-4", {"encoders.imu.bn.weight": np.full(2, 0.2, np.float32),
+                                        "encoders.imu.bn.running_var": np.full(2, 1001.0, np.float32)}, 10, {"imu": 0.5})
+    bounded, scaled = bound_influence([*honest, attack], ref, InfluenceBounds())
+    # buffer deltas 0.1, 0.2, 0.3, 1000: median 0.25 x sqrt(2), limit 3x -> factor 0.75e-3
+    assert scaled == {"subject-4": {"imu": pytest.approx(3 * 0.25 / 1000, rel=1e-5)}}
+    np.testing.assert_allclose(bounded[3].arrays["encoders.imu.bn.running_var"], 1.75, rtol=1e-5)
+    negative = ClientUpdate("subject-5", {"encoders.imu.bn.weight": np.zeros(2, np.float32),
+                                          "encoders.imu.bn.running_var": np.full(2, -1.0, np.float32)}, 10, {"imu": 0.5})
+    assert validate_update(negative, ref) == "encoders.imu.bn.running_var: a negative variance"
