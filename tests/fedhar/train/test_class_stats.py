@@ -274,3 +274,35 @@ class TestPersonalHead:
             fit_personal_lda_head(a, b, LAYOUT, 0.1, 1.0)
         with pytest.raises(ValueError, match="strength must be > 0"):
             fit_personal_lda_head(a, a, LAYOUT, 0.1, 0.0)
+
+
+class _FlatLinear6(nn.Module):
+    """A six-class classifier over the feature mapping."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(DIM, 6)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.linear(flatten_features(features, LAYOUT))
+
+
+def test_ccvr__federated_matches_centralised_fit_and_beats_fedavg_under_disjoint_labels() -> None:
+    # The LDA test's set-up: two clients with disjoint classes, 4 labels per class.
+    rng = np.random.default_rng(4)
+    x, y = blobs(rng, 4, 6, sep=1.0)
+    own = [y < 3, y >= 3]
+    merged = ClassFeatureStats.merge([stats_of(x[m], y[m], 6) for m in own])
+    cfg = ClassStatsConfig.from_mapping({"epochs": 40, "virtual_per_class": 32, "batch_size": 32, "optim": {"lr": 0.01}})
+    heads = []
+    for stats in (merged, stats_of(x, y, 6)):
+        torch.manual_seed(0)
+        head = _FlatLinear6()
+        fit_virtual_classifier(head, stats, LAYOUT, cfg, seed=3)
+        heads.append(head)
+    torch.testing.assert_close(heads[0].state_dict(), heads[1].state_dict(), rtol=1e-3, atol=1e-3)
+    test_x, test_y = blobs(np.random.default_rng(4), 30, 6, sep=1.0)
+    features = unflatten_features(torch.from_numpy(test_x).float(), LAYOUT)
+    ccvr_acc = float((heads[0](features).argmax(1).numpy() == test_y).mean())
+    fedavg_acc = float((_fedavg_linear(x, y, own)(torch.from_numpy(test_x).float()).argmax(1).numpy() == test_y).mean())
+    assert ccvr_acc > fedavg_acc + 0.1, (ccvr_acc, fedavg_acc)
