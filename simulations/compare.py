@@ -21,7 +21,7 @@ Examples
 --------
 ``python -m simulations.compare dataset=utd-mhad compare_budget=quick``
 ``python -m simulations.compare dataset=usc-had compare_budget=quick retry_failed=false``
-``python -m simulations.compare compare_budget=smoke out_dir=/tmp/cmp 'compare_budget.methods=[cosmo,fed-qom]'``
+``python -m simulations.compare compare_budget=smoke out_dir=OUT/cmp 'compare_budget.methods=[cosmo,fed-qom]'``
 """
 
 from __future__ import annotations

@@ -168,9 +168,9 @@ def _fedavg_linear(x: np.ndarray, y: np.ndarray, own: list[np.ndarray]) -> nn.Li
 class _FlatLinear(nn.Module):
     """A classifier over the feature mapping: flatten, then a linear layer."""
 
-    def __init__(self) -> None:
+    def __init__(self, num_classes: int = 3) -> None:
         super().__init__()
-        self.linear = nn.Linear(DIM, 3)
+        self.linear = nn.Linear(DIM, num_classes)
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.linear(flatten_features(features, LAYOUT))
@@ -276,17 +276,6 @@ class TestPersonalHead:
             fit_personal_lda_head(a, a, LAYOUT, 0.1, 0.0)
 
 
-class _FlatLinear6(nn.Module):
-    """A six-class classifier over the feature mapping."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.linear = nn.Linear(DIM, 6)
-
-    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.linear(flatten_features(features, LAYOUT))
-
-
 def test_ccvr__federated_matches_centralised_fit_and_beats_fedavg_under_disjoint_labels() -> None:
     # The LDA test's set-up: two clients with disjoint classes, 4 labels per class.
     rng = np.random.default_rng(4)
@@ -297,7 +286,7 @@ def test_ccvr__federated_matches_centralised_fit_and_beats_fedavg_under_disjoint
     heads = []
     for stats in (merged, stats_of(x, y, 6)):
         torch.manual_seed(0)
-        head = _FlatLinear6()
+        head = _FlatLinear(6)
         fit_virtual_classifier(head, stats, LAYOUT, cfg, seed=3)
         heads.append(head)
     torch.testing.assert_close(heads[0].state_dict(), heads[1].state_dict(), rtol=1e-3, atol=1e-3)
