@@ -5,9 +5,10 @@ mimic what varies between people and sessions (the usual ones of HAR contrastive
 learning, e.g. Um et al. 2017, Tang et al. 2020):
 
 - IMU ``(B, T, C)`` with ``C`` a multiple of 3 (x, y, z of each sensor): one random 3-D
-  rotation per sample, applied to every triad of that sample (accelerometer and
-  gyroscope of a device turn together), by an angle up to ``rotation_deg`` about a
-  uniformly random axis. A rotation keeps each triad's norm.
+  rotation per sample, applied to every triad of that sample in every IMU modality of
+  the batch (the accelerometer and gyroscope of one device turn together, whether they
+  are one modality as in UTD-MHAD or two as in USC-HAD), by an angle up to
+  ``rotation_deg`` about a uniformly random axis. A rotation keeps each triad's norm.
 - Skeleton ``(B, T, J, 3)``: one random rotation per sample about the vertical (y) axis,
   up to ``skeleton_rotation_deg`` (the subject facing the camera at another angle).
 - Every modality: a per-sample, per-channel scale factor ``1 + N(0, scale^2)`` and
@@ -117,9 +118,12 @@ def rotate_vertical(x: torch.Tensor, max_deg: float) -> torch.Tensor:
     return torch.einsum("bij,btkj->btki", rot, x)
 
 
-def _augment_one(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
+def _augment_one(x: torch.Tensor, cfg: AugmentConfig, rotations: dict[str, torch.Tensor]) -> torch.Tensor:
     if x.dim() == 3 and cfg.rotation_deg > 0 and x.shape[2] % 3 == 0:
-        x = rotate_triads(x, random_rotations(x.shape[0], cfg.rotation_deg, x.device))
+        # Drawn at the first IMU modality and reused by the others: one device, one turn.
+        if "imu" not in rotations:
+            rotations["imu"] = random_rotations(x.shape[0], cfg.rotation_deg, x.device)
+        x = rotate_triads(x, rotations["imu"])
     if x.dim() == 4 and cfg.skeleton_rotation_deg > 0:
         x = rotate_vertical(x, cfg.skeleton_rotation_deg)
     if cfg.scale > 0:
@@ -136,6 +140,7 @@ def build_augmenter(cfg: AugmentConfig) -> Augmenter | None:
         return None
 
     def augment(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {m: _augment_one(x, cfg) for m, x in batch.items()}
+        rotations: dict[str, torch.Tensor] = {}
+        return {m: _augment_one(x, cfg, rotations) for m, x in batch.items()}
 
     return augment

@@ -74,3 +74,14 @@ def test_jitter_only__zero_mean_noise_of_the_configured_std() -> None:
 def test_config__bad_values_rejected(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         AugmentConfig.from_mapping(bad)
+
+
+def test_build_augmenter__imu_modalities_of_one_batch_turn_together() -> None:
+    """USC-HAD's acc and gyro are two modalities of one device: one rotation per sample for both."""
+    torch.manual_seed(0)
+    augment = build_augmenter(AugmentConfig(rotation_deg=90.0))
+    assert augment is not None
+    x = torch.randn(8, 20, 3)
+    out = augment({"acc": x, "gyro": x.clone()})
+    assert not torch.allclose(out["acc"], x, atol=1e-3)  # it did rotate
+    torch.testing.assert_close(out["acc"], out["gyro"])
