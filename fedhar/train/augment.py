@@ -4,11 +4,14 @@ Few labels and subjects who wear a device differently call for augmentations tha
 mimic what varies between people and sessions (the usual ones of HAR contrastive
 learning, e.g. Um et al. 2017, Tang et al. 2020):
 
-- IMU ``(B, T, C)`` with ``C`` a multiple of 3 (x, y, z of each sensor): one random 3-D
-  rotation per sample, applied to every triad of that sample in every IMU modality of
-  the batch (the accelerometer and gyroscope of one device turn together, whether they
-  are one modality as in UTD-MHAD or two as in USC-HAD), by an angle up to
-  ``rotation_deg`` about a uniformly random axis. A rotation keeps each triad's norm.
+- IMU ``(B, T, C)`` with ``C`` a multiple of 3 (x, y, z of each sensor): a random 3-D
+  rotation per sample, by an angle up to ``rotation_deg`` about a uniformly random axis,
+  applied to every triad of that sample's modality (UTD-MHAD's one inertial modality:
+  accelerometer and gyroscope turn together). Where a device's sensors are separate
+  modalities (USC-HAD's acc and gyro), ``rotation_scope`` says whether each modality draws
+  its own rotation (``modality``, the default: measured better on USC-HAD, see
+  docs/learning.md) or all IMU modalities of a sample share one (``device``, the physical
+  re-orientation). A rotation keeps each triad's norm.
 - Skeleton ``(B, T, J, 3)``: one random rotation per sample about the vertical (y) axis,
   up to ``skeleton_rotation_deg`` (the subject facing the camera at another angle).
 - Every modality: a per-sample, per-channel scale factor ``1 + N(0, scale^2)`` and
@@ -33,6 +36,9 @@ from fedhar.errors import ConfigError
 
 __all__ = ["AugmentConfig", "Augmenter", "build_augmenter", "random_rotations", "rotate_triads", "rotate_vertical"]
 
+ROTATION_SCOPES = ("modality", "device")
+_STRENGTHS = ("rotation_deg", "skeleton_rotation_deg", "scale", "jitter")
+
 Augmenter = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 """Maps a batch (modality -> ``(B, *shape)``) to an augmented batch of the same shapes."""
 
@@ -51,12 +57,16 @@ class AugmentConfig:
         Standard deviation of the per-channel scale factor around 1; 0 turns it off.
     jitter
         Standard deviation of additive Gaussian noise; 0 turns it off.
+    rotation_scope
+        ``modality``: each IMU modality draws its own rotation; ``device``: the IMU
+        modalities of a sample share one.
     """
 
     rotation_deg: float = 0.0
     skeleton_rotation_deg: float = 0.0
     scale: float = 0.0
     jitter: float = 0.0
+    rotation_scope: str = "modality"
 
     def __post_init__(self) -> None:
         for name in ("rotation_deg", "skeleton_rotation_deg"):
@@ -65,11 +75,14 @@ class AugmentConfig:
         for name in ("scale", "jitter"):
             if float(getattr(self, name)) < 0.0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}", f"augment.{name}")
+        if self.rotation_scope not in ROTATION_SCOPES:
+            raise ConfigError(f"rotation_scope must be one of {ROTATION_SCOPES}, got {self.rotation_scope!r}",
+                              "augment.rotation_scope")
 
     @property
     def enabled(self) -> bool:
         """Whether any augmentation is on."""
-        return any(float(getattr(self, f.name)) > 0 for f in fields(self))
+        return any(float(getattr(self, name)) > 0 for name in _STRENGTHS)
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> AugmentConfig:
@@ -78,7 +91,8 @@ class AugmentConfig:
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise ConfigError(f"unknown keys {unknown}; known: {sorted(known)}", "augment")
-        return cls(**{k: float(v) for k, v in cfg.items()})
+        values: dict[str, Any] = {k: v if k == "rotation_scope" else float(v) for k, v in cfg.items()}
+        return cls(**values)
 
 
 def random_rotations(n: int, max_deg: float, device: torch.device | None = None) -> torch.Tensor:
@@ -120,8 +134,8 @@ def rotate_vertical(x: torch.Tensor, max_deg: float) -> torch.Tensor:
 
 def _augment_one(x: torch.Tensor, cfg: AugmentConfig, rotations: dict[str, torch.Tensor]) -> torch.Tensor:
     if x.dim() == 3 and cfg.rotation_deg > 0 and x.shape[2] % 3 == 0:
-        # Drawn at the first IMU modality and reused by the others: one device, one turn.
-        if "imu" not in rotations:
+        # rotation_scope "device": drawn at the first IMU modality and reused by the others.
+        if cfg.rotation_scope == "modality" or "imu" not in rotations:
             rotations["imu"] = random_rotations(x.shape[0], cfg.rotation_deg, x.device)
         x = rotate_triads(x, rotations["imu"])
     if x.dim() == 4 and cfg.skeleton_rotation_deg > 0:

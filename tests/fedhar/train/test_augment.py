@@ -70,18 +70,20 @@ def test_jitter_only__zero_mean_noise_of_the_configured_std() -> None:
     assert abs(float(noise.mean())) < 0.01 and float(noise.std()) == pytest.approx(0.5, rel=0.02)
 
 
-@pytest.mark.parametrize("bad", [{"rotation_deg": 200.0}, {"jitter": -0.1}, {"warp": 1.0}])
+@pytest.mark.parametrize("bad", [{"rotation_deg": 200.0}, {"jitter": -0.1}, {"warp": 1.0}, {"rotation_scope": "phone"}])
 def test_config__bad_values_rejected(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         AugmentConfig.from_mapping(bad)
 
 
-def test_build_augmenter__imu_modalities_of_one_batch_turn_together() -> None:
-    """USC-HAD's acc and gyro are two modalities of one device: one rotation per sample for both."""
+@pytest.mark.parametrize("scope", ["modality", "device"])
+def test_build_augmenter__rotation_scope(scope: str) -> None:
+    """USC-HAD's acc and gyro are two modalities of one device: own rotations, or one shared per sample."""
     torch.manual_seed(0)
-    augment = build_augmenter(AugmentConfig(rotation_deg=90.0))
+    augment = build_augmenter(AugmentConfig(rotation_deg=90.0, rotation_scope=scope))
     assert augment is not None
     x = torch.randn(8, 20, 3)
     out = augment({"acc": x, "gyro": x.clone()})
     assert not torch.allclose(out["acc"], x, atol=1e-3)  # it did rotate
-    torch.testing.assert_close(out["acc"], out["gyro"])
+    torch.testing.assert_close(out["acc"].norm(dim=-1), out["gyro"].norm(dim=-1))
+    assert torch.allclose(out["acc"], out["gyro"]) == (scope == "device")
