@@ -122,12 +122,11 @@ def load_partition(context: Context, settings: ClientSettings) -> _Local:
     """
     subject = resolve_subject(context, settings.train_subjects)
     if settings.federation is None:
-        raise ConfigError(f"the ConfigRecord lacks {keys.NORM_STATS!r} / {keys.LABEL_CENSUS!r}: the ServerApp must "
+        raise ConfigError(f"the ConfigRecord lacks {keys.NORM_STATS!r} / {keys.LABEL_SHARE!r}: the ServerApp must "
                           f"run the normalisation round (query.{keys.NORM_STATS_ACTION}) before training",
                           keys.NORM_STATS)
     dataset = load_own_dataset(context, settings, subject)
-    partition = build_client_partition(dataset, settings.dataset, subject, settings.federation, settings.label_rate,
-                                       settings.seed)
+    partition = build_client_partition(dataset, settings.dataset, subject, settings.federation)
     return _Local(settings, partition, dataset.info.num_classes)
 
 

@@ -11,7 +11,7 @@ from flwr.app import ConfigRecord
 
 from fedhar import keys
 from fedhar.data.config import DatasetConfig
-from fedhar.data.federation import FederationData
+from fedhar.data.federation import ClientFederation
 from fedhar.errors import ConfigError
 from fedhar.federated import AttackInjection, FailureInjection
 from fedhar.models.config import ModelConfig
@@ -71,7 +71,7 @@ class ClientSettings:
     qom_prior: Mapping[str, float] = field(default_factory=dict)
     freeze_encoders: bool = False
     train_subjects: tuple[int, ...] = ()
-    federation: FederationData | None = None
+    federation: ClientFederation | None = None
     failures: FailureInjection = field(default_factory=FailureInjection)
     attack: AttackInjection = field(default_factory=AttackInjection)
 
@@ -81,7 +81,7 @@ def parse_config(config: ConfigRecord) -> ClientSettings:
 
     The record holds ``setup`` (JSON of the resolved dataset, model, stage1, stage2 and
     quality groups plus ``label_rate`` and ``seed``), ``train-subjects``, the merged
-    ``norm-stats`` and ``label-census`` (after the normalisation round), and flat
+    ``norm-stats`` and the node's own ``label-share`` (after the normalisation round), and flat
     per-round values: ``stage``, ``server-round``, ``local-epochs``, ``qom-prior-<modality>``.
 
     Raises
@@ -117,7 +117,7 @@ def parse_config(config: ConfigRecord) -> ClientSettings:
         qom_prior=qom_prior_of(config),
         freeze_encoders=bool(config.get(keys.FREEZE_ENCODERS, False)),
         train_subjects=tuple(int(x) for x in config.get(keys.TRAIN_SUBJECTS, []) or []),  # type: ignore[union-attr]
-        federation=FederationData.from_config(config),
+        federation=ClientFederation.from_config(config),
         failures=FailureInjection(**dict(setup.get("inject_failures") or {})),
         attack=AttackInjection(**dict(setup.get("inject_attack") or {})),
     )

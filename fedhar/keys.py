@@ -47,7 +47,7 @@ STATE_QOM = "qom"  # context.state MetricRecord: the client's QoM scores, comput
 # Normalisation round (before stage 1): the server queries every client's data summary.
 NORM_STATS_ACTION = "norm_stats"  # message type "query.norm_stats" (an action must be a Python identifier)
 NORM_STATS = "norm-stats"  # reply ArrayRecord of the client's moments; ConfigRecord: JSON of the merged NormStats
-LABEL_CENSUS = "label-census"  # ConfigRecord: JSON of training subject -> rows per class (draws the label split)
+LABEL_SHARE = "label-share"  # ConfigRecord, per node: JSON of the client's own share of the label split
 TRAIN_SUBJECTS = "train-subjects"  # ConfigRecord: the protocol's training subjects (partition-id -> subject)
 CLASS_COUNTS = "class-counts"  # reply array: (num_classes,) rows of each class on the client
 COUNT_SUFFIX = ".count"  # reply array "<modality>.count": (1,) values per channel

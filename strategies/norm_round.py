@@ -4,8 +4,11 @@ Runs once before stage 1 (``query.norm_stats``). Each client replies an ArrayRec
 ``norm-stats`` (``class-counts`` and ``<modality>.count|.sum|.sum-sq``, see
 :class:`fedhar.data.federation.DataSummary`) and a MetricRecord ``metrics`` with its
 ``subject-id``. A malformed reply (missing record, wrong shapes, NaN, count 0, unknown
-subject or modality, a subject twice) is rejected and logged with its node id; the round
-fails only if no valid reply remains or the valid ones leave a modality without statistics.
+subject or modality) is rejected and logged with its node id; a subject claimed by two
+nodes is a conflict that rejects both. The round fails if fewer valid replies remain than
+the configured minimum (``privacy.min_merged_subjects``: with fewer subjects a client could
+subtract its own statistics from the merged ones and read another subject's), or the valid
+ones leave a modality without statistics.
 """
 
 from __future__ import annotations
@@ -37,11 +40,14 @@ class NormRoundResult:
     ----------
     federation
         Merged statistics and class counts of the accepted replies.
+    node_subjects
+        Node id -> subject, for every accepted reply: the federation's members.
     rejected
         Node id -> why its reply was rejected (an error reply included).
     """
 
     federation: FederationData
+    node_subjects: dict[int, int] = field(default_factory=dict)
     rejected: dict[int, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -68,7 +74,8 @@ def parse_summary_reply(msg: Message) -> tuple[DataSummary | None, str | None]:
 
 
 def run_norm_round(
-    grid: Grid, config: ConfigRecord, info: DatasetInfo, train_subjects: tuple[int, ...], timeout: float
+    grid: Grid, config: ConfigRecord, info: DatasetInfo, train_subjects: tuple[int, ...], timeout: float,
+    min_subjects: int = 1,
 ) -> NormRoundResult:
     """Ask every connected node for its :class:`DataSummary`, validate, merge.
 
@@ -84,17 +91,20 @@ def run_norm_round(
         The protocol's training subjects; a reply from another subject is rejected.
     timeout
         Seconds to wait for the replies.
+    min_subjects
+        Fewest valid replies whose statistics may be merged and sent back.
 
     Raises
     ------
     FederationError
-        If no reply is valid, or no valid reply covers one of the dataset's modalities.
+        If fewer than ``min_subjects`` replies (or none) are valid, or no valid reply covers
+        one of the dataset's modalities.
     """
     node_ids = sorted(grid.get_node_ids())
     messages = [Message(content=RecordDict({keys.CONFIG: config}), dst_node_id=node, message_type=MESSAGE_TYPE)
                 for node in node_ids]
     replies = grid.send_and_receive(messages, timeout=timeout)
-    accepted: list[DataSummary] = []
+    valid: dict[int, DataSummary] = {}
     rejected: dict[int, str] = {}
     for msg in replies:
         node = msg.metadata.src_node_id
@@ -106,13 +116,21 @@ def run_norm_round(
             summary, reason = parse_summary_reply(msg)
         if summary is not None:
             reason = validate_summary(summary, info, train_subjects)
-        if summary is not None and reason is None and any(s.subject == summary.subject for s in accepted):
-            reason = f"subject {summary.subject} already replied"
         if summary is None or reason is not None:
             rejected[node] = str(reason)
             logger.warning("normalisation round: rejected the reply of node %d: %s", node, reason)
             continue
-        accepted.append(summary)
+        valid[node] = summary
+    claims: dict[int, list[int]] = {}
+    for node, summary in valid.items():
+        claims.setdefault(summary.subject, []).append(node)
+    for subject, nodes in claims.items():
+        if len(nodes) > 1:
+            for node in nodes:
+                rejected[node] = f"subject {subject} is claimed by nodes {sorted(nodes)}: a conflict, both rejected"
+                logger.warning("normalisation round: rejected the reply of node %d: %s", node, rejected[node])
+                del valid[node]
+    accepted = [valid[n] for n in sorted(valid)]
     unanswered = sorted(set(node_ids) - {m.metadata.src_node_id for m in replies})
     for node in unanswered:
         rejected[node] = f"no reply within {timeout:g} s"
@@ -120,6 +138,11 @@ def run_norm_round(
     if not accepted:
         raise FederationError(f"no valid reply in the normalisation round from nodes {node_ids}; see the log for "
                               "each node's reason", "normalisation round")
+    if len(accepted) < min_subjects:
+        raise FederationError(f"{len(accepted)} valid repl{'y' if len(accepted) == 1 else 'ies'} in the normalisation "
+                              f"round (subjects {sorted(s.subject for s in accepted)}), fewer than "
+                              f"privacy.min_merged_subjects={min_subjects}: merged statistics of so few subjects would "
+                              "let a client read another's", "privacy.min_merged_subjects")
     federation = merge_summaries(accepted)
     unseen = [m for m in info.modality_names if m not in federation.stats.moments]
     if unseen:
@@ -127,4 +150,4 @@ def run_norm_round(
                               f"{list(federation.subjects)} replied); they cannot be normalised", "normalisation round")
     logger.info("normalisation round: merged subjects %s, rejected %d repl%s", list(federation.subjects),
                 len(rejected), "y" if len(rejected) == 1 else "ies")
-    return NormRoundResult(federation, rejected)
+    return NormRoundResult(federation, {n: s.subject for n, s in valid.items()}, rejected)

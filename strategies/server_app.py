@@ -26,6 +26,7 @@ from fedhar.federated import build_pretrain_model, normalise_prior, probe_accura
 from fedhar.models import ModelConfig
 from fedhar.train import derive_seed, seed_everything
 from fedhar.train.checkpoint import atomic_save_state, atomic_write_text
+from strategies.federation_grid import FederationGrid
 from strategies.norm_round import run_norm_round
 from strategies.qom_fedavg import QoMFedAvg, check_stage, influence_bounds
 from strategies.run_config import hydra_overrides
@@ -99,10 +100,17 @@ def main(grid: Grid, context: Context) -> None:
     shared: dict[str, Any] = {keys.SETUP: json.dumps(setup), keys.SEED: seed,
                               keys.TRAIN_SUBJECTS: list(protocol.train_subjects)}
     norm = run_norm_round(grid, ConfigRecord(shared), dataset.info, protocol.train_subjects,
-                          float(fed.round_timeout_s))
+                          float(fed.round_timeout_s), min_subjects=int(cfg.privacy.min_merged_subjects))
     normalizer = Normalizer(norm.federation.stats)
     normalizer.save(run_dir / NORMALIZER_FILE)
-    shared.update(norm.federation.to_config())
+    # From here on each member node receives the merged statistics and its own label share only.
+    grid = FederationGrid(grid, {node: norm.federation.for_subject(subject, dataset_cfg, float(cfg.label_rate),
+                                                                   seed).to_config()
+                                 for node, subject in norm.node_subjects.items()})
+    if len(grid.members) < num_nodes:
+        logger.warning("%d of %d nodes were merged in the normalisation round; the stages sample those %d",
+                       len(grid.members), num_nodes, len(grid.members))
+        num_nodes = len(grid.members)
     experiment = prepare_experiment(dataset, dataset_cfg, float(cfg.label_rate), seed, stats=norm.federation.stats)
     phases.mark("normalisation_round")
 

@@ -5,14 +5,16 @@ statistics on the training subjects, nor draw the label split over them. Before 
 each client sends a :class:`DataSummary` of its own training rows: the sufficient
 statistics of :class:`NormStats` (count, sum, sum of squares per channel, for the
 modalities its device exposes) and its number of rows per class. The server validates and
-merges them (:func:`merge_summaries`) into :class:`FederationData` and sends it back with
-every later message; each client then normalises with the merged statistics and draws its
-share of the global label split (:func:`build_client_partition`). With every training
-subject present this reproduces the centralised experiment: the merged statistics equal a
-fit on the training subjects' rows (to float round-off), and the split is the same rows.
+merges them (:func:`merge_summaries`) into :class:`FederationData`, and sends each client
+its :class:`ClientFederation` with every later message: the merged statistics and the
+client's own share of the global label split (:meth:`FederationData.for_subject`). Each
+client normalises with the merged statistics and picks its labeled rows
+(:func:`build_client_partition`). With every training subject present this reproduces the
+centralised experiment: the merged statistics equal a fit on the training subjects' rows
+(to float round-off), and the split is the same rows.
 
-The class counts reveal each subject's activity histogram to the server; that is what the
-label-rate protocol needs (see :func:`fedhar.data.splits.subject_label_split`).
+The class counts reveal each subject's activity histogram to the server, which draws the
+label split from them; no client receives another subject's counts (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from fedhar.data.config import DatasetConfig
 from fedhar.data.dataset import DatasetInfo, HARDataset
 from fedhar.data.normalization import ChannelMoments, Normalizer, NormStats
 from fedhar.data.partition import ClientPartition, validate_modality_subsets
-from fedhar.data.splits import subject_label_split
+from fedhar.data.splits import LabelShare, label_share, split_from_share
 from fedhar.errors import ConfigError
 
 __all__ = [
+    "ClientFederation",
     "DataSummary",
     "FederationData",
     "build_client_partition",
@@ -177,13 +180,44 @@ class FederationData:
         """The subjects merged, ascending."""
         return tuple(sorted(self.class_counts))
 
+    def for_subject(self, subject: int, cfg: DatasetConfig, label_rate: float, seed: int) -> ClientFederation:
+        """What client ``subject`` receives: the merged statistics and its own share of the label split.
+
+        Raises
+        ------
+        ConfigError
+            If ``subject`` was not merged.
+        """
+        share = label_share(self.class_counts, subject, label_rate, seed, cfg.label_scheme, cfg.sequences_per_class)
+        return ClientFederation(self.stats, share)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form for results.json: subjects, statistics, class counts."""
+        return {"subjects": list(self.subjects), "stats": self.stats.to_dict(),
+                "class_counts": {str(s): np.asarray(c).tolist() for s, c in sorted(self.class_counts.items())}}
+
+
+@dataclass(frozen=True)
+class ClientFederation:
+    """What one client receives after the normalisation round (ConfigRecord ``norm-stats``, ``label-share``).
+
+    Parameters
+    ----------
+    stats
+        The merged moments of every modality.
+    share
+        The client's own share of the global label split (nothing of other subjects').
+    """
+
+    stats: NormStats
+    share: LabelShare
+
     def to_config(self) -> dict[str, str]:
-        """The ConfigRecord entries ``norm-stats`` and ``label-census`` (JSON; floats round-trip exactly)."""
-        census = {str(s): np.asarray(c).tolist() for s, c in sorted(self.class_counts.items())}
-        return {keys.NORM_STATS: json.dumps(self.stats.to_dict()), keys.LABEL_CENSUS: json.dumps(census)}
+        """The ConfigRecord entries (JSON; floats round-trip exactly)."""
+        return {keys.NORM_STATS: json.dumps(self.stats.to_dict()), keys.LABEL_SHARE: json.dumps(self.share.to_dict())}
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> FederationData | None:
+    def from_config(cls, config: Mapping[str, Any]) -> ClientFederation | None:
         """Inverse of :meth:`to_config`; ``None`` if the entries are absent (before the round).
 
         Raises
@@ -191,24 +225,18 @@ class FederationData:
         ConfigError
             If only one entry is there or either is not valid JSON of the expected form.
         """
-        present = [k for k in (keys.NORM_STATS, keys.LABEL_CENSUS) if k in config]
+        present = [k for k in (keys.NORM_STATS, keys.LABEL_SHARE) if k in config]
         if not present:
             return None
         if len(present) == 1:
             raise ConfigError(f"the record has {present[0]!r} but not the other of {keys.NORM_STATS!r} / "
-                              f"{keys.LABEL_CENSUS!r}", present[0])
+                              f"{keys.LABEL_SHARE!r}", present[0])
         try:
             stats = NormStats.from_dict(json.loads(str(config[keys.NORM_STATS])))
-            census = {int(s): np.asarray(c, dtype=np.int64)
-                      for s, c in json.loads(str(config[keys.LABEL_CENSUS])).items()}
+            share = LabelShare.from_dict(json.loads(str(config[keys.LABEL_SHARE])))
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise ConfigError(f"malformed normalisation-round data: {err}", keys.NORM_STATS) from err
-        return cls(stats, census)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form for results.json: subjects, statistics, class counts."""
-        return {"subjects": list(self.subjects), "stats": self.stats.to_dict(),
-                "class_counts": {str(s): np.asarray(c).tolist() for s, c in sorted(self.class_counts.items())}}
+        return cls(stats, share)
 
 
 def merge_summaries(summaries: Iterable[DataSummary]) -> FederationData:
@@ -246,9 +274,9 @@ def subject_modalities(dataset: HARDataset, cfg: DatasetConfig, subject: int) ->
 
 
 def build_client_partition(
-    dataset: HARDataset, cfg: DatasetConfig, subject: int, federation: FederationData, label_rate: float, seed: int
+    dataset: HARDataset, cfg: DatasetConfig, subject: int, federation: ClientFederation
 ) -> ClientPartition:
-    """A client's partition from its own rows and the merged data of the normalisation round.
+    """A client's partition from its own rows, the merged statistics and its share of the label split.
 
     Parameters
     ----------
@@ -259,9 +287,7 @@ def build_client_partition(
     subject
         The client's subject.
     federation
-        Merged statistics and class counts from the normalisation round.
-    label_rate, seed
-        Label rate in percent and seed of the run's label split.
+        What the server sent after the normalisation round.
 
     Returns
     -------
@@ -272,15 +298,17 @@ def build_client_partition(
     Raises
     ------
     ConfigError
-        If the subject is not in the census, its rows disagree with its reported counts,
-        or the merged statistics lack one of its modalities.
+        If the share is another subject's, its rows disagree with its reported counts, or
+        the merged statistics lack one of its modalities.
     """
     modalities = subject_modalities(dataset, cfg, subject)
     missing = [m for m in modalities if m not in federation.stats.moments]
     if missing:
         raise ConfigError(f"the merged statistics lack modalities {missing} of subject {subject}", keys.NORM_STATS)
-    split = subject_label_split(dataset, subject, federation.class_counts, label_rate, seed, cfg.label_scheme,
-                                cfg.sequences_per_class)
+    if federation.share.subject != subject:
+        raise ConfigError(f"the server sent the label share of subject {federation.share.subject} to subject "
+                          f"{subject}", keys.LABEL_SHARE)
+    split = split_from_share(dataset, federation.share)
     normalizer = Normalizer(federation.stats)
     return ClientPartition(
         subject=subject,

@@ -14,9 +14,11 @@ Rounding is half up on exact decimals (``Fraction``), so 2.5 % of 20 gives 1. Th
 drawn with a seeded :class:`numpy.random.Generator`: same seed, same split, in any process.
 
 The draw depends only on the number of training rows of each class: for class k it picks
-positions among the class's training rows ordered by (subject, row). A federated client
-that holds one subject can therefore reproduce its share of the global split from the
-per-subject class counts alone (:func:`subject_label_split`), without anyone's data.
+positions among the class's training rows ordered by (subject, row). The server of a
+federated run, which knows every subject's class counts (never their rows), can therefore
+tell each client which of its own rows are labeled (:func:`label_share`, a
+:class:`LabelShare`), and the client picks them (:func:`split_from_share`): the same rows as
+the centralised split, while no client learns another subject's class counts.
 """
 
 from __future__ import annotations
@@ -36,10 +38,13 @@ from fedhar.data.protocol import Protocol
 from fedhar.errors import ConfigError
 
 __all__ = [
+    "LabelShare",
     "LabelSplit",
     "draw_labeled_positions",
+    "label_share",
     "labeled_count_per_class",
     "make_label_split",
+    "split_from_share",
     "split_sizes",
     "subject_label_split",
 ]
@@ -286,6 +291,137 @@ def draw_labeled_positions(class_counts: np.ndarray, per_class: np.ndarray, seed
     ]
 
 
+@dataclass(frozen=True, eq=False)
+class LabelShare:
+    """One subject's share of the global label split: which of its own rows of each class are labeled.
+
+    This is all a federated client needs to draw its labeled rows; it carries the subject's
+    own class counts (to check its data against what it reported) and nothing of anyone
+    else's.
+
+    Parameters
+    ----------
+    subject
+        The subject.
+    class_counts
+        ``(num_classes,)`` the subject's own rows of each class, as it reported them.
+    positions
+        For class k, sorted int64 positions in ``[0, class_counts[k])`` among the subject's
+        rows of class k (in row order) that are labeled.
+    label_rate, seed
+        Of the global split the share belongs to.
+    """
+
+    subject: int
+    class_counts: np.ndarray
+    positions: tuple[np.ndarray, ...]
+    label_rate: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        counts = np.asarray(self.class_counts)
+        if counts.ndim != 1 or len(self.positions) != counts.shape[0]:
+            raise ConfigError(f"label share of subject {self.subject}: {len(self.positions)} position lists for "
+                              f"class counts of shape {counts.shape}", "label share")
+        for k, (pos, n) in enumerate(zip(self.positions, counts, strict=True)):
+            pos = np.asarray(pos)
+            if pos.ndim != 1 or (pos.size and (pos.min() < 0 or pos.max() >= n)) or np.unique(pos).size != pos.size:
+                raise ConfigError(f"label share of subject {self.subject}: class {k} positions {pos.tolist()} are not "
+                                  f"distinct positions among its {int(n)} rows", "label share")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (a ConfigRecord entry)."""
+        return {"subject": int(self.subject), "class_counts": np.asarray(self.class_counts).tolist(),
+                "positions": [np.asarray(p).tolist() for p in self.positions], "label_rate": float(self.label_rate),
+                "seed": int(self.seed)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelShare:
+        """Inverse of :meth:`to_dict`.
+
+        Raises
+        ------
+        ConfigError
+            If an entry is missing or the positions do not fit the counts.
+        """
+        try:
+            return cls(int(data["subject"]), np.asarray(data["class_counts"], dtype=np.int64),
+                       tuple(np.asarray(p, dtype=np.int64).reshape(-1) for p in data["positions"]),
+                       float(data["label_rate"]), int(data["seed"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"malformed label share: {err!r}", "label share") from err
+
+
+def label_share(
+    class_counts: Mapping[int, np.ndarray],
+    subject: int,
+    label_rate: float,
+    seed: int,
+    scheme: LabelScheme,
+    sequences_per_class: int | None = None,
+) -> LabelShare:
+    """``subject``'s share of :func:`make_label_split`, from every training subject's class counts (server side).
+
+    Parameters
+    ----------
+    class_counts
+        Training subject -> ``(num_classes,)`` rows of each class, for every subject of the
+        federation (``subject`` included).
+    subject
+        The subject whose share to compute.
+    label_rate, seed, scheme, sequences_per_class
+        As for :func:`make_label_split`.
+
+    Raises
+    ------
+    ConfigError
+        If ``subject`` is not in ``class_counts`` or the counts differ in length.
+    """
+    counts = {int(s): np.asarray(c, dtype=np.int64) for s, c in class_counts.items()}
+    if subject not in counts:
+        raise ConfigError(f"subject {subject} is not in the class counts of the federation {sorted(counts)}; "
+                          "did its normalisation-round reply get rejected?", f"subject {subject}")
+    shapes = {c.shape for c in counts.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+        raise ConfigError(f"class counts must be vectors of one length; got shapes {sorted(shapes)}", "class counts")
+    own = counts[subject]
+    totals = np.sum(list(counts.values()), axis=0)
+    before = np.sum([c for s, c in counts.items() if s < subject] or [np.zeros_like(own)], axis=0)
+    per_class = labeled_count_per_class(totals, label_rate, scheme, sequences_per_class)
+    positions = draw_labeled_positions(totals, per_class, seed)
+    mine = tuple(np.sort(pos[(pos >= before[k]) & (pos < before[k] + own[k])] - before[k])
+                 for k, pos in enumerate(positions))
+    return LabelShare(subject, own.copy(), mine, float(label_rate), int(seed))
+
+
+def split_from_share(dataset: HARDataset, share: LabelShare) -> LabelSplit:
+    """The labeled and unlabeled rows of ``share.subject`` in ``dataset`` (client side).
+
+    Raises
+    ------
+    ConfigError
+        If the share's class counts have the wrong length or the subject's rows do not
+        match them (its data changed since it reported them).
+    """
+    num_classes = dataset.info.num_classes
+    subject = share.subject
+    if np.asarray(share.class_counts).shape != (num_classes,):
+        raise ConfigError(f"class counts must have {num_classes} entries; got {np.asarray(share.class_counts).shape}",
+                          "class counts")
+    rows = dataset.indices_of_subjects([subject])
+    labels = dataset.labels[rows]
+    own = np.bincount(labels, minlength=num_classes)
+    if not np.array_equal(own, share.class_counts):
+        raise ConfigError(f"subject {subject} holds {own.tolist()} rows per class, but reported "
+                          f"{np.asarray(share.class_counts).tolist()}; its data changed during the run",
+                          f"subject {subject}")
+    chosen = [rows[labels == k][pos] for k, pos in enumerate(share.positions)]
+    labeled = np.sort(np.concatenate(chosen)).astype(np.int64) if chosen else np.empty(0, np.int64)
+    unlabeled = np.setdiff1d(rows, labeled)
+    own_per_class = np.bincount(dataset.labels[labeled], minlength=num_classes)
+    return LabelSplit(labeled, unlabeled, np.empty(0, np.int64), own_per_class, share.label_rate, share.seed)
+
+
 def subject_label_split(
     dataset: HARDataset,
     subject: int,
@@ -297,11 +433,9 @@ def subject_label_split(
 ) -> LabelSplit:
     """One training subject's share of :func:`make_label_split`, from its own rows and everyone's class counts.
 
-    This is how a federated client that holds only its own subject draws its labeled
-    rows: with the training subjects' per-class row counts (collected in the normalisation
-    round) it knows where its rows sit in each class's (subject, row) order, and draws the
-    same positions as the centralised split. With the counts of every training subject,
-    the result equals the centralised split restricted to ``subject``.
+    :func:`label_share` then :func:`split_from_share` in one process: with the counts of
+    every training subject, the result equals the centralised split restricted to
+    ``subject``.
 
     Parameters
     ----------
@@ -328,31 +462,10 @@ def subject_label_split(
         subject's rows do not match its counts (its data changed since they were sent).
     """
     num_classes = dataset.info.num_classes
-    counts = {int(s): np.asarray(c, dtype=np.int64) for s, c in class_counts.items()}
-    if subject not in counts:
-        raise ConfigError(f"subject {subject} is not in the class counts of the federation {sorted(counts)}; "
-                          "did its normalisation-round reply get rejected?", f"subject {subject}")
-    bad = {s: c.shape for s, c in counts.items() if c.shape != (num_classes,)}
+    bad = {s: np.asarray(c).shape for s, c in class_counts.items() if np.asarray(c).shape != (num_classes,)}
     if bad:
         raise ConfigError(f"class counts must have {num_classes} entries; got shapes {bad}", "class counts")
-    rows = dataset.indices_of_subjects([subject])
-    labels = dataset.labels[rows]
-    own = np.bincount(labels, minlength=num_classes)
-    if not np.array_equal(own, counts[subject]):
-        raise ConfigError(f"subject {subject} holds {own.tolist()} rows per class, but reported "
-                          f"{counts[subject].tolist()}; its data changed during the run", f"subject {subject}")
-    totals = np.sum(list(counts.values()), axis=0)
-    before = np.sum([c for s, c in counts.items() if s < subject] or [np.zeros(num_classes, np.int64)], axis=0)
-    per_class = labeled_count_per_class(totals, label_rate, scheme, sequences_per_class)
-    positions = draw_labeled_positions(totals, per_class, seed)
-    chosen = []
-    for k, pos in enumerate(positions):
-        mine = pos[(pos >= before[k]) & (pos < before[k] + own[k])] - before[k]
-        chosen.append(rows[labels == k][mine])
-    labeled = np.sort(np.concatenate(chosen)).astype(np.int64)
-    unlabeled = np.setdiff1d(rows, labeled)
-    own_per_class = np.bincount(dataset.labels[labeled], minlength=num_classes)
-    return LabelSplit(labeled, unlabeled, np.empty(0, np.int64), own_per_class, float(label_rate), int(seed))
+    return split_from_share(dataset, label_share(class_counts, subject, label_rate, seed, scheme, sequences_per_class))
 
 
 def split_sizes(dataset: HARDataset, protocol: Protocol, cfg: DatasetConfig, seed: int) -> list[dict[str, Any]]:

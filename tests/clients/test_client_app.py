@@ -77,9 +77,11 @@ def _federation(setup: dict) -> FederationData:
     return merge_summaries(_summary_of(r) for r in replies)
 
 
-def _message(kind: str, setup: dict, arrays: ArrayRecord, **extra: object) -> Message:
-    shared = {keys.SETUP: json.dumps(setup), keys.SEED: 0, keys.TRAIN_SUBJECTS: TRAIN_SUBJECTS,
-              **_federation(setup).to_config()}
+def _message(kind: str, setup: dict, arrays: ArrayRecord, subject: int = 1, **extra: object) -> Message:
+    """A server message to ``subject``'s node: the shared entries and that subject's own federation view."""
+    cfg = DatasetConfig.from_mapping(setup["dataset"])
+    view = _federation(setup).for_subject(subject, cfg, setup["label_rate"], 0)
+    shared = {keys.SETUP: json.dumps(setup), keys.SEED: 0, keys.TRAIN_SUBJECTS: TRAIN_SUBJECTS, **view.to_config()}
     config = ConfigRecord({**shared, keys.LOCAL_EPOCHS: 1, keys.SERVER_ROUND: 1, **extra})  # type: ignore[arg-type]
     stage = kind.split(".")[1] if "." in kind else ""
     if stage:
@@ -138,7 +140,7 @@ class TestPretrainHandler:
         reference, arrays = _global_pretrain(setup)
         context = _context(**{keys.PARTITION_ID: 1, keys.NUM_PARTITIONS: 2})
         # Execute
-        reply = app(_message("train.pretrain", setup, arrays), context)
+        reply = app(_message("train.pretrain", setup, arrays, subject=2), context)
         # Assert
         update, reason = parse_reply(reply)
         assert reason is None and update is not None
@@ -262,7 +264,7 @@ class TestDeployedDevice:
         arrays = ArrayRecord(model.state_dict())
         config = ConfigRecord({keys.SETUP: json.dumps(setup), keys.SEED: 0, keys.TRAIN_SUBJECTS: UTD_TRAIN,
                                keys.LOCAL_EPOCHS: 1, keys.SERVER_ROUND: 1, keys.STAGE: "pretrain",
-                               **merged.to_config()})
+                               **merged.for_subject(1, cfg, 5, 0).to_config()})
         msg = Message(content=RecordDict({keys.ARRAYS: arrays, keys.CONFIG: config}), dst_node_id=7,
                       message_type="train.pretrain")
         update, reason = parse_reply(app(msg, device))

@@ -69,8 +69,6 @@ BAD_REPLIES: list[tuple[str, Callable[[HARDataset], Message], str]] = [
                                      reply_to=_instruction(15)), "expected an ArrayRecord"),
     # the subject is not an integer
     ("float subject", lambda ds: summary_reply(15, _arrays(ds, 5), 5.0), "must be an integer"),
-    # subject 1 again, from another node
-    ("duplicate", lambda ds: summary_reply(15, _arrays(ds, 1), 1), "already replied"),
     # the held-out subject
     ("test subject", lambda ds: summary_reply(15, _arrays(ds, 6), 6), "not a training subject"),
     # the client crashed
@@ -88,7 +86,7 @@ class TestRunNormRound:
         result = run_norm_round(grid, config, synthetic.info, TRAIN, timeout=5.0)
         # Assert: the same bits as merging the summaries directly, every node asked once
         expected = merge_summaries(summarize_subject(synthetic, s, synthetic.modalities) for s in TRAIN)
-        assert result.federation.to_config() == expected.to_config() and result.rejected == {}
+        assert result.federation.to_dict() == expected.to_dict() and result.rejected == {}
         sent = grid.send_and_receive.call_args.args[0]
         assert sorted(m.metadata.dst_node_id for m in sent) == [11, 12, 13, 14, 15]
         assert {m.metadata.message_type for m in sent} == {"query.norm_stats"}
@@ -104,6 +102,22 @@ class TestRunNormRound:
         assert list(result.rejected) == [15] and words in result.rejected[15]
         assert "rejected the reply of node 15" in caplog.text and words in caplog.text
         assert result.summary()["num_rejected"] == 1 and result.summary()["rejected"] == {"15": result.rejected[15]}
+
+    def test_round__subject_claimed_by_two_nodes__both_rejected(self, synthetic: HARDataset) -> None:
+        # Node 15 claims subject 1, which node 11 also claims: neither is trusted, whoever came first.
+        replies = [summary_reply(10 + s, _arrays(synthetic, s), s) for s in (1, 2, 3, 4)]
+        replies.append(summary_reply(15, _arrays(synthetic, 1), 1))
+        result = run_norm_round(_grid(replies), ConfigRecord(), synthetic.info, TRAIN, timeout=5.0)
+        assert result.federation.subjects == (2, 3, 4)
+        assert sorted(result.rejected) == [11, 15] and all("conflict" in r for r in result.rejected.values())
+        assert result.node_subjects == {12: 2, 13: 3, 14: 4}
+
+    def test_round__fewer_subjects_than_the_privacy_minimum__raises(self, synthetic: HARDataset) -> None:
+        replies = [summary_reply(10 + s, _arrays(synthetic, s), s) for s in (1, 2)]
+        assert run_norm_round(_grid(replies), ConfigRecord(), synthetic.info, TRAIN, timeout=5.0,
+                              min_subjects=2).node_subjects == {11: 1, 12: 2}
+        with pytest.raises(FederationError, match="fewer than privacy.min_merged_subjects=3"):
+            run_norm_round(_grid(replies), ConfigRecord(), synthetic.info, TRAIN, timeout=5.0, min_subjects=3)
 
     def test_round__no_valid_reply__raises(self, synthetic: HARDataset) -> None:
         replies = [summary_reply(11, _nan(_arrays(synthetic, 1)), 1)]

@@ -17,6 +17,7 @@ from fedhar.data.config import DatasetConfig
 from fedhar.data.dataset import HARDataset
 from fedhar.data.experiment import prepare_experiment
 from fedhar.data.federation import (
+    ClientFederation,
     DataSummary,
     FederationData,
     build_client_partition,
@@ -66,7 +67,9 @@ def _assert_same_experiment(cfg: DatasetConfig, full: HARDataset, load: Callable
     federation = _federate(cfg, load, train)
     _assert_stats_close(federation.stats, central.normalizer.stats)
     for subject in train:
-        own = build_client_partition(load(subject), cfg, subject, federation, rate, seed)
+        view = ClientFederation.from_config(federation.for_subject(subject, cfg, rate, seed).to_config())
+        assert view is not None
+        own = build_client_partition(load(subject), cfg, subject, view)
         ref = central.partitions[subject]
         assert own.modalities == ref.modalities
         for view in ("labeled", "unlabeled"):
@@ -191,27 +194,44 @@ class TestMergeAndConfig:
     def test_merge__order_does_not_change_the_bits(self, synthetic: Any) -> None:
         parts = [_summary(synthetic, s) for s in (1, 2, 3, 4, 5)]
         a, b = merge_summaries(parts), merge_summaries(parts[::-1])
-        assert a.to_config() == b.to_config()
+        assert a.to_dict() == b.to_dict()
 
     def test_merge__duplicate_subject__raises(self, synthetic: Any) -> None:
         with pytest.raises(ValueError, match="twice"):
             merge_summaries([_summary(synthetic, 1), _summary(synthetic, 1)])
 
-    def test_config__round_trips_exactly(self, synthetic: Any) -> None:
-        merged = merge_summaries(_summary(synthetic, s) for s in (2, 4))
-        back = FederationData.from_config(merged.to_config())
-        assert back is not None and back.subjects == (2, 4)
-        assert back.to_config() == merged.to_config()
+    def test_client_view__round_trips_exactly_and_holds_only_its_own_counts(self, synthetic: Any) -> None:
+        cfg, _ = synthetic
+        parts = [_summary(synthetic, s) for s in (2, 4, 5)]
+        merged = merge_summaries(parts)
+        config = merged.for_subject(4, cfg, 20, 0).to_config()
+        assert set(config) == {keys.NORM_STATS, keys.LABEL_SHARE}
+        back = ClientFederation.from_config(config)
+        assert back is not None and back.share.subject == 4
+        assert back.to_config() == config
+        assert np.array_equal(back.share.class_counts, parts[1].class_counts)
+        assert "2" not in json.loads(config[keys.LABEL_SHARE]) and "5" not in json.loads(config[keys.LABEL_SHARE])
         for name, mom in merged.stats.moments.items():
             assert np.array_equal(back.stats.moments[name].sum_sq, mom.sum_sq)
 
-    def test_config__absent__none_and_partial_or_malformed__raises(self, synthetic: Any) -> None:
-        config = merge_summaries([_summary(synthetic)]).to_config()
-        assert FederationData.from_config({}) is None
+    def test_client_view__absent__none_and_partial_or_malformed__raises(self, synthetic: Any) -> None:
+        cfg, _ = synthetic
+        config = merge_summaries([_summary(synthetic)]).for_subject(1, cfg, 20, 0).to_config()
+        assert ClientFederation.from_config({}) is None
         with pytest.raises(ConfigError, match="not the other"):
-            FederationData.from_config({keys.NORM_STATS: config[keys.NORM_STATS]})
+            ClientFederation.from_config({keys.NORM_STATS: config[keys.NORM_STATS]})
         with pytest.raises(ConfigError, match="malformed"):
-            FederationData.from_config({**config, keys.LABEL_CENSUS: json.dumps({"1": "many"})})
+            ClientFederation.from_config({**config, keys.LABEL_SHARE: json.dumps({"subject": 1})})
+        share = json.loads(config[keys.LABEL_SHARE])
+        share["positions"][0] = [10_000]  # beyond the subject's rows of class 0
+        with pytest.raises(ConfigError, match="not distinct positions"):
+            ClientFederation.from_config({**config, keys.LABEL_SHARE: json.dumps(share)})
+
+    def test_partition__another_subjects_share__raises(self, synthetic: Any) -> None:
+        cfg, full = synthetic
+        merged = merge_summaries(_summary(synthetic, s) for s in (1, 2))
+        with pytest.raises(ConfigError, match="label share of subject 2 to subject 1"):
+            build_client_partition(full, cfg, 1, merged.for_subject(2, cfg, 20, 0))
 
     def test_partition__stats_lack_a_modality__raises(self, synthetic: Any) -> None:
         cfg, full = synthetic
@@ -219,7 +239,7 @@ class TestMergeAndConfig:
         merged = merge_summaries([dataclasses.replace(
             summary, stats=NormStats({"imu": summary.stats.moments["imu"]}))])
         with pytest.raises(ConfigError, match=r"lack modalities \['noise'\]"):
-            build_client_partition(full, cfg, 1, merged, 20, 0)
+            build_client_partition(full, cfg, 1, merged.for_subject(1, cfg, 20, 0))
 
     def test_summary__subject_without_rows__raises(self, synthetic: Any) -> None:
         _, full = synthetic
