@@ -103,6 +103,11 @@ def closing_summary(results: Mapping[str, Any], results_path: Path, plot_path: P
         f"(down + up); stage 2: {how2}, {_mb(bytes2)} per client; {results['wall_time_s']:.0f} s in the server"),
         f"  results: {results_path}" + (f"; plot: {plot_path}" if plot_path is not None else ""),
     ]
+    dp = (results.get("privacy") or {}).get("dp")
+    if dp:
+        lines.insert(1, f"  differential privacy: epsilon {dp['epsilon']:.3g} at delta {dp['delta']:g} over "
+                        f"{dp['num_releases']} noised aggregations (noise multiplier {dp['noise_multiplier']:g}, clip "
+                        f"{dp['clip_norm']:g}, noise std {dp['noise_std']:.3g}; client-level, add or remove one subject)")
     personal = stage2.get("personalised")
     if personal and "own_accuracy_personal" in personal.get("mean", {}):
         mean = personal["mean"]

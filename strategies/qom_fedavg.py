@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
@@ -23,6 +24,7 @@ from fedhar.aggregation import (
     validate_update,
 )
 from fedhar.errors import ConfigError, FederationError
+from strategies.run_privacy import RunPrivacy
 
 __all__ = ["STAGES", "QoMFedAvg", "check_stage", "influence_bounds", "parse_reply"]
 
@@ -67,6 +69,11 @@ class QoMFedAvg(FedAvg):
     min_valid_replies
         A round with fewer valid replies fails: the global arrays stay as they were and the
         round is listed in :attr:`failed_rounds` with its first error.
+    privacy
+        Client-level differential privacy: every aggregation is clipped, weighted and
+        noised by :func:`fedhar.privacy.dp_aggregate` and accounted; a round the budget
+        does not allow is not run (it fails, naming the budget). Needs ``bounds.rule``
+        ``mean``.
     **fedavg_kwargs
         Passed to :class:`flwr.serverapp.strategy.FedAvg` (sampling fractions, minimum
         nodes, metric aggregation functions).
@@ -85,6 +92,7 @@ class QoMFedAvg(FedAvg):
         bounds: InfluenceBounds | None = None,
         known_examples: Mapping[int, float] | None = None,
         min_valid_replies: int = 1,
+        privacy: RunPrivacy | None = None,
         **fedavg_kwargs: object,
     ) -> None:
         if stage not in STAGES:
@@ -101,6 +109,10 @@ class QoMFedAvg(FedAvg):
         self.weighting: Weighting = weighting
         self.max_examples = max_examples
         self.bounds = InfluenceBounds() if bounds is None else bounds
+        if privacy is not None and self.bounds.rule != "mean":
+            raise ConfigError(f"differential privacy needs the weighted mean, not strategy.bounds.rule="
+                              f"{self.bounds.rule!r} (the noise is calibrated to it)", "strategy.bounds.rule")
+        self.privacy = privacy
         self.known_examples = None if known_examples is None else {int(k): float(v) for k, v in known_examples.items()}
         self._node_subject: dict[int, str] = {}
         self._subject_nodes: dict[str, set[int]] = {}
@@ -136,6 +148,8 @@ class QoMFedAvg(FedAvg):
         config[keys.STAGE] = self.stage
         messages = [m for m in super().configure_train(server_round, arrays, config, grid)
                     if m.metadata.dst_node_id not in self.excluded]
+        if self.privacy is not None and not self.privacy.allows(self.stage, server_round, len(messages)):
+            messages = []
         self._sent[server_round] = len(messages)
         self.bytes_sent += arrays.count_bytes() * len(messages)
         return [Message(content=m.content, dst_node_id=m.metadata.dst_node_id, message_type=self.message_type)
@@ -187,6 +201,10 @@ class QoMFedAvg(FedAvg):
         timeouts = max(self._sent.get(server_round, len(replies)) - len(replies), 0)
         metrics = MetricRecord({keys.NUM_REJECTED: failures, keys.NUM_AGGREGATED: len(updates),
                                 keys.NUM_TIMEOUTS: timeouts})
+        refused = self.privacy.refused.get(f"{self.stage} {server_round}") if self.privacy is not None else None
+        if refused is not None:
+            self.failed_rounds[server_round] = f"not run: {refused}"
+            return self._global, metrics
         if len(updates) < self.min_valid_replies:
             reason = (f"{len(updates)} valid repl{'y' if len(updates) == 1 else 'ies'} of {len(replies)} received "
                       f"({timeouts} timed out, {failures} rejected or failed; need {self.min_valid_replies})"
@@ -194,14 +212,23 @@ class QoMFedAvg(FedAvg):
             self.failed_rounds[server_round] = reason
             logger.warning("round %d failed: %s; the global model keeps its previous arrays", server_round, reason)
             return self._global, metrics
-        bounded, clipped = bound_influence([u for u, _ in updates], reference, self.bounds)
-        result = aggregate_by_modality(bounded, reference, self.weighting, self.bounds.rule, self.bounds.trim_fraction)
-        metrics[keys.NUM_CLIPPED] = len(clipped)
+        if self.privacy is not None:
+            # Qualities clipped as always; the DP mechanism's own clipping replaces the median-relative one.
+            bounded, _ = bound_influence([u for u, _ in updates], reference, replace(self.bounds, update_clip=None))
+            private = self.privacy.aggregate(self.stage, server_round, bounded, reference, self.weighting,
+                                             self.bounds.qom_range)
+            new_arrays, weights, num_clipped = private.arrays, private.weights, len(private.clipped)
+        else:
+            bounded, clipped = bound_influence([u for u, _ in updates], reference, self.bounds)
+            result = aggregate_by_modality(bounded, reference, self.weighting, self.bounds.rule,
+                                           self.bounds.trim_fraction)
+            new_arrays, weights, num_clipped = result.arrays, result.weights, len(clipped)
+        metrics[keys.NUM_CLIPPED] = num_clipped
         self.client_weights[server_round] = {
-            group: {client: groups[group] for client, groups in result.weights.items() if group in groups}
-            for group in sorted({g for groups in result.weights.values() for g in groups})}
+            group: {client: groups[group] for client, groups in weights.items() if group in groups}
+            for group in sorted({g for groups in weights.values() for g in groups})}
         _add_client_metrics(metrics, bounded)
-        arrays = ArrayRecord({k: Array(v) for k, v in result.arrays.items()})
+        arrays = ArrayRecord({k: Array(v) for k, v in new_arrays.items()})
         return arrays, metrics
 
 

@@ -24,15 +24,17 @@ from fedhar.data.protocol import resolve_protocol
 from fedhar.errors import ConfigError
 from fedhar.federated import build_pretrain_model, normalise_prior, probe_accuracy, state_digest
 from fedhar.models import ModelConfig
+from fedhar.privacy import DPConfig
 from fedhar.train import derive_seed, seed_everything
 from fedhar.train.checkpoint import atomic_save_state, atomic_write_text
 from strategies.federation_grid import FederationGrid
 from strategies.norm_round import run_norm_round
 from strategies.qom_fedavg import QoMFedAvg, check_stage, influence_bounds
 from strategies.run_config import hydra_overrides
+from strategies.run_privacy import RunPrivacy
 from strategies.stage2 import run_stage2
 
-__all__ = ["app", "check_federation", "compose_config", "main"]
+__all__ = ["app", "check_federation", "check_privacy", "compose_config", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ def main(grid: Grid, context: Context) -> None:
     model_cfg = ModelConfig.from_mapping(setup["model"])
     fed = cfg.federation
     check_federation(fed)
+    dp = DPConfig.from_mapping(_group(cfg.privacy, "dp"))
+    check_privacy(dp, fed)
     num_nodes = int(fed.min_nodes or len(protocol.train_subjects))
     logger.info("run %s: %d training subjects %s, test subjects %s, output %s", context.run_id,
                 len(protocol.train_subjects), list(protocol.train_subjects), list(protocol.test_subjects), run_dir)
@@ -112,6 +116,8 @@ def main(grid: Grid, context: Context) -> None:
                        len(grid.members), num_nodes, len(grid.members))
         num_nodes = len(grid.members)
     experiment = prepare_experiment(dataset, dataset_cfg, float(cfg.label_rate), seed, stats=norm.federation.stats)
+    privacy = (RunPrivacy(dp, population=len(protocol.train_subjects),
+                          num_sampled=max(1, round(num_nodes * float(fed.fraction_train)))) if dp.enabled else None)
     phases.mark("normalisation_round")
 
     # ---- stage 1: federated contrastive fusion pretraining
@@ -122,7 +128,7 @@ def main(grid: Grid, context: Context) -> None:
                          bounds=influence_bounds(cfg.strategy), min_valid_replies=int(fed.min_valid_replies),
                          known_examples={s: p.num_unlabeled for s, p in experiment.partitions.items()},
                          fraction_train=float(fed.fraction_train), fraction_evaluate=0.0,
-                         min_train_nodes=num_nodes, min_available_nodes=num_nodes)
+                         min_train_nodes=num_nodes, min_available_nodes=num_nodes, privacy=privacy)
     round_times: list[float] = []
 
     def stage1_eval(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -143,13 +149,15 @@ def main(grid: Grid, context: Context) -> None:
     check_stage("stage 1", strategy, int(fed.stage1_rounds))
     stage1 = _stage_summary(result1, strategy, round_times, num_nodes)
     stage1["weights_sha256"] = state_digest(result1.arrays.to_torch_state_dict())
-    prior = _qom_prior(result1.train_metrics_clientapp, info.modality_names)
+    # Under DP the quality scores are not noised: a prior computed from them is not released to clients.
+    prior = (_qom_prior(result1.train_metrics_clientapp, info.modality_names) if privacy is None
+             else {m: 1.0 / len(info.modality_names) for m in info.modality_names})
     phases.mark("stage1")
     logger.info("global QoM prior for stage 2: %s", prior)
 
     # ---- stage 2: federated / local / centralised fine-tuning
     stage2 = run_stage2(grid=grid, cfg=cfg, setup=setup, shared=shared, experiment=experiment, model_cfg=model_cfg,
-                        encoders=result1.arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir)
+                        encoders=result1.arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir, privacy=privacy)
     compare = {mode: run_stage2(grid=grid, cfg=cfg, setup=setup, shared=shared, experiment=experiment,
                                 model_cfg=model_cfg, encoders=result1.arrays, prior=prior, num_nodes=num_nodes,
                                 run_dir=run_dir, mode=mode)
@@ -162,6 +170,8 @@ def main(grid: Grid, context: Context) -> None:
                           **norm.federation.to_dict()},
         "stage1": stage1, "qom_prior": prior, "stage2": stage2, "final_model": stage2.get("model_file"),
         "stage2_compare": compare,
+        "privacy": {"min_merged_subjects": int(cfg.privacy.min_merged_subjects),
+                    "dp": privacy.summary() if privacy is not None else None},
         "final": stage2["final"], "wall_time_s": time.perf_counter() - started,
         # Where the server's time went, and when it ran (Unix time): a launcher compares these
         # with its own clock to find the Flower/Ray start-up and tear-down outside main().
@@ -174,11 +184,30 @@ def main(grid: Grid, context: Context) -> None:
           f"{stage2['final']['accuracy']:.3f}, macro-F1 {stage2['final']['macro_f1']:.3f}, "
           f"{results['wall_time_s']:.0f} s"
           + "".join(f"; stage 2 {m}: accuracy {c['final']['accuracy']:.3f}" for m, c in compare.items())
+          + (f"; DP epsilon {privacy.epsilon:.3g} at delta {dp.delta:g}" if privacy is not None else "")
           + f"\n{RESULTS_MARKER}{run_dir / 'results.json'}", flush=True)
 
 
 _POSITIVE_INTS = ("stage1_rounds", "stage1_local_epochs", "stage2_rounds", "stage2_local_epochs", "eval_every",
                   "min_valid_replies")
+
+
+def check_privacy(dp: DPConfig, fed: DictConfig) -> None:
+    """Reject DP with a stage-2 mode whose releases it does not cover (lda / ccvr statistics, pooled labels).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``federation.stage2_mode`` (or ``stage2_compare``).
+    """
+    if not dp.enabled:
+        return
+    modes = [str(fed.stage2_mode), *[str(m) for m in fed.get("stage2_compare") or ()]]
+    uncovered = [m for m in modes if m != "federated"]
+    if uncovered:
+        raise ConfigError(f"privacy.dp covers the QoMFedAvg rounds (stage 1 and stage2_mode=federated); stage-2 "
+                          f"mode(s) {uncovered} would release client data it does not noise. Set "
+                          "federation.stage2_mode=federated and stage2_compare=[]", "federation.stage2_mode")
 
 
 def check_federation(fed: DictConfig) -> None:

@@ -25,6 +25,7 @@ from fedhar.train.checkpoint import atomic_save_state
 from fedhar.train.class_stats import STATS_HEADS, ClassStatsConfig, FeatureLayout, LinearFusionHead, fit_stats_head
 from strategies.class_stats_round import PersonalHead, run_class_stats_round, run_personalise_round
 from strategies.qom_fedavg import QoMFedAvg, check_stage, influence_bounds, parse_reply
+from strategies.run_privacy import RunPrivacy
 
 __all__ = ["STAGE2_MODES", "run_stage2"]
 
@@ -47,13 +48,15 @@ def run_stage2(
     num_nodes: int,
     run_dir: Path,
     mode: str | None = None,
+    privacy: RunPrivacy | None = None,
 ) -> dict[str, Any]:
     """Fine-tune from the stage-1 encoders in ``mode`` (default ``cfg.federation.stage2_mode``); test on the held-out subjects.
 
     The centralised mode trains ``federation.centralized_epochs`` epochs (``null``:
     ``stage2_rounds x stage2_local_epochs``) with ``stage2``'s optimizer and lr milestones.
     ``shared`` holds the ConfigRecord entries every client message carries (``setup``,
-    ``seed``, ``train-subjects`` and the normalisation round's ``norm-stats`` / ``label-census``).
+    ``seed``, ``train-subjects``; the grid adds each node's ``norm-stats`` / ``label-share``).
+    ``privacy`` (federated mode only) noises and accounts every aggregation.
 
     Returns
     -------
@@ -123,7 +126,8 @@ def run_stage2(
                          known_examples={s: p.num_labeled for s, p in experiment.partitions.items()},
                          fraction_train=float(fed.fraction_train),
                          fraction_evaluate=1.0 if fed.client_eval else 0.0,
-                         min_train_nodes=num_nodes, min_evaluate_nodes=num_nodes, min_available_nodes=num_nodes)
+                         min_train_nodes=num_nodes, min_evaluate_nodes=num_nodes, min_available_nodes=num_nodes,
+                         privacy=privacy)
     rounds = int(fed.stage2_rounds)
     times: list[float] = []
 

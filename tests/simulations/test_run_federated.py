@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dp_reference import reference_epsilon
 
 from fedhar.data.config import DatasetConfig
 from fedhar.data.experiment import prepare_experiment
@@ -148,7 +149,9 @@ class TestRunFederatedExitCodes:
 # Two clients (subjects 1, 2), subject 3 held out, tiny model and budget.
 SMOKE = ("dataset=synthetic dataset.preprocess.num_subjects=3 dataset.protocols.default.test_subjects=[3] "
          "label_rate=50 model=compact federation=smoke federation.stage2_rounds=4 federation.stage2_local_epochs=4 "
-         "budget=tiny stage2.t_iter=2 stage2.optim.lr=0.003")
+         "budget=tiny stage2.t_iter=2 stage2.optim.lr=0.003 "
+         # Two training subjects: each could read the other's statistics off the merged ones (docs/privacy.md).
+         "privacy.min_merged_subjects=2")
 RESULT_KEYS = {"run_id", "config", "train_subjects", "test_subjects", "normalization", "stage1", "qom_prior", "stage2",
                "final", "final_model", "wall_time_s", "phases_s", "server_started_unix", "server_finished_unix"}
 SERVER_PHASES = ["setup", "wait_for_nodes", "normalisation_round", "stage1", "stage2"]
@@ -206,11 +209,17 @@ def test_flwr_run__synthetic_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 @pytest.mark.slow
-def test_flwr_run__normalisation_round_then_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_flwr_run__normalisation_round_dp_then_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # The simulation runs the deployment path: the clients read only their own subject and send
-    # their moments and class counts; the server merges them before stage 1.
-    results = _flwr_run(tmp_path, SMOKE, capsys)
+    # their moments and class counts; the server merges them before stage 1. Every aggregation
+    # (2 stage-1 and 4 federated stage-2 rounds) is differentially private and accounted.
+    results = _flwr_run(tmp_path, f"{SMOKE} federation.stage2_mode=federated privacy.dp.enabled=true "
+                                  "privacy.dp.noise_multiplier=0.02 privacy.dp.clip_norm=1.0", capsys)
     run_dir = tmp_path / "runs" / str(results["run_id"])
+    dp = results["privacy"]["dp"]
+    assert dp["num_releases"] == 6 and [r["stage"] for r in dp["releases"]] == ["pretrain"] * 2 + ["finetune"] * 4
+    assert dp["noise_std"] == pytest.approx(0.02 * 2 * 1.0 / dp["min_total_weight"]) and dp["min_total_weight"] == 1.0
+    assert dp["epsilon"] == pytest.approx(reference_epsilon(0.02, 6, dp["delta"]), rel=1e-6)
     norm = results["normalization"]
     assert norm["subjects"] == [1, 2] and norm["num_rejected"] == 0 and results["final_model"]
     # The merged statistics equal the centralised fit on the same training subjects.

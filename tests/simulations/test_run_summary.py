@@ -42,6 +42,13 @@ class TestClosingSummary:
         assert ("personalised heads, mean over 2 clients: own held-out rows 50.0 % (global head) -> 70.0 % "
                 "(personal); held-out subjects 64.0 % -> 60.0 %") in text
 
+    def test_summary__dp_epsilon(self, tmp_path: Path) -> None:
+        dp = {"epsilon": 7.912, "delta": 1e-5, "num_releases": 14, "noise_multiplier": 1.1, "clip_norm": 2.0,
+              "noise_std": 1.4667}
+        text = closing_summary({**_results(LDA), "privacy": {"dp": dp}}, Path("/r/results.json"), None, repo=tmp_path)
+        assert ("differential privacy: epsilon 7.91 at delta 1e-05 over 14 noised aggregations (noise multiplier "
+                "1.1, clip 2, noise std 1.47") in text
+        assert "differential privacy" not in closing_summary(_results(LDA), Path("/r/results.json"), None, repo=tmp_path)
 
     def test_summary__accuracy_reference_rounds_bytes_and_files(self, tmp_path: Path) -> None:
         repo = _reference(tmp_path, [{"method": "cosmo", "label_rate": 5.0, "seeds": [0, 1, 2],
