@@ -56,6 +56,9 @@ class ConvStackConfig:
     out_size
         Optional adaptive average pooling of the spatial axes after the last block; an
         entry ``None`` keeps that axis. ``None``: no pooling.
+    magnitude
+        IMU only: append each (x, y, z) triad's norm as an extra input channel (a signal no
+        rotation of the sensor changes). Off in Cosmo.
     """
 
     channels: tuple[int, ...]
@@ -64,6 +67,7 @@ class ConvStackConfig:
     padding: Padding = "valid"
     pools: tuple[tuple[int, ...], ...] = ()
     out_size: tuple[int | None, ...] | None = None
+    magnitude: bool = False
 
     def __post_init__(self) -> None:
         if not self.channels or any(c < 1 for c in self.channels):

@@ -55,6 +55,9 @@ class ConvEncoder(nn.Module):
                 "use the imu stack for (T, C) and the skeleton stack for (T, J, 3)"
             )
         self.input_shape = tuple(input_shape)
+        self.magnitude = bool(cfg.magnitude)
+        if self.magnitude and (ndim != 2 or input_shape[1] % 3):
+            raise ValueError(f"magnitude channels need IMU input (T, C) with C in (x, y, z) triads, got {input_shape}")
         layers: list[nn.Module] = []
         in_channels = 1
         last = len(cfg.channels) - 1
@@ -79,7 +82,7 @@ class ConvEncoder(nn.Module):
         self.eval()
         try:
             with torch.no_grad():
-                out = self.features(torch.zeros(1, 1, *self.input_shape))
+                out = self.features(self._with_magnitude(torch.zeros(1, *self.input_shape)).unsqueeze(1))
         except RuntimeError as err:
             raise ValueError(
                 f"input shape {self.input_shape} is too small for this conv stack ({err}); "
@@ -96,8 +99,16 @@ class ConvEncoder(nn.Module):
                 f"encoder expects input of shape (B, {', '.join(map(str, self.input_shape))}), "
                 f"got {tuple(x.shape)}"
             )
-        out = self.features(x.unsqueeze(1))
+        out = self.features(self._with_magnitude(x).unsqueeze(1))
         return out.reshape(out.shape[0], out.shape[1], -1)
+
+    def _with_magnitude(self, x: Tensor) -> Tensor:
+        """``(B, T, C)`` -> ``(B, T, C + C / 3)`` with each triad's norm appended (when ``magnitude`` is on)."""
+        if not self.magnitude:
+            return x
+        b, t, c = x.shape
+        norms = x.reshape(b, t, c // 3, 3).norm(dim=-1)
+        return torch.cat([x, norms], dim=-1)
 
 
 class ImuEncoder(ConvEncoder):

@@ -102,3 +102,31 @@ class TestProjectionHead:
         assert _count(CosmoProjectionHead((16, 472))) == _count(build_head((16, 472), ModelConfig().head))
         compact = compact_model_config()
         assert _count(CompactProjectionHead((16, 48))) == _count(build_head((16, 48), compact.head))
+
+
+class TestMagnitudeChannels:
+    def test_norm_channels_appended_and_unchanged_by_a_rotation_of_the_sensor(self) -> None:
+        from dataclasses import replace
+
+        from fedhar.models.config import COMPACT_IMU
+        from fedhar.models.encoders import ImuEncoder
+        from fedhar.train.augment import random_rotations, rotate_triads
+
+        torch.manual_seed(0)
+        encoder = ImuEncoder((40, 6), replace(COMPACT_IMU, magnitude=True))
+        x = torch.randn(5, 40, 6)
+        extended = encoder._with_magnitude(x)
+        assert extended.shape == (5, 40, 8)
+        torch.testing.assert_close(extended[..., 6:], x.reshape(5, 40, 2, 3).norm(dim=-1))
+        turned = encoder._with_magnitude(rotate_triads(x, random_rotations(5, 180.0)))
+        torch.testing.assert_close(turned[..., 6:], extended[..., 6:], atol=1e-5, rtol=1e-5)
+        assert encoder(x).shape == (5, *encoder.out_shape)
+
+    def test_magnitude_needs_triads(self) -> None:
+        from dataclasses import replace
+
+        from fedhar.models.config import COMPACT_IMU
+        from fedhar.models.encoders import ImuEncoder
+
+        with pytest.raises(ValueError, match="triads"):
+            ImuEncoder((40, 4), replace(COMPACT_IMU, magnitude=True))
