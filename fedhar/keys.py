@@ -10,6 +10,7 @@ DEVICE = "device"
 
 # Run config.
 HYDRA_OVERRIDES = "hydra-overrides"
+RESUME = "resume"  # the run id (folder name) of a killed run to continue; "" starts a new run
 
 # Message record names.
 ARRAYS = "arrays"

@@ -212,10 +212,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-config", "-c", action="append", default=[], help="passed to flwr run (repeatable)")
     parser.add_argument("--federation-config", action="append", default=[], help="passed to flwr run (repeatable)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds before the run is killed")
+    parser.add_argument("--resume", metavar="RUN_ID", default=None,
+                        help="continue a killed run in its own folder from its last complete stage-1 round "
+                             "(same config and seeds; docs/federated.md)")
     parser.add_argument("--retries", type=int, default=0,
                         help="relaunches of a run that ended finished:failed without results (default 0: a failure "
                              "costs one run)")
     args = parser.parse_args(argv)
+    if args.resume is not None:
+        if not args.resume.isdigit():
+            parser.error(f"--resume expects the run id of the killed run (its folder name), got {args.resume!r}")
+        args.run_config = [*args.run_config, f"resume='{args.resume}'"]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     env = dict(os.environ)
     env.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")

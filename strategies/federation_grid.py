@@ -87,8 +87,10 @@ class FederationGrid(Grid):
                 raise FederationError(f"node {node} is not a member of the federation (members: "
                                       f"{list(self.members)}); it was not merged in the normalisation round",
                                       "federation")
+            # A new RecordDict and ConfigRecord per message: FedAvg sends one RecordDict to every node.
+            content = RecordDict({name: record for name, record in msg.content.items() if name != keys.CONFIG})
             config = msg.content.config_records.get(keys.CONFIG, ConfigRecord())
-            # A new record per message: strategies share one config object between messages.
-            msg.content[keys.CONFIG] = ConfigRecord({**dict(config), **self._node_config[node]})
+            content[keys.CONFIG] = ConfigRecord({**dict(config), **self._node_config[node]})
+            msg.content = content
             out.append(msg)
         return out

@@ -69,6 +69,10 @@ class QoMFedAvg(FedAvg):
     min_valid_replies
         A round with fewer valid replies fails: the global arrays stay as they were and the
         round is listed in :attr:`failed_rounds` with its first error.
+    round_offset
+        Rounds already done before this start (a resumed stage): round ``r`` of
+        :meth:`start` is round ``r + round_offset`` of the stage for the clients (their
+        seeds), :attr:`failed_rounds`, :attr:`client_weights` and :attr:`round_metrics`.
     privacy
         Client-level differential privacy: every aggregation is clipped, weighted and
         noised by :func:`fedhar.privacy.dp_aggregate` and accounted; a round the budget
@@ -93,6 +97,7 @@ class QoMFedAvg(FedAvg):
         known_examples: Mapping[int, float] | None = None,
         min_valid_replies: int = 1,
         privacy: RunPrivacy | None = None,
+        round_offset: int = 0,
         **fedavg_kwargs: object,
     ) -> None:
         if stage not in STAGES:
@@ -113,6 +118,9 @@ class QoMFedAvg(FedAvg):
             raise ConfigError(f"differential privacy needs the weighted mean, not strategy.bounds.rule="
                               f"{self.bounds.rule!r} (the noise is calibrated to it)", "strategy.bounds.rule")
         self.privacy = privacy
+        self.round_offset = int(round_offset)
+        #: Absolute round -> the aggregated train metrics of that round.
+        self.round_metrics: dict[int, dict[str, Any]] = {}
         self.known_examples = None if known_examples is None else {int(k): float(v) for k, v in known_examples.items()}
         self._node_subject: dict[int, str] = {}
         self._subject_nodes: dict[str, set[int]] = {}
@@ -143,11 +151,14 @@ class QoMFedAvg(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Remember the global arrays, add the stage to the config, send ``train.<stage>``."""
+        """Remember the global arrays, add the stage and the absolute round to the config, send ``train.<stage>``."""
         self._global = arrays
         config[keys.STAGE] = self.stage
         messages = [m for m in super().configure_train(server_round, arrays, config, grid)
                     if m.metadata.dst_node_id not in self.excluded]
+        server_round += self.round_offset
+        for m in messages:  # FedAvg set the round it counts; the clients derive their seeds from the stage's
+            m.content.config_records[keys.CONFIG][keys.SERVER_ROUND] = server_round
         if self.privacy is not None and not self.privacy.allows(self.stage, server_round, len(messages)):
             messages = []
         self._sent[server_round] = len(messages)
@@ -159,6 +170,15 @@ class QoMFedAvg(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate each reply per modality group, drop bad ones, aggregate the rest."""
+        server_round += self.round_offset
+        arrays, metrics = self._aggregate(server_round, replies)
+        if metrics is not None:
+            self.round_metrics[server_round] = dict(metrics)
+        return arrays, metrics
+
+    def _aggregate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if self._global is None:
             raise RuntimeError("aggregate_train called before configure_train: no global arrays to validate against")
         reference = {k: v.numpy() for k, v in self._global.items()}

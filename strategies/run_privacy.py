@@ -85,6 +85,12 @@ class RunPrivacy:
                     self.cfg.delta)
         return result
 
+    def restore(self, releases: Sequence[Mapping[str, Any]]) -> None:
+        """Compose the releases of a resumed run's completed rounds (as :attr:`releases` recorded them)."""
+        for release in releases:
+            self.accountant.compose(self._event(int(release["clients"])))
+            self.releases.append(dict(release))
+
     @property
     def epsilon(self) -> float:
         """Epsilon spent so far at ``cfg.delta`` (0 before the first release)."""

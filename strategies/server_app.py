@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedhar import keys
 from fedhar.data.config import DatasetConfig
-from fedhar.data.experiment import prepare_experiment
+from fedhar.data.experiment import ExperimentData, prepare_experiment
 from fedhar.data.loading import load_dataset
 from fedhar.data.normalization import Normalizer
 from fedhar.data.protocol import resolve_protocol
@@ -32,6 +32,7 @@ from strategies.norm_round import run_norm_round
 from strategies.qom_fedavg import QoMFedAvg, check_stage, influence_bounds
 from strategies.run_config import hydra_overrides
 from strategies.run_privacy import RunPrivacy
+from strategies.run_state import Stage1Progress, finish_run, load_run, stage1_checkpoint, start_run
 from strategies.stage2 import run_stage2
 
 __all__ = ["app", "check_federation", "check_privacy", "compose_config", "main"]
@@ -78,9 +79,24 @@ def main(grid: Grid, context: Context) -> None:
     """
     started, started_unix = time.perf_counter(), time.time()
     phases = PhaseTimer()
-    cfg = compose_config(" ".join(hydra_overrides(context.run_config)))
-    run_dir = Path(cfg.paths.output_dir).expanduser().resolve() / str(context.run_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    overrides = hydra_overrides(context.run_config)
+    cfg = compose_config(" ".join(overrides))
+    output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
+    resume = str(context.run_config.get(keys.RESUME, "") or "")
+    if resume:
+        run_dir, record = load_run(output_dir, resume)
+        if overrides and overrides != record["overrides"]:
+            logger.warning("resuming run %s with its own config %s; this run's %s are ignored", resume,
+                           record["overrides"], overrides)
+        cfg = compose_config(" ".join(record["overrides"]))
+        start_run(run_dir, context.run_id, record["overrides"], resumed_from=record)
+        progress = Stage1Progress.load(run_dir)
+        logger.info("resuming run %s in %s after stage-1 round %d", resume, run_dir, progress.last_round)
+    else:
+        run_dir = output_dir / str(context.run_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        start_run(run_dir, context.run_id, overrides)
+        progress = Stage1Progress()
     seed = int(cfg.seed)
     seed_everything(seed)
     setup = _setup_record(cfg)
@@ -120,51 +136,28 @@ def main(grid: Grid, context: Context) -> None:
                           num_sampled=max(1, round(num_nodes * float(fed.fraction_train)))) if dp.enabled else None)
     phases.mark("normalisation_round")
 
-    # ---- stage 1: federated contrastive fusion pretraining
-    torch.manual_seed(derive_seed(seed, "init", "stage1"))
-    info = experiment.info
-    global_model = build_pretrain_model(info, info.modality_names, model_cfg)
-    strategy = QoMFedAvg(stage="pretrain", weighting=cfg.strategy.weighting, max_examples=cfg.strategy.max_examples,
-                         bounds=influence_bounds(cfg.strategy), min_valid_replies=int(fed.min_valid_replies),
-                         known_examples={s: p.num_unlabeled for s, p in experiment.partitions.items()},
-                         fraction_train=float(fed.fraction_train), fraction_evaluate=0.0,
-                         min_train_nodes=num_nodes, min_available_nodes=num_nodes, privacy=privacy)
-    round_times: list[float] = []
-
-    def stage1_eval(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        round_times.append(time.perf_counter())
-        global_model.load_state_dict(arrays.to_torch_state_dict())
-        if server_round > 0:
-            atomic_save_state(global_model.state_dict(), run_dir / f"stage1-round{server_round:03d}.pt")
-        if server_round % int(fed.eval_every) and server_round != int(fed.stage1_rounds):
-            return None
-        acc = probe_accuracy(global_model, experiment.test, seed)
-        logger.info("stage 1 round %d: linear probe accuracy on test subjects %.3f", server_round, acc)
-        return MetricRecord({"probe-accuracy": acc})
-
-    config = ConfigRecord({**shared, keys.LOCAL_EPOCHS: int(fed.stage1_local_epochs)})
-    result1 = strategy.start(grid=grid, initial_arrays=ArrayRecord(global_model.state_dict()),
-                             num_rounds=int(fed.stage1_rounds), timeout=float(fed.round_timeout_s),
-                             train_config=config, evaluate_fn=stage1_eval)
-    check_stage("stage 1", strategy, int(fed.stage1_rounds))
-    stage1 = _stage_summary(result1, strategy, round_times, num_nodes)
-    stage1["weights_sha256"] = state_digest(result1.arrays.to_torch_state_dict())
+    # ---- stage 1: federated contrastive fusion pretraining (from the last complete round when resuming)
+    if privacy is not None:
+        privacy.restore(progress.dp_releases)
+    stage1_arrays, stage1 = _run_stage1(grid, cfg, experiment, model_cfg, shared, num_nodes, run_dir, privacy,
+                                        progress)
     # Under DP the quality scores are not noised: a prior computed from them is not released to clients.
-    prior = (_qom_prior(result1.train_metrics_clientapp, info.modality_names) if privacy is None
+    info = experiment.info
+    prior = (_qom_prior({int(r): m for r, m in progress.rounds.items()}, info.modality_names) if privacy is None
              else {m: 1.0 / len(info.modality_names) for m in info.modality_names})
     phases.mark("stage1")
     logger.info("global QoM prior for stage 2: %s", prior)
 
     # ---- stage 2: federated / local / centralised fine-tuning
     stage2 = run_stage2(grid=grid, cfg=cfg, setup=setup, shared=shared, experiment=experiment, model_cfg=model_cfg,
-                        encoders=result1.arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir, privacy=privacy)
+                        encoders=stage1_arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir, privacy=privacy)
     compare = {mode: run_stage2(grid=grid, cfg=cfg, setup=setup, shared=shared, experiment=experiment,
-                                model_cfg=model_cfg, encoders=result1.arrays, prior=prior, num_nodes=num_nodes,
+                                model_cfg=model_cfg, encoders=stage1_arrays, prior=prior, num_nodes=num_nodes,
                                 run_dir=run_dir, mode=mode)
                for mode in fed.get("stage2_compare") or () if mode != fed.stage2_mode}
     phases.mark("stage2")
     results = {
-        "run_id": context.run_id, "config": OmegaConf.to_container(cfg, resolve=True),
+        "run_id": int(resume) if resume else context.run_id, "flower_run_id": context.run_id, "config": OmegaConf.to_container(cfg, resolve=True),
         "train_subjects": list(experiment.partitions), "test_subjects": list(experiment.protocol.test_subjects),
         "normalization": {**norm.summary(), "file": NORMALIZER_FILE, "min_std": normalizer.min_std,
                           **norm.federation.to_dict()},
@@ -178,6 +171,7 @@ def main(grid: Grid, context: Context) -> None:
         "phases_s": phases.seconds, "server_started_unix": started_unix, "server_finished_unix": time.time(),
     }
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2, default=float))
+    finish_run(run_dir)
     logger.info("results: %s", run_dir / "results.json")
     # The summary, and the marker line simulations/run_federated.py looks for.
     print(f"fedhar run {context.run_id}: stage 2 {cfg.federation.stage2_mode}, accuracy "
@@ -190,6 +184,73 @@ def main(grid: Grid, context: Context) -> None:
 
 _POSITIVE_INTS = ("stage1_rounds", "stage1_local_epochs", "stage2_rounds", "stage2_local_epochs", "eval_every",
                   "min_valid_replies")
+
+
+def _run_stage1(grid: Grid, cfg: DictConfig, experiment: ExperimentData, model_cfg: ModelConfig,
+                shared: dict[str, Any], num_nodes: int, run_dir: Path, privacy: RunPrivacy | None,
+                progress: Stage1Progress) -> tuple[ArrayRecord, dict[str, Any]]:
+    """Stage 1's rounds left after ``progress``; each round checkpointed and recorded in ``progress``.
+
+    Returns the final global arrays and the stage's summary for results.json.
+    """
+    fed, seed, info = cfg.federation, int(cfg.seed), experiment.info
+    torch.manual_seed(derive_seed(seed, "init", "stage1"))
+    global_model = build_pretrain_model(info, info.modality_names, model_cfg)
+    saved = progress.weights(run_dir)
+    if saved is not None:
+        global_model.load_state_dict(saved)
+    done, total = progress.last_round, int(fed.stage1_rounds)
+    strategy = QoMFedAvg(stage="pretrain", weighting=cfg.strategy.weighting, max_examples=cfg.strategy.max_examples,
+                         bounds=influence_bounds(cfg.strategy), min_valid_replies=int(fed.min_valid_replies),
+                         known_examples={s: p.num_unlabeled for s, p in experiment.partitions.items()},
+                         fraction_train=float(fed.fraction_train), fraction_evaluate=0.0,
+                         min_train_nodes=num_nodes, min_available_nodes=num_nodes, privacy=privacy,
+                         round_offset=done)
+    last_time = [time.perf_counter()]
+    crash_after = fed.get("inject_server_crash_after_round")
+
+    def stage1_eval(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        server_round += done
+        now = time.perf_counter()
+        global_model.load_state_dict(arrays.to_torch_state_dict())
+        if server_round > done:  # a round of this start: checkpoint, then record it
+            atomic_save_state(global_model.state_dict(), stage1_checkpoint(run_dir, server_round))
+            progress.round_wall_s.append(now - last_time[0])
+            progress.rounds[str(server_round)] = strategy.round_metrics.get(server_round, {})
+            progress.failed_rounds = {**progress.failed_rounds,
+                                      **{str(r): why for r, why in strategy.failed_rounds.items()}}
+            progress.client_weights = {**progress.client_weights,
+                                       **{str(r): w for r, w in strategy.client_weights.items()}}
+            progress.dp_releases = privacy.releases if privacy is not None else []
+            progress.last_round = server_round
+        last_time[0] = now
+        if server_round % int(fed.eval_every) and server_round != total and server_round != crash_after:
+            progress.save(run_dir)
+            return None
+        acc = probe_accuracy(global_model, experiment.test, seed)
+        logger.info("stage 1 round %d: linear probe accuracy on test subjects %.3f", server_round, acc)
+        progress.central[str(server_round)] = {"probe-accuracy": acc}
+        progress.save(run_dir)
+        if crash_after is not None and server_round == int(crash_after) and server_round > done:
+            raise RuntimeError(f"injected server crash after stage-1 round {server_round} "
+                               "(federation.inject_server_crash_after_round)")
+        return MetricRecord({"probe-accuracy": acc})
+
+    if done < total:
+        config = ConfigRecord({**shared, keys.LOCAL_EPOCHS: int(fed.stage1_local_epochs)})
+        strategy.start(grid=grid, initial_arrays=ArrayRecord(global_model.state_dict()), num_rounds=total - done,
+                       timeout=float(fed.round_timeout_s), train_config=config, evaluate_fn=stage1_eval)
+    check_stage("stage 1", strategy, total - done)
+    rounds_here = max(1, total - done)
+    summary = {
+        "rounds": progress.rounds, "central": progress.central, "round_wall_s": progress.round_wall_s,
+        "bytes_down_per_client_round": strategy.bytes_sent / (rounds_here * num_nodes),
+        "bytes_up_per_client_round": strategy.bytes_received / (rounds_here * num_nodes),
+        "failed_rounds": progress.failed_rounds, "excluded_nodes": sorted(strategy.excluded),
+        "client_weights": progress.client_weights, "resumed_after_round": done or None,
+        "weights_sha256": state_digest(global_model.state_dict()),
+    }
+    return ArrayRecord(global_model.state_dict()), summary
 
 
 def check_privacy(dp: DPConfig, fed: DictConfig) -> None:
@@ -265,22 +326,7 @@ def wait_for_nodes(grid: Grid, needed: int, timeout_s: float, poll_s: float = 1.
         time.sleep(poll_s)
 
 
-def _stage_summary(result: Any, strategy: QoMFedAvg, times: list[float], num_nodes: int) -> dict[str, Any]:
-    """Per-round client metrics, central metrics, wall time per round and bytes per client per round."""
-    rounds = len(result.train_metrics_clientapp) or 1
-    return {
-        "rounds": {int(r): dict(m) for r, m in result.train_metrics_clientapp.items()},
-        "central": {int(r): dict(m) for r, m in result.evaluate_metrics_serverapp.items()},
-        "round_wall_s": [b - a for a, b in itertools.pairwise(times)],
-        "bytes_down_per_client_round": strategy.bytes_sent / max(1, rounds * num_nodes),
-        "bytes_up_per_client_round": strategy.bytes_received / max(1, rounds * num_nodes),
-        "failed_rounds": {str(r): reason for r, reason in strategy.failed_rounds.items()},
-        "excluded_nodes": sorted(strategy.excluded),
-        "client_weights": {str(r): w for r, w in strategy.client_weights.items()},
-    }
-
-
-def _qom_prior(rounds: dict[int, MetricRecord], modalities: tuple[str, ...]) -> dict[str, float]:
+def _qom_prior(rounds: Mapping[int, Mapping[str, Any]], modalities: tuple[str, ...]) -> dict[str, float]:
     """Normalised, example-weighted mean QoM per modality from the last round that reported it."""
     for server_round in sorted(rounds, reverse=True):
         record = rounds[server_round]

@@ -159,7 +159,7 @@ SERVER_PHASES = ["setup", "wait_for_nodes", "normalisation_round", "stage1", "st
 
 def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, extra_env: dict[str, str] | None = None,
               federation: str = "num-supernodes=2 client-resources-num-cpus=1", typed: str = "",
-              expect: int = 0) -> dict:
+              expect: int = 0, resume: str | None = None) -> dict:
     # A private FLWR_HOME and private ports: never join (and run the code of) another SuperLink.
     env = {"FLWR_HOME": str(tmp_path / "flwr-home"), "FEDHAR_OUTPUT_DIR": str(tmp_path / "runs"),
            "FEDHAR_CACHE_DIR": str(tmp_path / "cache"), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
@@ -170,6 +170,7 @@ def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, ext
     try:
         os.chdir(REPO)
         typed_config = ["--run-config", typed] if typed else []
+        typed_config += ["--resume", resume] if resume else []
         code = run_federated.main([".", "--run-config", f'hydra-overrides="{overrides}"', *typed_config,
                                    "--federation-config", federation, "--timeout", "900"])
     finally:
@@ -218,6 +219,7 @@ def test_flwr_run__normalisation_round_dp_then_export(tmp_path: Path, capsys: py
     run_dir = tmp_path / "runs" / str(results["run_id"])
     dp = results["privacy"]["dp"]
     assert dp["num_releases"] == 6 and [r["stage"] for r in dp["releases"]] == ["pretrain"] * 2 + ["finetune"] * 4
+    assert all(r["clients"] == 2 for r in dp["releases"])  # every client's reply valid in every round
     assert dp["noise_std"] == pytest.approx(0.02 * 2 * 1.0 / dp["min_total_weight"]) and dp["min_total_weight"] == 1.0
     assert dp["epsilon"] == pytest.approx(reference_epsilon(0.02, 6, dp["delta"]), rel=1e-6)
     norm = results["normalization"]
@@ -266,12 +268,25 @@ def test_flwr_run__heterogeneous_modalities(tmp_path: Path, capsys: pytest.Captu
 
 
 @pytest.mark.slow
-def test_flwr_run__same_seed_same_weights_and_every_stage2_mode(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    # Same seed, full participation: bit-identical stage-1 and stage-2 weights; another seed gives
-    # other weights. The first run also runs every other stage-2 mode from the same encoders
-    # (after the primary mode, lda).
+def test_flwr_run__same_seed_same_weights_resume_and_every_stage2_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # Same seed, full participation: bit-identical stage-1 and stage-2 weights, also when the
+    # server was killed after stage-1 round 1 and the run resumed; another seed gives other
+    # weights. The first run also runs every other stage-2 mode from the same encoders (after
+    # the primary mode, lda).
     first = _flwr_run(tmp_path / "a", f"{SMOKE} federation.stage2_compare=[local,centralized,federated,ccvr]", capsys)
-    second = _flwr_run(tmp_path / "b", SMOKE, capsys)
+    killed = _flwr_run(tmp_path / "b", f"{SMOKE} federation.inject_server_crash_after_round=1", capsys,
+                       expect=EXIT_FAILED)["closing_line"]
+    assert "injected server crash after stage-1 round 1" in killed
+    run_id = killed.split()[2]
+    run_dir = tmp_path / "b" / "runs" / run_id
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "incomplete"
+    assert (run_dir / "stage1-round001.pt").is_file() and not (run_dir / "stage1-round002.pt").exists()
+    second = _flwr_run(tmp_path / "b", "", capsys, resume=run_id)
+    assert second["run_id"] == int(run_id) and second["stage1"]["resumed_after_round"] == 1
+    assert set(second["stage1"]["rounds"]) == {"1", "2"}  # round 1 from before the crash, round 2 after
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
     # The seed as a typed run-config key (flwr run --run-config "seed=1").
     other_seed = _flwr_run(tmp_path / "c", SMOKE, capsys, typed="seed=1")
     assert first["stage1"]["weights_sha256"] == second["stage1"]["weights_sha256"]

@@ -40,11 +40,12 @@ def test_send__each_message_gets_its_own_entries_on_a_copy_of_the_shared_record(
     inner = _wrapped([1, 2])
     grid = FederationGrid(inner, {1: {"mine": "one"}, 2: {"mine": "two"}})
     shared = ConfigRecord({"stage": "pretrain"})
-    messages = [Message(RecordDict({keys.CONFIG: shared}), dst_node_id=n, message_type="train") for n in (1, 2)]
+    content = RecordDict({keys.CONFIG: shared})  # one RecordDict for every node, as Flower's FedAvg sends
+    messages = [Message(content, dst_node_id=n, message_type="train") for n in (1, 2)]
     sent = list(grid.send_and_receive(messages, timeout=1.0))
     assert [dict(m.content[keys.CONFIG]) for m in sent] == [{"stage": "pretrain", "mine": "one"},
                                                             {"stage": "pretrain", "mine": "two"}]
-    assert dict(shared) == {"stage": "pretrain"}  # the strategy's record is untouched
+    assert dict(shared) == {"stage": "pretrain"} and dict(content[keys.CONFIG]) == dict(shared)  # untouched
     assert inner.send_and_receive.call_args.kwargs == {"timeout": 1.0}
     without = Message(RecordDict(), dst_node_id=2, message_type="query")
     assert dict(next(iter(grid.send_and_receive([without]))).content[keys.CONFIG]) == {"mine": "two"}
