@@ -58,6 +58,11 @@ EXIT_USAGE = 2
 LOG_TAIL_LINES = 200
 
 
+#: The SuperLink runs under this umask: its state database and logs are created 0600.
+STATE_UMASK = 0o077
+STATE_FILE_MODE = 0o600
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m simulations.deploy", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,10 +134,10 @@ def _preflight(args: argparse.Namespace) -> None:
         resolve_device(args.device)  # a node asked for CUDA it lacks fails here, not in its first round
 
 
-def _run_child(cmd: list[str]) -> tuple[int, str]:
-    """Run ``cmd``, echo its output, forward SIGTERM/SIGINT; return (exit code, last lines)."""
+def _run_child(cmd: list[str], umask: int = -1) -> tuple[int, str]:
+    """Run ``cmd`` (under ``umask`` unless -1), echo its output, forward SIGTERM/SIGINT; return (exit code, last lines)."""
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, umask=umask) as proc:
         def forward(signum: int, _frame: FrameType | None) -> None:
             proc.send_signal(signum)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -162,7 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.exec:
                 sys.stdout.write(shlex.join(cmd) + "\n")
                 return 0
-            return _run_child(cmd)[0]
+            # The state file and logs hold every node's key and every run's log: owner only.
+            for path in (args.database, args.log_file):
+                if path is not None and Path(path).exists():
+                    Path(path).chmod(STATE_FILE_MODE)
+            return _run_child(cmd, umask=STATE_UMASK)[0]
         elif args.command == "supernode":
             spec = SuperNodeSpec(args.superlink, args.subject_id, args.data_path, args.ca, args.key, args.port,
                                  args.insecure, args.max_retries, args.max_wait_time,

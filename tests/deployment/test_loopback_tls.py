@@ -37,7 +37,8 @@ CONNECTION = "edge-test"
 OVERRIDES = ("dataset=synthetic dataset.preprocess.num_subjects=3 dataset.preprocess.num_classes=3 "
              "dataset.preprocess.samples_per_subject_class=8 dataset.protocols.default.test_subjects=[3] "
              "label_rate=50 model=compact federation=smoke federation.stage1_rounds=1 federation.stage2_rounds=1 "
-             "federation.stage2_local_epochs=2 federation.client_eval=false budget=tiny stage2.t_iter=2")
+             "federation.stage2_local_epochs=2 federation.client_eval=false budget=tiny stage2.t_iter=2 "
+             "privacy.min_merged_subjects=2")
 STARTUP_TIMEOUT_S = 90.0
 REFUSAL_TIMEOUT_S = 90.0
 RUN_TIMEOUT_S = 600.0

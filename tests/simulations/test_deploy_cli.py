@@ -206,3 +206,14 @@ class TestPreflightFaults:
     def test_cli_check__empty_data_folder_exits_1(self, tls_server: str, creds: Path, tmp_path: Path) -> None:
         assert main(["check", "--superlink", tls_server, "--ca", str(creds / "ca.crt"), "--dataset", "usc-had",
                      "--data-path", str(tmp_path)]) == EXIT_FAULT
+
+
+def test_superlink_child__state_files_created_owner_only(tmp_path: Path) -> None:
+    # What the SuperLink writes (state database, logs) under deploy's umask: 0600, not 0644.
+    import sys
+
+    from simulations.deploy.__main__ import STATE_UMASK, _run_child
+
+    state = tmp_path / "state.db"
+    code, _ = _run_child([sys.executable, "-c", f"open({str(state)!r}, 'w').write('nodes')"], umask=STATE_UMASK)
+    assert code == 0 and stat.S_IMODE(state.stat().st_mode) == 0o600
