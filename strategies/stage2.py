@@ -6,6 +6,7 @@ import itertools
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from fedhar import keys
 from fedhar.data.experiment import ExperimentData
-from fedhar.errors import ConfigError
+from fedhar.errors import ConfigError, FederationError
 from fedhar.federated import build_finetune_model, feature_layout_of, state_digest
 from fedhar.models import FusionClassifierModel, ModelConfig
 from fedhar.train import FinetuneConfig, derive_seed, evaluate, finetune_iterative
@@ -79,55 +80,95 @@ def run_stage2(
     stage1 = encoders.to_torch_state_dict()
     state.update({k: v for k, v in stage1.items() if k.startswith(keys.ENCODER_PREFIX)})
     model.load_state_dict(state)
-    budget = int(fed.stage2_rounds) * int(fed.stage2_local_epochs)
     config = ConfigRecord({**shared, keys.FREEZE_ENCODERS: bool(fed.get("stage2_freeze_encoders", False)),
                            **{f"{keys.QOM_PRIOR_PREFIX}{m}": float(w) for m, w in prior.items()}})
-
-    if mode == "centralized":
-        labeled = experiment.labeled
-        budget = budget if fed.get("centralized_epochs") is None else int(fed.centralized_epochs)
-        ft_cfg = FinetuneConfig.from_mapping({**setup.get("stage2", {}), "progress": False}).with_epochs(budget)
-        finetune_iterative(model, labeled, ft_cfg, seed=derive_seed(seed, "stage2", "centralized"), progress=False)
-        model_file = f"stage2-{mode}-final.pt"
-        atomic_save_state(model.state_dict(), run_dir / model_file)
-        return {"mode": mode, "epochs": budget, "num_labeled": len(labeled), "final": _test(model, experiment),
-                "weights_sha256": state_digest(model.state_dict()), "model_file": model_file}
-
+    job = _Job(grid, cfg, setup, experiment, model_cfg, model, config, prior, num_nodes, run_dir, privacy)
     if mode in STATS_HEADS:
-        augment = FinetuneConfig.from_mapping({**setup.get("stage2", {}), "progress": False}).augment
-        return _run_stats_head(grid, cfg, experiment, model, model_cfg, config, mode, run_dir, augment.enabled)
+        return _run_stats_head(job, mode)
+    return {"centralized": _run_centralized, "local": _run_local, "federated": _run_federated}[mode](job)
 
-    if mode == "local":
-        config[keys.LOCAL_EPOCHS] = budget
-        strategy = QoMFedAvg(stage="finetune", min_train_nodes=num_nodes, min_available_nodes=num_nodes)
-        replies = grid.send_and_receive(strategy.configure_train(1, ArrayRecord(model.state_dict()), config, grid),
-                                        timeout=float(fed.round_timeout_s))
-        clients: dict[str, dict[str, float]] = {}
-        for msg in replies:
-            update, reason = (None, msg.error.reason) if msg.has_error() else parse_reply(msg)
-            if update is None:
-                logger.warning("stage 2 local: node %d failed: %s", msg.metadata.src_node_id, reason)
-                continue
-            own = build_finetune_model(info, update.modalities, model_cfg, prior)
-            own.load_state_dict({k: torch.from_numpy(v) for k, v in update.arrays.items()
-                                 if k in own.state_dict()}, strict=True)
-            metrics = msg.content[keys.METRICS]
-            clients[update.client_id] = {**_test(own, experiment, update.modalities),
-                                         "own_accuracy": float(metrics.get(keys.ACCURACY, float("nan")))}  # type: ignore[arg-type]
-        if not clients:
-            raise RuntimeError("stage 2 local: no client replied; see the log for each node's error")
-        mean = {k: sum(c[k] for c in clients.values()) / len(clients) for k in ("accuracy", "macro_f1", "own_accuracy")}
-        return {"mode": mode, "epochs": budget, "clients": clients, "mean": mean,
-                "final": {"accuracy": mean["accuracy"], "macro_f1": mean["macro_f1"]}}
 
-    config[keys.LOCAL_EPOCHS] = int(fed.stage2_local_epochs)
+@dataclass(frozen=True)
+class _Job:
+    """What every stage-2 mode works from: the run's grid and config, the data, the model with stage-1 encoders."""
+
+    grid: Grid
+    cfg: DictConfig
+    setup: dict[str, Any]
+    experiment: ExperimentData
+    model_cfg: ModelConfig
+    model: FusionClassifierModel
+    config: ConfigRecord
+    prior: dict[str, float]
+    num_nodes: int
+    run_dir: Path
+    privacy: RunPrivacy | None
+
+    @property
+    def budget(self) -> int:
+        """Stage-2 epochs of a client-side or centralised fine-tuning: rounds x local epochs."""
+        return int(self.cfg.federation.stage2_rounds) * int(self.cfg.federation.stage2_local_epochs)
+
+    def finetune_config(self) -> FinetuneConfig:
+        """The ``stage2`` group as :class:`FinetuneConfig` (no progress bar on the server)."""
+        return FinetuneConfig.from_mapping({**self.setup.get("stage2", {}), "progress": False})
+
+    def save_final(self, mode: str, state: Mapping[str, torch.Tensor]) -> str:
+        """Write the mode's final model into the run folder; its file name."""
+        model_file = f"stage2-{mode}-final.pt"
+        atomic_save_state(state, self.run_dir / model_file)
+        return model_file
+
+
+def _run_centralized(job: _Job) -> dict[str, Any]:
+    """Cosmo's stage 2: the labeled rows pooled on the server (a reference; labels leave the clients)."""
+    fed, labeled = job.cfg.federation, job.experiment.labeled
+    epochs = job.budget if fed.get("centralized_epochs") is None else int(fed.centralized_epochs)
+    finetune_iterative(job.model, labeled, job.finetune_config().with_epochs(epochs),
+                       seed=derive_seed(int(job.cfg.seed), "stage2", "centralized"), progress=False)
+    return {"mode": "centralized", "epochs": epochs, "num_labeled": len(labeled),
+            "final": _test(job.model, job.experiment), "weights_sha256": state_digest(job.model.state_dict()),
+            "model_file": job.save_final("centralized", job.model.state_dict())}
+
+
+def _run_local(job: _Job) -> dict[str, Any]:
+    """Each client fine-tunes alone on its own labels; every client's model is tested on the held-out subjects."""
+    fed, info = job.cfg.federation, job.experiment.info
+    job.config[keys.LOCAL_EPOCHS] = job.budget
+    strategy = QoMFedAvg(stage="finetune", min_train_nodes=job.num_nodes, min_available_nodes=job.num_nodes)
+    replies = job.grid.send_and_receive(
+        strategy.configure_train(1, ArrayRecord(job.model.state_dict()), job.config, job.grid),
+        timeout=float(fed.round_timeout_s))
+    clients: dict[str, dict[str, float]] = {}
+    for msg in replies:
+        update, reason = (None, msg.error.reason) if msg.has_error() else parse_reply(msg)
+        if update is None:
+            logger.warning("stage 2 local: node %d failed: %s", msg.metadata.src_node_id, reason)
+            continue
+        own = build_finetune_model(info, update.modalities, job.model_cfg, job.prior)
+        own.load_state_dict({k: torch.from_numpy(v) for k, v in update.arrays.items()
+                             if k in own.state_dict()}, strict=True)
+        metrics = msg.content[keys.METRICS]
+        clients[update.client_id] = {**_test(own, job.experiment, update.modalities),
+                                     "own_accuracy": float(metrics.get(keys.ACCURACY, float("nan")))}  # type: ignore[arg-type]
+    if not clients:
+        raise FederationError("no client replied; see the log for each node's error", "stage 2 local")
+    mean = {k: sum(c[k] for c in clients.values()) / len(clients) for k in ("accuracy", "macro_f1", "own_accuracy")}
+    return {"mode": "local", "epochs": job.budget, "clients": clients, "mean": mean,
+            "final": {"accuracy": mean["accuracy"], "macro_f1": mean["macro_f1"]}}
+
+
+def _run_federated(job: _Job) -> dict[str, Any]:
+    """FedAvg (QoM-weighted, bounded, optionally DP) of the fusion classifier over ``stage2_rounds`` rounds."""
+    fed, cfg, model, num_nodes = job.cfg.federation, job.cfg, job.model, job.num_nodes
+    job.config[keys.LOCAL_EPOCHS] = int(fed.stage2_local_epochs)
     strategy = QoMFedAvg(stage="finetune", weighting=cfg.strategy.weighting, max_examples=cfg.strategy.max_examples,
                          bounds=influence_bounds(cfg.strategy), min_valid_replies=int(fed.min_valid_replies),
-                         known_examples={s: p.num_labeled for s, p in experiment.partitions.items()},
+                         known_examples={s: p.num_labeled for s, p in job.experiment.partitions.items()},
                          fraction_train=float(fed.fraction_train),
                          fraction_evaluate=1.0 if fed.client_eval else 0.0,
                          min_train_nodes=num_nodes, min_evaluate_nodes=num_nodes, min_available_nodes=num_nodes,
-                         privacy=privacy)
+                         privacy=job.privacy)
     rounds = int(fed.stage2_rounds)
     times: list[float] = []
 
@@ -135,23 +176,21 @@ def run_stage2(
         times.append(time.perf_counter())
         model.load_state_dict(arrays.to_torch_state_dict())
         if server_round > 0:
-            atomic_save_state(model.state_dict(), run_dir / f"stage2-round{server_round:03d}.pt")
+            atomic_save_state(model.state_dict(), job.run_dir / f"stage2-round{server_round:03d}.pt")
         if server_round % int(fed.eval_every) and server_round != rounds:
             return None
-        result = _test(model, experiment)
+        result = _test(model, job.experiment)
         logger.info("stage 2 round %d: test accuracy %.3f, macro-F1 %.3f", server_round, result["accuracy"],
                     result["macro_f1"])
         return MetricRecord({keys.ACCURACY: result["accuracy"], keys.MACRO_F1: result["macro_f1"]})
 
-    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=rounds,
-                            timeout=float(fed.round_timeout_s), train_config=config, evaluate_config=config,
-                            evaluate_fn=central)
+    result = strategy.start(grid=job.grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=rounds,
+                            timeout=float(fed.round_timeout_s), train_config=job.config,
+                            evaluate_config=job.config, evaluate_fn=central)
     check_stage("stage 2 federated", strategy, rounds)
     final = result.evaluate_metrics_serverapp[rounds]
-    model_file = f"stage2-{mode}-final.pt"
-    atomic_save_state(result.arrays.to_torch_state_dict(), run_dir / model_file)
     return {
-        "mode": mode,
+        "mode": "federated",
         "rounds": {int(r): dict(m) for r, m in result.train_metrics_clientapp.items()},
         "client_eval": {int(r): dict(m) for r, m in result.evaluate_metrics_clientapp.items()},
         "central": {int(r): dict(m) for r, m in result.evaluate_metrics_serverapp.items()},
@@ -162,21 +201,21 @@ def run_stage2(
         "bytes_up_per_client_round": strategy.bytes_received / max(1, rounds * num_nodes),
         "final": {"accuracy": float(final[keys.ACCURACY]), "macro_f1": float(final[keys.MACRO_F1])},  # type: ignore[arg-type]
         "weights_sha256": state_digest(result.arrays.to_torch_state_dict()),
-        "model_file": model_file,
+        "model_file": job.save_final("federated", result.arrays.to_torch_state_dict()),
     }
 
 
-def _run_stats_head(grid: Grid, cfg: DictConfig, experiment: ExperimentData, model: FusionClassifierModel,
-                    model_cfg: ModelConfig, config: ConfigRecord, mode: str, run_dir: Path,
-                    augmented: bool) -> dict[str, Any]:
+def _run_stats_head(job: _Job, mode: str) -> dict[str, Any]:
     """One class-statistics round, then the ``mode`` head fitted on the server from the merged statistics.
 
-    Clients encode ``class_stats.passes`` augmented copies of each row when stage 2 augments
-    (``augmented``), else only the clean rows.
+    Clients encode ``class_stats.passes`` augmented copies of each row when stage 2 augments,
+    else only the clean rows.
     """
+    grid, cfg, experiment, model, config = job.grid, job.cfg, job.experiment, job.model, job.config
     fed, info = cfg.federation, experiment.info
+    augmented = job.finetune_config().augment.enabled
     stats_cfg = ClassStatsConfig.from_mapping(OmegaConf.to_container(fed.class_stats, resolve=True))  # type: ignore[arg-type]
-    layout = feature_layout_of(info, model_cfg)
+    layout = feature_layout_of(info, job.model_cfg)
     dim = sum(s * f for _, s, f in layout)
     if dim > stats_cfg.max_dim:
         raise ConfigError(f"stage 2 {mode}: {dim} flattened features exceed federation.class_stats.max_dim "
@@ -191,8 +230,7 @@ def _run_stats_head(grid: Grid, cfg: DictConfig, experiment: ExperimentData, mod
     fitted = fit_stats_head(model, merged.stats, layout, mode, stats_cfg, seed=derive_seed(int(cfg.seed), "stage2", mode))
     final = _test(fitted, experiment)
     logger.info("stage 2 %s: test accuracy %.3f, macro-F1 %.3f", mode, final["accuracy"], final["macro_f1"])
-    model_file = f"stage2-{mode}-final.pt"
-    atomic_save_state(fitted.state_dict(), run_dir / model_file)
+    model_file = job.save_final(mode, fitted.state_dict())
     extra: dict[str, Any] = {}
     if mode == "lda" and stats_cfg.personalise:
         config[keys.SHRINKAGE] = float(stats_cfg.shrinkage)
