@@ -26,6 +26,7 @@ from hydra import compose, initialize_config_dir
 
 from fedhar.train.checkpoint import atomic_write_text
 from simulations.centralized import CONFIG_DIR, RESULTS_FILE, train
+from simulations.grid import mean_std
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +119,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (dataset, rate, method), rs in groups.items():
         def stats(key: str, rs: list[dict[str, Any]] = rs) -> tuple[float, float]:
-            values = [PERCENT * r[key] for r in rs]
-            return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+            return mean_std(PERCENT * r[key] for r in rs)
 
         rows.append({"dataset": dataset, "label_rate": rate, "method": method, "seeds": sorted(r["seed"] for r in rs),
                      "accuracy": stats("accuracy"), "macro_f1": stats("macro_f1"),

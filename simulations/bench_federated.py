@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from fedhar.train.checkpoint import atomic_write_text
+from simulations.grid import mean_std
 from simulations.run_federated import free_port, stop_superlink
 
 logger = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def run_cell(cell: Cell, out: Path, budget: str, local_epochs: int, nodes: int, 
 
 
 def _stat(values: list[float]) -> list[float]:
-    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
+    return list(mean_std(values))
 
 
 def summarise(results: dict[Cell, dict], centralized: Path) -> dict[str, Any]:

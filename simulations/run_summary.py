@@ -12,7 +12,6 @@ import argparse
 import io
 import json
 import logging
-import statistics
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from fedhar.train.checkpoint import atomic_write_bytes, atomic_write_text
+from simulations.grid import mean_std
 
 __all__ = [
     "CENTRALIZED_REFERENCES",
@@ -174,7 +174,7 @@ def summarise_runs(paths: list[Path]) -> dict[str, Any]:
 
 
 def _mean_std(values: list[float]) -> list[float]:
-    return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
+    return list(mean_std(values))
 
 
 def summary_table(summary: dict[str, Any]) -> str:
