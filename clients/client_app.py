@@ -3,9 +3,11 @@
 A node reads only its own subject's files (deployment: node-config ``data-path`` holds just
 them). Normalisation round (``query.norm_stats``, before stage 1): the node replies the
 sufficient statistics (count, sum, sum of squares per channel) and per-class row counts of
-its training rows; every later message carries the server's merged statistics and class
-counts, with which the node normalises its rows and draws its share of the label split
-(``fedhar.data.federation``). Simulation runs the same path.
+its training rows; every later message carries the server's merged statistics and the
+node's own share of the label split, with which it normalises its rows and picks its
+labeled ones (``fedhar.data.federation``). Simulation runs the same path. The training
+policy of each round is :mod:`fedhar.train.local`; a handler here turns the Message into
+typed settings, calls it and turns the result into the reply.
 
 Stage 1 (``train.pretrain``): contrastive fusion pretraining of the global encoders and
 heads of the modalities the subject's device has, on its unlabeled pool. A client with a
@@ -37,20 +39,16 @@ from fedhar.data.federation import build_client_partition, subject_modalities, s
 from fedhar.data.loading import load_dataset
 from fedhar.data.partition import ClientPartition, partition_ids
 from fedhar.errors import ConfigError
-from fedhar.federated import build_finetune_model, build_pretrain_model, feature_layout_of
-from fedhar.losses import cosmo_or_unimodal_objective
+from fedhar.federated import build_finetune_model, feature_layout_of
 from fedhar.models import FusionClassifierModel
 from fedhar.quality import QualityConfig, compute_client_qom
 from fedhar.train import (
-    FinetuneConfig,
     derive_seed,
     evaluate,
-    finetune_iterative,
-    phase_of_epoch,
-    pretrain,
     resolve_device,
 )
 from fedhar.train.class_stats import ClassFeatureStats, class_feature_stats, fit_lda_head, fit_personal_lda_head
+from fedhar.train.local import load_global, local_finetune, local_pretrain
 
 __all__ = ["app", "load_own_dataset", "load_partition", "resolve_subject"]
 
@@ -145,14 +143,9 @@ def _setup(msg: Message, context: Context) -> _Local:
     return load_partition(context, parse_config(msg.content.config_records[keys.CONFIG]))
 
 
-def _load_subset(model: torch.nn.Module, arrays: ArrayRecord) -> None:
-    """Load the global arrays this (possibly smaller) model has; every one of its keys must be there."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(arrays))
-    if missing:
-        raise ConfigError(f"global model lacks {missing[:3]}; client and server model configs differ", "model")
-    state = {k: torch.from_numpy(np.array(arrays[k].numpy())) for k in own}
-    model.load_state_dict(state, strict=True)
+def _global_arrays(msg: Message) -> dict[str, np.ndarray]:
+    """The global arrays of a train / query / evaluate message."""
+    return {k: v.numpy() for k, v in msg.content.array_records[keys.ARRAYS].items()}
 
 
 def _qom(local: _Local, context: Context, model: torch.nn.Module | None = None) -> dict[str, float]:
@@ -186,30 +179,6 @@ def _reply(msg: Message, model: torch.nn.Module, metrics: dict[str, float | int]
                        local.settings.attack.factor)
     content = RecordDict({keys.ARRAYS: ArrayRecord(state), keys.METRICS: MetricRecord(metrics)})  # type: ignore[arg-type]
     return Message(content=content, reply_to=msg)
-
-
-def _round_schedule(settings: ClientSettings, num_labeled: int) -> FinetuneConfig:
-    """Continue the global encoder/classifier alternation across rounds (exact when local epochs % t_iter == 0).
-
-    Also avoids a last batch of one sample (BatchNorm cannot train on it): with a few
-    labels per client that happens often, e.g. 17 labels at batch 16.
-    """
-    cfg = settings.finetune
-    if num_labeled > 1 and num_labeled % cfg.batch_size == 1:
-        cfg = replace(cfg, batch_size=cfg.batch_size + 1)
-    if settings.freeze_encoders:  # one classifier phase over all local epochs
-        return replace(cfg, t_iter=max(cfg.epochs, 1), first_phase="classifier")
-    if cfg.epochs % cfg.t_iter:
-        logger.warning("stage 2: %d local epochs is not a multiple of t_iter %d; phases restart each round",
-                       cfg.epochs, cfg.t_iter)
-    offset = max(settings.server_round - 1, 0) * cfg.epochs
-    return replace(cfg, first_phase=phase_of_epoch(offset, cfg.t_iter, cfg.first_phase))
-
-
-def _can_finetune(model: torch.nn.Module, num_labeled: int) -> bool:
-    """Whether local fine-tuning is possible: at least one labeled row, two if a BatchNorm1d must train on them."""
-    has_bn1d = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
-    return num_labeled >= (2 if has_bn1d else 1)
 
 
 def _maybe_fail(settings: ClientSettings, subject: int) -> None:
@@ -247,17 +216,9 @@ def train_pretrain(msg: Message, context: Context) -> Message:
     local = _setup(msg, context)
     part, settings = local.partition, local.settings
     _maybe_fail(settings, part.subject)
-    model = build_pretrain_model(part.unlabeled.info, part.modalities, settings.model)
-    _load_subset(model, msg.content.array_records[keys.ARRAYS])
-    seed = _client_seed(settings, part.subject)
-    objective = cosmo_or_unimodal_objective(torch.Generator().manual_seed(seed))
-    history = pretrain(model, objective, part.unlabeled, settings.pretrain, seed=seed, progress=False,
-                       device=node_device(context))
-    metrics: dict[str, float | int] = {
-        keys.NUM_EXAMPLES: part.num_unlabeled,
-        keys.SUBJECT: part.subject,
-        keys.TRAIN_LOSS: float(history.records[-1].loss),
-    }
+    result = local_pretrain(part, _global_arrays(msg), settings.model, settings.pretrain,
+                            seed=_client_seed(settings, part.subject), device=node_device(context))
+    model, metrics = result.model, result.metrics
     metrics.update({f"{keys.QOM_PREFIX}{m}": q for m, q in _qom(local, context, model).items()})
     return _reply(msg, model, metrics, local)
 
@@ -268,22 +229,10 @@ def train_finetune(msg: Message, context: Context) -> Message:
     local = _setup(msg, context)
     part, settings = local.partition, local.settings
     _maybe_fail(settings, part.subject)
-    model = build_finetune_model(part.labeled.info, part.modalities, settings.model, settings.qom_prior)
-    _load_subset(model, msg.content.array_records[keys.ARRAYS])
-    seed = _client_seed(settings, part.subject)
-    metrics: dict[str, float | int] = {keys.NUM_EXAMPLES: part.num_labeled, keys.SUBJECT: part.subject}
-    if _can_finetune(model, part.num_labeled):
-        history = finetune_iterative(model, part.labeled, _round_schedule(settings, part.num_labeled), seed=seed,
-                                     progress=False, device=node_device(context))
-        metrics[keys.TRAIN_LOSS] = float(history.records[-1].loss)
-    else:
-        logger.warning("subject %d: %d labeled row(s) cannot train a classifier with BatchNorm (batch statistics of "
-                       "one sample); skipping this round's fine-tuning and returning the global weights (set "
-                       "model.classifier.batch_norm=false to let it train)", part.subject, part.num_labeled)
-    own = evaluate(model, part.unlabeled, device=node_device(context)) if len(part.unlabeled) else None
-    if own is not None:
-        metrics[keys.ACCURACY] = float(own.accuracy)
-        metrics[keys.MACRO_F1] = float(own.macro_f1)
+    result = local_finetune(part, _global_arrays(msg), settings.model, settings.finetune, settings.qom_prior,
+                            settings.freeze_encoders, settings.server_round,
+                            seed=_client_seed(settings, part.subject), device=node_device(context))
+    model, metrics = result.model, result.metrics
     metrics.update({f"{keys.QOM_PREFIX}{m}": q for m, q in _qom(local, context).items()})
     return _reply(msg, model, metrics, local)
 
@@ -297,7 +246,7 @@ def _class_stats_setup(msg: Message, context: Context) -> tuple[_Local, FusionCl
         raise ConfigError(f"{keys.CLASS_STATS_PASSES!r} must be an int >= 0, got {passes!r}", keys.CLASS_STATS_PASSES)
     info = part.labeled.info
     model = build_finetune_model(info, part.modalities, settings.model)
-    _load_subset(model, msg.content.array_records[keys.ARRAYS])
+    load_global(model, _global_arrays(msg))
     stats = class_feature_stats(model, part.labeled, feature_layout_of(info, settings.model), local.num_classes,
                                 passes, settings.finetune.augment, seed=_client_seed(settings, part.subject))
     return local, model, stats, passes
@@ -356,7 +305,7 @@ def evaluate_own(msg: Message, context: Context) -> Message:
     local = _setup(msg, context)
     part, settings = local.partition, local.settings
     model = build_finetune_model(part.labeled.info, part.modalities, settings.model, settings.qom_prior)
-    _load_subset(model, msg.content.array_records[keys.ARRAYS])
+    load_global(model, _global_arrays(msg))
     result = evaluate(model, part.unlabeled, device=node_device(context))
     metrics = MetricRecord({keys.NUM_EXAMPLES: len(part.unlabeled), keys.SUBJECT: part.subject,
                             keys.ACCURACY: float(result.accuracy), keys.MACRO_F1: float(result.macro_f1)})
