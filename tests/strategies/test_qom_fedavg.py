@@ -285,3 +285,23 @@ def test_aggregate_train__rejects_malformed_reply_and_aggregates_the_rest(
         np.testing.assert_allclose(got[key], 3.0 if conflict else (10 * 1 + 30 * 3) / 40, rtol=1e-6)
     assert (out[keys.NUM_REJECTED], out[keys.NUM_AGGREGATED]) == ((2, 1) if conflict else (1, 2))
     assert any("node 9" in r.getMessage() for r in caplog.records)
+
+
+def test_partial_participation__half_the_nodes_sampled_and_weighted_among_themselves(
+    configure: Callable, reply: Callable, metrics: Callable
+) -> None:
+    # fraction_train 0.5 of six nodes, minimum 3: three are asked; weights and the mean QoM
+    # (the stage-2 prior's input) are over the three that replied.
+    strategy = QoMFedAvg(fraction_train=0.5, min_train_nodes=3, min_available_nodes=3)
+    sent = configure(strategy, _reference(), node_ids=[11, 12, 13, 14, 15, 16])
+    asked = sorted(m.metadata.dst_node_id for m in sent)
+    assert len(asked) == 3 and set(asked) <= {11, 12, 13, 14, 15, 16}
+    replies = [reply(node, _arrays(float(i)), metrics(node - 10, 10 * (i + 1), imu=0.5, skel=0.5))
+               for i, node in enumerate(asked)]
+    _, out = strategy.aggregate_train(1, replies)
+    weights = strategy.client_weights[1]
+    assert set(weights["imu"]) == {f"subject-{n - 10}" for n in asked}
+    assert sum(weights["shared"].values()) == pytest.approx(1.0)
+    assert weights["shared"][f"subject-{asked[2] - 10}"] == pytest.approx(30 / 60)
+    assert out[keys.NUM_AGGREGATED] == 3 and out[keys.NUM_TIMEOUTS] == 0
+    assert out[f"{keys.QOM_PREFIX}imu"] == pytest.approx(0.5)
