@@ -190,11 +190,10 @@ def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, ext
     return json.loads(Path(path).read_text())
 
 
-@pytest.mark.slow
-def test_flwr_run__synthetic_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    results = _flwr_run(tmp_path, SMOKE, capsys)
+def _assert_end_to_end(results: dict, runs: Path) -> None:
+    """What every complete run of SMOKE must show: the files, the subjects, learning, weights, the phases."""
     assert RESULT_KEYS <= set(results)
-    assert (tmp_path / "runs" / str(results["run_id"]) / "convergence.png").stat().st_size > 10_000
+    assert (runs / str(results["run_id"]) / "convergence.png").stat().st_size > 10_000
     assert results["train_subjects"] == [1, 2] and results["test_subjects"] == [3]
     num_classes = results["config"]["dataset"]["preprocess"]["num_classes"]
     assert results["final"]["accuracy"] > 1.0 / num_classes
@@ -276,6 +275,7 @@ def test_flwr_run__same_seed_same_weights_resume_and_every_stage2_mode(
     # weights. The first run also runs every other stage-2 mode from the same encoders (after
     # the primary mode, lda).
     first = _flwr_run(tmp_path / "a", f"{SMOKE} federation.stage2_compare=[local,centralized,federated,ccvr]", capsys)
+    _assert_end_to_end(first, tmp_path / "a" / "runs")
     killed = _flwr_run(tmp_path / "b", f"{SMOKE} federation.inject_server_crash_after_round=1", capsys,
                        expect=EXIT_FAILED)["closing_line"]
     assert "injected server crash after stage-1 round 1" in killed
@@ -286,6 +286,7 @@ def test_flwr_run__same_seed_same_weights_resume_and_every_stage2_mode(
     second = _flwr_run(tmp_path / "b", "", capsys, resume=run_id)
     assert second["run_id"] == int(run_id) and second["stage1"]["resumed_after_round"] == 1
     assert set(second["stage1"]["rounds"]) == {"1", "2"}  # round 1 from before the crash, round 2 after
+    _assert_end_to_end(second, tmp_path / "b" / "runs")
     assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
     # The seed as a typed run-config key (flwr run --run-config "seed=1").
     other_seed = _flwr_run(tmp_path / "c", SMOKE, capsys, typed="seed=1")
