@@ -133,12 +133,16 @@ class DPResult:
         Client id -> group -> its weight divided by the group's denominator.
     clipped
         Client ids whose update was scaled down in some group.
+    update_norms
+        Client id -> the L2 norm of its whole update before clipping (to choose ``clip_norm``;
+        released only to the server's record).
     """
 
     arrays: dict[str, np.ndarray]
     noise_std: float
     weights: dict[str, dict[str, float]]
     clipped: tuple[str, ...]
+    update_norms: dict[str, float]
 
 
 def dp_aggregate(
@@ -167,6 +171,7 @@ def dp_aggregate(
     out = {k: np.array(v, copy=True) for k, v in reference.items()}
     weights: dict[str, dict[str, float]] = {u.client_id: {} for u in updates}
     clipped: set[str] = set()
+    squares: dict[str, float] = {u.client_id: 0.0 for u in updates}
     for group, names in groups.items():
         floats = [n for n in names if np.issubdtype(np.asarray(reference[n]).dtype, np.floating)]
         holders = [u for u in updates if names[0] in u.arrays]
@@ -177,6 +182,7 @@ def dp_aggregate(
                                      - np.asarray(reference[n], dtype=np.float64)).ravel() for n in floats]) \
                 if floats else np.zeros(0)
             norm = float(np.linalg.norm(delta))
+            squares[u.client_id] += norm**2
             if norm > group_clip:
                 delta = delta * (group_clip / norm)
                 clipped.add(u.client_id)
@@ -197,4 +203,4 @@ def dp_aggregate(
             if n.endswith(_RUNNING_VAR):
                 value = np.maximum(value, _MIN_RUNNING_VAR)
             out[n] = value.astype(ref.dtype)
-    return DPResult(out, sigma, weights, tuple(sorted(clipped)))
+    return DPResult(out, sigma, weights, tuple(sorted(clipped)), {c: math.sqrt(v) for c, v in squares.items()})

@@ -79,9 +79,11 @@ class RunPrivacy:
         result = dp_aggregate(updates, reference, self.cfg, self.min_total_weight, self._rng, weighting, qom_range)
         self.accountant.compose(self._event(len(updates)))
         self.releases.append({"stage": stage, "round": server_round, "clients": len(updates),
-                              "clipped": len(result.clipped), "epsilon": self.epsilon})
-        logger.info("%s round %d: DP aggregate of %d clients (%d clipped), noise std %.3g; epsilon %.3g at delta %g",
-                    stage, server_round, len(updates), len(result.clipped), result.noise_std, self.epsilon,
+                              "clipped": len(result.clipped), "epsilon": self.epsilon,
+                              "median_update_norm": float(np.median(list(result.update_norms.values())))})
+        logger.info("%s round %d: DP aggregate of %d clients (%d clipped to %g; median update norm %.3g), noise std "
+                    "%.3g; epsilon %.3g at delta %g", stage, server_round, len(updates), len(result.clipped),
+                    self.cfg.clip_norm, self.releases[-1]["median_update_norm"], result.noise_std, self.epsilon,
                     self.cfg.delta)
         return result
 

@@ -32,6 +32,7 @@ def test_clipping_and_weights__worked_example() -> None:
     assert np.linalg.norm(result.arrays["shared.w"]) == pytest.approx((1 / math.sqrt(2)) / 2, rel=1e-6)  # 0.3536
     assert result.weights == {"a": {"imu": 0.5 / 1.5, "shared": 0.5}, "b": {"imu": 1 / 1.5, "shared": 0.5}}
     assert result.clipped == ("a",)
+    assert result.update_norms == pytest.approx({"a": 10 * math.sqrt(9), "b": 0.0})
 
 
 def test_noise__std_is_the_formula_for_the_weights_used() -> None:
