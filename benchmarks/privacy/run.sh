@@ -3,18 +3,19 @@
 # modes DP covers): DP off, then each noise multiplier; UTD-MHAD, one label rate and seed per
 # call. Each cell is a real `flwr run` with its own FLWR_HOME and ports; summary.json and
 # table.md hold accuracy, macro-F1 and epsilon (delta 1e-5) per cell.
-# Usage: bash benchmarks/privacy/run.sh OUT [label rate, default 5] [seed, default 0] [noise multipliers...]
+# Usage: [CLIP=1.0] bash benchmarks/privacy/run.sh OUT [label rate, default 5] [seed, default 0] [noise multipliers...]
 set -euo pipefail
 out=${1:?usage: run.sh OUT [rate] [seed] [noise multipliers...]}
 rate=${2:-5}
 seed=${3:-0}
 shift $(( $# < 3 ? $# : 3 ))
 noises=("$@")
-[[ ${#noises[@]} -eq 0 ]] && noises=(0.001 0.01 0.1)
-base="federation.stage2_mode=federated privacy.dp.clip_norm=1.0 privacy.dp.noise_seed=$seed"
+[[ ${#noises[@]} -eq 0 ]] && noises=(off 0.001 0.01 0.1)  # "off": the same run without DP
+clip=${CLIP:-1.0}  # privacy.dp.clip_norm (env CLIP)
+base="federation.stage2_mode=federated privacy.dp.clip_norm=$clip privacy.dp.noise_seed=$seed"
 i=0
-for z in off "${noises[@]}"; do
-  cell="$out/lr$rate-seed$seed-z$z"
+for z in "${noises[@]}"; do
+  cell="$out/lr$rate-seed$seed-c$clip-z$z"
   mkdir -p "$cell"
   dp="privacy.dp.enabled=true privacy.dp.noise_multiplier=$z"
   [[ $z == off ]] && dp=""
