@@ -96,7 +96,7 @@ class RunPrivacy:
     @property
     def epsilon(self) -> float:
         """Epsilon spent so far at ``cfg.delta`` (0 before the first release)."""
-        return self.accountant.get_epsilon(self.cfg.delta) if self.releases else 0.0
+        return self.accountant.get_epsilon(self.cfg.delta) if self.accountant.num_releases else 0.0
 
     def summary(self) -> dict[str, Any]:
         """For results.json: the guarantee, the mechanism's parameters, every release and refusal."""

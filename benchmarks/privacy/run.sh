@@ -25,6 +25,8 @@ for z in "${noises[@]}"; do
     --run-config "hydra-overrides=\"$base $dp\"" \
     --federation-config "num-supernodes=6 client-resources-num-cpus=1" > "$cell/log" 2>&1 || true
   grep -h "fedhar run" "$cell/log" | tail -1
+  # Flower leaves the local SuperLink running: stop it, or the next cell's run joins it (and its output folder).
+  python -c "import sys; from pathlib import Path; from simulations.run_federated import stop_superlink; stop_superlink(Path(sys.argv[1]))" "$cell/flwr-home"
   i=$((i + 1))
 done
 python - "$out" <<'PY'

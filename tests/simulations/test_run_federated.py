@@ -219,6 +219,7 @@ def test_flwr_run__normalisation_round_dp_then_export(tmp_path: Path, capsys: py
     dp = results["privacy"]["dp"]
     assert dp["num_releases"] == 6 and [r["stage"] for r in dp["releases"]] == ["pretrain"] * 2 + ["finetune"] * 4
     assert all(r["clients"] == 2 for r in dp["releases"])  # every client's reply valid in every round
+    assert dp["releases"][0]["epsilon"] == pytest.approx(reference_epsilon(0.02, 1, dp["delta"]), rel=1e-6)
     assert dp["noise_std"] == pytest.approx(0.02 * 2 * 1.0 / dp["min_total_weight"]) and dp["min_total_weight"] == 1.0
     assert dp["epsilon"] == pytest.approx(reference_epsilon(0.02, 6, dp["delta"]), rel=1e-6)
     norm = results["normalization"]

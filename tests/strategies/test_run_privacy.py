@@ -51,6 +51,7 @@ def test_round__noised_with_the_formula_and_accounted(configure: Callable, reply
     assert strategy.client_weights[1]["imu"] == pytest.approx({f"subject-{s}": 1 / 6 for s in range(1, 7)})
     assert privacy.summary()["num_releases"] == 1
     assert privacy.epsilon == pytest.approx(reference_epsilon(0.8, 1, 1e-5), rel=1e-9)
+    assert privacy.releases[0]["epsilon"] == privacy.epsilon  # recorded after composing its own release
 
 
 def test_budget__a_round_that_would_exceed_it_is_not_run_and_says_why(
