@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Client-level DP where it can work: many clients. Synthetic data, 191 training-subject clients
-# (10 windows each) and 10 held-out subjects; 5 stage-1 rounds of 1 local epoch, stage 2
+# (20 windows each, 20 % labeled) and 10 held-out subjects; 5 stage-1 rounds of 1 local epoch, stage 2
 # federated 5 rounds of 2; DP off, then each noise multiplier (clip norm $CLIP, default 1).
 # Usage: [CLIP=1.0] bash benchmarks/privacy/synthetic_many_clients.sh OUT [noise multipliers, default: off 1.0]
 set -euo pipefail
@@ -11,8 +11,8 @@ noises=("$@")
 clip=${CLIP:-1.0}
 clients=191
 data="dataset=synthetic dataset.preprocess.num_subjects=201 dataset.preprocess.num_classes=5 \
-dataset.preprocess.samples_per_subject_class=2 dataset.protocols.default.test_subjects=[$(seq -s, 192 201)] \
-label_rate=50 model=compact federation.stage1_rounds=5 federation.stage1_local_epochs=1 \
+dataset.preprocess.samples_per_subject_class=4 dataset.protocols.default.test_subjects=[$(seq -s, 192 201)] \
+label_rate=20 model=compact federation.stage1_rounds=5 federation.stage1_local_epochs=1 \
 federation.stage2_mode=federated federation.stage2_rounds=5 federation.stage2_local_epochs=2 \
 federation.eval_every=5 federation.client_eval=false federation.node_wait_s=900 \
 privacy.dp.clip_norm=$clip privacy.dp.noise_seed=0"
