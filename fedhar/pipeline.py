@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ from fedhar.baselines.config import AttnSenseConfig, ClassicalConfig, CMCConfig,
 from fedhar.baselines.cpc import CPCClassifier, CPCModel, cpc_objective
 from fedhar.baselines.deepsense import DeepSenseModel
 from fedhar.baselines.single_modality import SingleModalityClassifier
+from fedhar.config_keys import check_known_keys
 from fedhar.data.dataset import HARDataset, ModalitySpec
 from fedhar.data.experiment import ExperimentData
 from fedhar.errors import ConfigError
@@ -111,10 +112,7 @@ class MethodConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> MethodConfig:
         """Build from a plain mapping (a resolved configs/method/*.yaml); unknown keys raise."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"unknown method keys {unknown}; known: {sorted(known)}", "method")
+        check_known_keys(cls, cfg, "method", what="method ")
         kw = dict(cfg)
         for key in ("loss", "architecture"):
             kw[key] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(kw.get(key) or {}).items()}

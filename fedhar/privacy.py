@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from fedhar.aggregation import SHARED, ClientUpdate, group_keys
+from fedhar.config_keys import check_known_keys
 from fedhar.errors import ConfigError
 
 __all__ = ["DPConfig", "DPResult", "dp_aggregate", "dp_noise_std", "dp_weights"]
@@ -95,10 +96,7 @@ class DPConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> DPConfig:
         """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"unknown keys {unknown}; known: {sorted(known)}", "privacy.dp")
+        check_known_keys(cls, cfg, "privacy.dp")
         return cls(**dict(cfg))
 
     def floor(self, num_sampled: int) -> float:

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from fedhar.config_keys import check_known_keys
 from fedhar.errors import ConfigError
 
 __all__ = ["AugmentConfig", "Augmenter", "build_augmenter", "random_rotations", "rotate_triads", "rotate_vertical"]
@@ -87,10 +88,7 @@ class AugmentConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> AugmentConfig:
         """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"unknown keys {unknown}; known: {sorted(known)}", "augment")
+        check_known_keys(cls, cfg, "augment")
         values: dict[str, Any] = {k: v if k == "rotation_scope" else float(v) for k, v in cfg.items()}
         return cls(**values)
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fedhar.config_keys import check_known_keys
 from fedhar.data.dataset import HARDataset
 from fedhar.errors import ConfigError
 from fedhar.models.fusion_classifier import FusionClassifierModel
@@ -127,10 +128,7 @@ class ClassStatsConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> ClassStatsConfig:
         """Build from a plain mapping (the ``federation.class_stats`` group); unknown keys raise."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ConfigError(f"unknown keys {unknown}; known: {sorted(known)}", "federation.class_stats")
+        check_known_keys(cls, cfg, "federation.class_stats")
         kw = dict(cfg)
         if "optim" in kw:
             base = {k: getattr(VIRTUAL_OPTIM, k) for k in OptimConfig.__dataclass_fields__}
