@@ -13,22 +13,9 @@ noises=("$@")
 [[ ${#noises[@]} -eq 0 ]] && noises=(off 0.001 0.01 0.1)  # "off": the same run without DP
 clip=${CLIP:-1.0}  # privacy.dp.clip_norm (env CLIP)
 base="federation.stage2_mode=federated privacy.dp.clip_norm=$clip privacy.dp.noise_seed=$seed"
-i=0
-for z in "${noises[@]}"; do
-  cell="$out/lr$rate-seed$seed-c$clip-z$z"
-  mkdir -p "$cell"
-  dp="privacy.dp.enabled=true privacy.dp.noise_multiplier=$z"
-  [[ $z == off ]] && dp=""
-  FEDHAR_OUTPUT_DIR="$cell/runs" FLWR_HOME="$cell/flwr-home" \
-    FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=$((39800 + i)) FLWR_LOCAL_CONTROL_API_PORT=$((39900 + i)) \
-    python -m simulations.run_federated . --run-config "seed=$seed label-rate=$rate" \
-    --run-config "hydra-overrides=\"$base $dp\"" \
-    --federation-config "num-supernodes=6 client-resources-num-cpus=1" > "$cell/log" 2>&1 || true
-  grep -h "fedhar run" "$cell/log" | tail -1
-  # Flower leaves the local SuperLink running: stop it, or the next cell's run joins it (and its output folder).
-  python -c "import sys; from pathlib import Path; from simulations.run_federated import stop_superlink; stop_superlink(Path(sys.argv[1]))" "$cell/flwr-home"
-  i=$((i + 1))
-done
+source "$(dirname "$0")/cells.sh"
+RUN_CONFIG="seed=$seed label-rate=$rate" run_cells "$out/lr$rate-seed$seed-c$clip" 0 \
+  "num-supernodes=6 client-resources-num-cpus=1" "$base" "${noises[@]}"
 python - "$out" <<'PY'
 import json, sys
 from pathlib import Path

@@ -16,17 +16,5 @@ label_rate=20 model=compact federation.stage1_rounds=5 federation.stage1_local_e
 federation.stage2_mode=federated federation.stage2_rounds=5 federation.stage2_local_epochs=2 \
 federation.eval_every=5 federation.client_eval=false federation.node_wait_s=900 \
 privacy.dp.clip_norm=$clip privacy.dp.noise_seed=0"
-i=0
-for z in "${noises[@]}"; do
-  cell="$out/synthetic$clients-c$clip-z$z"
-  mkdir -p "$cell"
-  dp="privacy.dp.enabled=true privacy.dp.noise_multiplier=$z"
-  [[ $z == off ]] && dp=""
-  FEDHAR_OUTPUT_DIR="$cell/runs" FLWR_HOME="$cell/flwr-home" \
-    FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=$((39820 + i)) FLWR_LOCAL_CONTROL_API_PORT=$((39920 + i)) \
-    python -m simulations.run_federated . --run-config "hydra-overrides=\"$data $dp\"" \
-    --federation-config "num-supernodes=$clients client-resources-num-cpus=1" --timeout 3000 > "$cell/log" 2>&1 || true
-  grep -h "fedhar run\|differential privacy" "$cell/log" | tail -2
-  python -c "import sys; from pathlib import Path; from simulations.run_federated import stop_superlink; stop_superlink(Path(sys.argv[1]))" "$cell/flwr-home"
-  i=$((i + 1))
-done
+source "$(dirname "$0")/cells.sh"
+run_cells "$out/synthetic$clients-c$clip" 20 "num-supernodes=$clients client-resources-num-cpus=1" "$data" "${noises[@]}"

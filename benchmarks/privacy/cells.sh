@@ -1,0 +1,24 @@
+# Sourced by the privacy benchmarks: one real `flwr run` per noise level, each with its own
+# output folder, FLWR_HOME and ports, and its local SuperLink stopped afterwards (Flower leaves
+# it running, and the next cell's run would join it and write into its folder).
+# run_cells PREFIX PORT_OFFSET FEDERATION_CONFIG OVERRIDES NOISE...   ("off": the run without DP;
+# $RUN_CONFIG, if set, is passed as one more --run-config)
+run_cells() {
+  local prefix=$1 port=$2 federation=$3 overrides=$4
+  shift 4
+  local i=0 z cell dp
+  for z in "$@"; do
+    cell="$prefix-z$z"
+    mkdir -p "$cell"
+    dp="privacy.dp.enabled=true privacy.dp.noise_multiplier=$z"
+    [[ $z == off ]] && dp=""
+    FEDHAR_OUTPUT_DIR="$cell/runs" FLWR_HOME="$cell/flwr-home" \
+      FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=$((39800 + port + i)) FLWR_LOCAL_CONTROL_API_PORT=$((39900 + port + i)) \
+      python -m simulations.run_federated . ${RUN_CONFIG:+--run-config "$RUN_CONFIG"} \
+      --run-config "hydra-overrides=\"$overrides $dp\"" --federation-config "$federation" --timeout 3000 \
+      > "$cell/log" 2>&1 || true
+    grep -h "fedhar run\|differential privacy" "$cell/log" | tail -2
+    python -c "import sys; from pathlib import Path; from simulations.run_federated import stop_superlink; stop_superlink(Path(sys.argv[1]))" "$cell/flwr-home"
+    i=$((i + 1))
+  done
+}
