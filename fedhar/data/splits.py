@@ -46,7 +46,6 @@ __all__ = [
     "make_label_split",
     "split_from_share",
     "split_sizes",
-    "subject_label_split",
 ]
 
 logger = logging.getLogger(__name__)
@@ -420,52 +419,6 @@ def split_from_share(dataset: HARDataset, share: LabelShare) -> LabelSplit:
     unlabeled = np.setdiff1d(rows, labeled)
     own_per_class = np.bincount(dataset.labels[labeled], minlength=num_classes)
     return LabelSplit(labeled, unlabeled, np.empty(0, np.int64), own_per_class, share.label_rate, share.seed)
-
-
-def subject_label_split(
-    dataset: HARDataset,
-    subject: int,
-    class_counts: Mapping[int, np.ndarray],
-    label_rate: float,
-    seed: int,
-    scheme: LabelScheme,
-    sequences_per_class: int | None = None,
-) -> LabelSplit:
-    """One training subject's share of :func:`make_label_split`, from its own rows and everyone's class counts.
-
-    :func:`label_share` then :func:`split_from_share` in one process: with the counts of
-    every training subject, the result equals the centralised split restricted to
-    ``subject``.
-
-    Parameters
-    ----------
-    dataset
-        Holds ``subject``'s rows (other subjects' rows, if any, are left out).
-    subject
-        The client's subject.
-    class_counts
-        Training subject -> ``(num_classes,)`` rows of each class, for every subject of the
-        federation (``subject`` included).
-    label_rate, seed, scheme, sequences_per_class
-        As for :func:`make_label_split`.
-
-    Returns
-    -------
-    LabelSplit
-        Row indices into ``dataset``: the subject's labeled and unlabeled rows, no test row;
-        ``labeled_per_class`` counts the subject's own labeled rows.
-
-    Raises
-    ------
-    ConfigError
-        If ``subject`` is not in ``class_counts``, the counts have the wrong length, or the
-        subject's rows do not match its counts (its data changed since they were sent).
-    """
-    num_classes = dataset.info.num_classes
-    bad = {s: np.asarray(c).shape for s, c in class_counts.items() if np.asarray(c).shape != (num_classes,)}
-    if bad:
-        raise ConfigError(f"class counts must have {num_classes} entries; got shapes {bad}", "class counts")
-    return split_from_share(dataset, label_share(class_counts, subject, label_rate, seed, scheme, sequences_per_class))
 
 
 def split_sizes(dataset: HARDataset, protocol: Protocol, cfg: DatasetConfig, seed: int) -> list[dict[str, Any]]:

@@ -18,7 +18,14 @@ import yaml
 from fedhar.data.config import DatasetConfig
 from fedhar.data.dataset import HARDataset
 from fedhar.data.protocol import Protocol, resolve_protocol
-from fedhar.data.splits import LabelSplit, labeled_count_per_class, make_label_split, split_sizes, subject_label_split
+from fedhar.data.splits import (
+    LabelSplit,
+    label_share,
+    labeled_count_per_class,
+    make_label_split,
+    split_from_share,
+    split_sizes,
+)
 from fedhar.data.synthetic import make_synthetic
 from fedhar.errors import ConfigError
 
@@ -287,7 +294,7 @@ def _assert_subject_shares(ds: HARDataset, protocol: Protocol, rate: float, seed
     census = _census(ds, protocol.train_subjects)
     for subject in protocol.train_subjects:
         rows = ds.indices_of_subjects([subject])
-        own = subject_label_split(ds.subset(rows), subject, census, rate, seed, scheme, spc)
+        own = split_from_share(ds.subset(rows), label_share(census, subject, rate, seed, scheme, spc))
         assert np.array_equal(rows[own.labeled], split.labeled[ds.subjects[split.labeled] == subject])
         assert np.array_equal(rows[own.unlabeled], split.unlabeled[ds.subjects[split.unlabeled] == subject])
         assert own.num_test == 0 and int(own.labeled_per_class.sum()) == own.num_labeled
@@ -316,13 +323,13 @@ class TestSubjectLabelSplit:
         census = _census(ds, protocol.train_subjects)
         census[2] = census[2] + 1
         with pytest.raises(ConfigError, match="its data changed"):
-            subject_label_split(ds, 2, census, 10, 0, "fraction")
+            split_from_share(ds, label_share(census, 2, 10, 0, "fraction"))
 
     def test_subject_split__subject_not_in_census__raises(self, synthetic: Any) -> None:
         _, ds, _ = synthetic
         census = _census(ds, (1, 3))
         with pytest.raises(ConfigError, match="not in the class counts"):
-            subject_label_split(ds, 2, census, 10, 0, "fraction")
+            split_from_share(ds, label_share(census, 2, 10, 0, "fraction"))
 
     @pytest.mark.realdata
     def test_real_utd__cosmo_5_percent(self, utd: Any) -> None:
