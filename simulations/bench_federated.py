@@ -39,7 +39,6 @@ from simulations.run_federated import free_port, stop_superlink
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS_MARKER = "fedhar-results: "
 PERCENT = 100.0
 WEIGHTINGS = {"qom": "qom-fedavg", "examples": "fedavg"}
 CENTRALIZED_METHODS = ("cosmo", "cmc")
@@ -108,11 +107,11 @@ def run_cell(cell: Cell, out: Path, budget: str, local_epochs: int, nodes: int, 
             code = subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     finally:
         stop_superlink(work / "flwr-home")
-    text = (cell_dir / "flwr.log").read_text(encoding="utf-8")
-    path = next((line.split(RESULTS_MARKER, 1)[1].strip() for line in text.splitlines() if RESULTS_MARKER in line), None)
-    if code != 0 or path is None:
-        raise RuntimeError(f"cell {cell} failed (exit {code}); see {cell_dir / 'flwr.log'}")
-    results = json.loads(Path(path).read_text(encoding="utf-8"))
+    # The cell's output folder is fresh: it holds this one run's folder (<run id>/results.json).
+    found = sorted((work / "runs").glob("*/results.json"))
+    if code != 0 or len(found) != 1:
+        raise RuntimeError(f"cell {cell} failed (exit {code}, {len(found)} results files); see {cell_dir / 'flwr.log'}")
+    results = json.loads(found[0].read_text(encoding="utf-8"))
     results["bench_wall_s"] = time.perf_counter() - started
     atomic_write_text(done, json.dumps(results, indent=2))
     return results

@@ -2,8 +2,9 @@
 
 `flwr run` exits 0 even when the ServerApp crashed. This wrapper checks, in order: the
 exit code of `flwr run`, the run's status in `flwr ls --format json` (``finished:failed``
-or anything but ``finished:completed`` fails), and the results file the ServerApp
-announces with the line ``fedhar-results: <path>`` (it must exist and parse as JSON).
+or anything but ``finished:completed`` fails), and the run's ``results.json`` in the folder
+that follows from the run config and the run id (:func:`strategies.run_config.run_folder`;
+it must exist and parse as JSON).
 
 A run that ends ``finished:failed`` without a results file is launched again only when
 asked, up to ``--retries`` times (default 0). On a saturated machine Flower 1.41's local SuperLink can
@@ -30,9 +31,14 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from flwr.common.config import parse_config_args
+
+from fedhar.errors import ConfigError
+from strategies.run_config import run_folder
 
 __all__ = [
     "RunOutcome",
@@ -47,12 +53,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RESULTS_MARKER = "fedhar-results: "  # printed by strategies.server_app
 _RUN_ID = re.compile(r"Successfully started run (\d+)")
 _COMPLETED = "finished:completed"
 _FAILED = "finished:failed"
 _DEFAULT_RUNTIME_PORT = "39091"  # Flower's local SuperLink port unless FLWR_LOCAL_SUPERLINK_HTTP_API_PORT is set
 EXIT_FAILED = 1
+RESULTS_FILE = "results.json"
 EXIT_NO_RESULTS = 2
 #: Exit code of a run killed by --timeout (the convention of coreutils timeout).
 EXIT_TIMEOUT = 124
@@ -62,7 +68,7 @@ READER_GRACE_S = 5.0
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What a finished `flwr run` left: its run id, its status in `flwr ls`, the announced results file."""
+    """What a finished `flwr run` left: its run id, its status in `flwr ls`, where its results file belongs."""
 
     run_id: int | None
     status: str | None
@@ -123,10 +129,11 @@ def run_status(run_id: int, env: dict[str, str]) -> str | None:
     return None
 
 
-def check_run(lines: Sequence[str], status_of: Callable[[int], str | None] | None = None) -> RunOutcome:
-    """Find the run id and the announced results path in the streamed ``lines``."""
+def check_run(lines: Sequence[str], run_config: Mapping[str, object],
+              status_of: Callable[[int], str | None] | None = None) -> RunOutcome:
+    """The run id Flower printed in ``lines``, its status, and its results path (from ``run_config`` and the id)."""
     run_id = next((int(m.group(1)) for line in lines if (m := _RUN_ID.search(line))), None)
-    results = next((Path(line.split(RESULTS_MARKER, 1)[1].strip()) for line in lines if RESULTS_MARKER in line), None)
+    results = run_folder(run_config, run_id) / RESULTS_FILE if run_id is not None else None
     status = status_of(run_id) if status_of is not None and run_id is not None else None
     return RunOutcome(run_id, status, results)
 
@@ -224,6 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--resume expects the run id of the killed run (its folder name), got {args.resume!r}")
         args.run_config = [*args.run_config, f"resume='{args.resume}'"]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:  # the bad run config fails here, before any run starts
+        run_config = parse_config_args(args.run_config)
+        run_folder(run_config, 0)
+    except (ConfigError, ValueError) as err:
+        parser.error(f"--run-config: {err}")
     env = dict(os.environ)
     env.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
     for attempt in range(args.retries + 1):
@@ -231,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code == EXIT_TIMEOUT:  # the simulation outlives the killed CLI: stop it and its Ray cluster
             logger.error("killed %d flwr-simulation process(es) of the timed-out run", kill_orphaned_simulations(env))
             return EXIT_TIMEOUT
-        outcome = check_run(lines, lambda rid: run_status(rid, env))
+        outcome = check_run(lines, run_config, lambda rid: run_status(rid, env))
         logger.info("flwr run exit %d, run %s, status %s, results %s", code, outcome.run_id, outcome.status,
                     outcome.results)
         if not _lost_task(code, outcome) or attempt == args.retries:
@@ -249,7 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(failure_line(outcome.run_id, lines), flush=True)
         return EXIT_FAILED
     if outcome.results is None or not outcome.results.is_file():
-        logger.error("run %d wrote no results file (announced: %s)", outcome.run_id, outcome.results)
+        logger.error("run %d wrote no results file at %s (a SuperLink started earlier with another "
+                     "FEDHAR_OUTPUT_DIR writes into its own; stop it or use a private FLWR_HOME)",
+                     outcome.run_id, outcome.results)
         return EXIT_NO_RESULTS
     try:
         results = json.loads(outcome.results.read_text(encoding="utf-8"))

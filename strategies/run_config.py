@@ -3,18 +3,27 @@
 ``flwr run . --run-config "label-rate=10 seed=1 dataset='usc-had'"`` sets the common knobs;
 ``hydra-overrides`` stays for everything else. A key left at its pyproject default ``""``
 keeps the YAML default. Setting the same Hydra key both ways is an error (which one was
-meant is not guessable).
+meant is not guessable). The run folder follows from the run config and the run id
+(:func:`run_folder`), so launchers find a run's results without reading its log.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 from fedhar import keys
 from fedhar.errors import ConfigError
 
-__all__ = ["RUN_CONFIG_KEYS", "hydra_overrides"]
+__all__ = ["CONFIG_DIR", "CONFIG_NAME", "RUN_CONFIG_KEYS", "compose_config", "hydra_overrides", "run_folder"]
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+#: configs/federated.yaml: the federated defaults (compact model, strategy, federation groups).
+CONFIG_NAME = "federated"
 
 
 @dataclass(frozen=True)
@@ -72,3 +81,21 @@ def hydra_overrides(run_config: Mapping[str, object]) -> list[str]:
                               "keep one", name)
         typed.append(f"{key.hydra}={value}")
     return typed + free
+
+
+def compose_config(overrides: str) -> DictConfig:
+    """Compose configs/federated.yaml with space-separated Hydra ``overrides`` (run-config ``hydra-overrides``)."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose(CONFIG_NAME, overrides=overrides.split())
+
+
+def run_folder(run_config: Mapping[str, object], run_id: int) -> Path:
+    """The folder a run writes: ``<paths.output_dir>/<run id>``, or the resumed run's folder under ``resume``.
+
+    ``paths.output_dir`` is resolved as the ServerApp resolves it (the same overrides and
+    ``FEDHAR_OUTPUT_DIR``), so it holds as long as the SuperLink runs with the caller's
+    environment.
+    """
+    cfg = compose_config(" ".join(hydra_overrides(run_config)))
+    resume = str(run_config.get(keys.RESUME, "") or "")
+    return Path(cfg.paths.output_dir).expanduser().resolve() / (resume or str(run_id))

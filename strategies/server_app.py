@@ -12,7 +12,6 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from fedhar import keys
@@ -30,30 +29,20 @@ from fedhar.train.checkpoint import atomic_save_state, atomic_write_text
 from strategies.federation_grid import FederationGrid
 from strategies.norm_round import run_norm_round
 from strategies.qom_fedavg import QoMFedAvg, check_stage, influence_bounds
-from strategies.run_config import hydra_overrides
+from strategies.run_config import compose_config, hydra_overrides, run_folder
 from strategies.run_privacy import RunPrivacy
 from strategies.run_state import Stage1Progress, finish_run, load_run, stage1_checkpoint, start_run
 from strategies.stage2 import run_stage2
 
-__all__ = ["app", "check_federation", "check_privacy", "compose_config", "main"]
+__all__ = ["app", "check_federation", "check_privacy", "main"]
 
 logger = logging.getLogger(__name__)
 
-RESULTS_MARKER = "fedhar-results: "
 #: The merged normalisation statistics in the run folder (``Normalizer.save`` format); the export command reads it.
 NORMALIZER_FILE = "normalizer.json"
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-# configs/federated.yaml: the federated defaults (compact model, strategy, federation groups).
-CONFIG_NAME = "federated"
 _OPTIONAL_GROUPS = ("model", "stage1", "stage2", "quality")
 
 app = ServerApp()
-
-
-def compose_config(overrides: str) -> DictConfig:
-    """Compose configs/federated.yaml with space-separated Hydra ``overrides`` (run-config ``hydra-overrides``)."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose(CONFIG_NAME, overrides=overrides.split())
 
 
 def _group(cfg: DictConfig, name: str) -> dict[str, Any]:
@@ -81,10 +70,10 @@ def main(grid: Grid, context: Context) -> None:
     phases = PhaseTimer()
     overrides = hydra_overrides(context.run_config)
     cfg = compose_config(" ".join(overrides))
-    output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
+    run_dir = run_folder(context.run_config, context.run_id)
     resume = str(context.run_config.get(keys.RESUME, "") or "")
     if resume:
-        run_dir, record = load_run(output_dir, resume)
+        run_dir, record = load_run(run_dir.parent, resume)
         if overrides and overrides != record["overrides"]:
             logger.warning("resuming run %s with its own config %s; this run's %s are ignored", resume,
                            record["overrides"], overrides)
@@ -93,7 +82,6 @@ def main(grid: Grid, context: Context) -> None:
         progress = Stage1Progress.load(run_dir)
         logger.info("resuming run %s in %s after stage-1 round %d", resume, run_dir, progress.last_round)
     else:
-        run_dir = output_dir / str(context.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         start_run(run_dir, context.run_id, overrides)
         progress = Stage1Progress()
@@ -173,13 +161,13 @@ def main(grid: Grid, context: Context) -> None:
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2, default=float))
     finish_run(run_dir)
     logger.info("results: %s", run_dir / "results.json")
-    # The summary, and the marker line simulations/run_federated.py looks for.
+    # The summary; simulations/run_federated.py finds results.json from the run id (strategies.run_config.run_folder).
     print(f"fedhar run {context.run_id}: stage 2 {cfg.federation.stage2_mode}, accuracy "
           f"{stage2['final']['accuracy']:.3f}, macro-F1 {stage2['final']['macro_f1']:.3f}, "
           f"{results['wall_time_s']:.0f} s"
           + "".join(f"; stage 2 {m}: accuracy {c['final']['accuracy']:.3f}" for m, c in compare.items())
-          + (f"; DP epsilon {privacy.epsilon:.3g} at delta {dp.delta:g}" if privacy is not None else "")
-          + f"\n{RESULTS_MARKER}{run_dir / 'results.json'}", flush=True)
+          + (f"; DP epsilon {privacy.epsilon:.3g} at delta {dp.delta:g}" if privacy is not None else ""),
+          flush=True)
 
 
 _POSITIVE_INTS = ("stage1_rounds", "stage1_local_epochs", "stage2_rounds", "stage2_local_epochs", "eval_every",

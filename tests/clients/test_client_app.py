@@ -26,7 +26,8 @@ from fedhar.federated import build_finetune_model, build_pretrain_model
 from fedhar.models import ModelConfig
 from strategies.norm_round import MESSAGE_TYPE, parse_summary_reply
 from strategies.qom_fedavg import parse_reply
-from strategies.server_app import _setup_record, compose_config
+from strategies.run_config import compose_config
+from strategies.server_app import _setup_record
 
 # Three subjects, subject 3 held out: partitions 0 and 1 are subjects 1 and 2.
 BASE = ("dataset=synthetic dataset.preprocess.num_subjects=3 dataset.protocols.default.test_subjects=[3] "

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from simulations.bench_federated import Cell, budget_epochs, cell_overrides, summarise, table
-from strategies.server_app import compose_config
+from strategies.run_config import compose_config
 
 
 def _results(acc: float, weighting: str) -> dict:
@@ -63,12 +63,12 @@ def test_run_cell__relative_out_gives_the_run_absolute_paths(tmp_path: Path, mon
     from simulations import bench_federated
 
     seen: dict = {}
-    results_file = tmp_path / "results.json"
-    results_file.write_text(json.dumps({"final": {"accuracy": 0.5}}))
 
     def fake_run(cmd: list[str], cwd: Path, env: dict, stdout, **_: object):
         seen.update(cwd=cwd, env=env)
-        stdout.write(f"{bench_federated.RESULTS_MARKER}{results_file}\n")
+        run_dir = Path(env["FEDHAR_OUTPUT_DIR"]) / "42"  # where the ServerApp of run 42 writes
+        run_dir.mkdir(parents=True)
+        (run_dir / "results.json").write_text(json.dumps({"final": {"accuracy": 0.5}}))
         return type("Done", (), {"returncode": 0})()
 
     monkeypatch.chdir(tmp_path)

@@ -18,7 +18,8 @@ from fedhar.export import load_exported
 from fedhar.federated import build_finetune_model
 from fedhar.models import ModelConfig
 from simulations import export_model, infer
-from strategies.server_app import NORMALIZER_FILE, compose_config
+from strategies.run_config import compose_config
+from strategies.server_app import NORMALIZER_FILE
 
 # Three subjects, subject 3 held out (as the federated smoke runs).
 OVERRIDES = ("dataset=synthetic dataset.preprocess.num_subjects=3 dataset.protocols.default.test_subjects=[3] "

@@ -52,18 +52,44 @@ class TestRunFederatedExitCodes:
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
         monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        monkeypatch.setenv("FEDHAR_OUTPUT_DIR", str(tmp_path / "runs"))
         return bin_dir
 
+    @staticmethod
+    def _results(tmp_path: Path, run: str = "42") -> Path:
+        """The results file a ServerApp of run ``run`` writes under FEDHAR_OUTPUT_DIR."""
+        path = tmp_path / "runs" / run / "results.json"
+        path.parent.mkdir(parents=True)
+        path.write_text("{}")
+        return path
+
     def test_main__completed_with_results_exits_0(self, fake_path: Path, tmp_path: Path) -> None:
-        results = tmp_path / "results.json"
-        results.write_text("{}")
-        _fake_flwr(fake_path, ["Successfully started run 42", f"fedhar-results: {results}"], "finished:completed")
+        self._results(tmp_path)
+        _fake_flwr(fake_path, ["Successfully started run 42"], "finished:completed")
         assert run_federated.main(["."]) == 0
 
+    def test_main__results_of_another_run_do_not_count(self, fake_path: Path, tmp_path: Path) -> None:
+        # The results path follows from the run id, not from any path the log mentions.
+        other = self._results(tmp_path, "41")
+        _fake_flwr(fake_path, ["Successfully started run 42", f"results: {other}"], "finished:completed")
+        assert run_federated.main(["."]) == EXIT_NO_RESULTS
+
+    def test_main__resumed_run__results_in_the_resumed_folder(self, fake_path: Path, tmp_path: Path) -> None:
+        self._results(tmp_path, "7")
+        _fake_flwr(fake_path, ["Successfully started run 42"], "finished:completed")
+        assert run_federated.main([".", "--resume", "7"]) == 0
+
+    def test_main__bad_run_config__refused_before_any_run(self, fake_path: Path, tmp_path: Path) -> None:
+        _fake_flwr(fake_path, ["Successfully started run 42"], "finished:completed")
+        calls = tmp_path / "calls"
+        _count_runs(fake_path / "flwr", calls)
+        with pytest.raises(SystemExit) as exit_info:
+            run_federated.main([".", "--run-config", "seed=-3"])
+        assert exit_info.value.code == 2 and not calls.exists()
+
     def test_main__failed_status_exits_nonzero_even_if_flwr_exits_0(self, fake_path: Path, tmp_path: Path) -> None:
-        results = tmp_path / "results.json"
-        results.write_text("{}")
-        _fake_flwr(fake_path, ["Successfully started run 42", f"fedhar-results: {results}"], "finished:failed")
+        self._results(tmp_path)
+        _fake_flwr(fake_path, ["Successfully started run 42"], "finished:failed")
         assert run_federated.main(["."]) == EXIT_FAILED
 
     def test_main__missing_results_exits_nonzero(self, fake_path: Path, tmp_path: Path) -> None:
@@ -141,9 +167,10 @@ class TestRunFederatedExitCodes:
                     proc.kill()
                     proc.wait(timeout=10)
 
-    def test_check_run__parses_id_and_results(self) -> None:
-        outcome = check_run(["x", "Successfully started run 7", "fedhar-results: /a/b.json"], lambda rid: "s")
-        assert (outcome.run_id, outcome.status, outcome.results) == (7, "s", Path("/a/b.json"))
+    def test_check_run__results_path_from_run_id_and_output_dir(self, tmp_path: Path) -> None:
+        config = {"hydra-overrides": f"paths.output_dir={tmp_path / 'out'}"}
+        outcome = check_run(["x", "Successfully started run 7"], config, lambda rid: "s")
+        assert (outcome.run_id, outcome.status, outcome.results) == (7, "s", tmp_path / "out" / "7" / "results.json")
 
 
 # Two clients (subjects 1, 2), subject 3 held out, tiny model and budget.
@@ -186,7 +213,8 @@ def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, ext
     if expect:
         return {"closing_line": out.strip().splitlines()[-1]}
     assert "on held-out subjects" in out and "convergence.png" in out  # the closing summary
-    path = next(line.split("fedhar-results: ", 1)[1].strip() for line in out.splitlines() if "fedhar-results: " in line)
+    path = re.findall(r"results: (\S+results\.json)", out)[-1]  # the closing summary's
+    assert Path(path).parent.parent == tmp_path / "runs"
     return json.loads(Path(path).read_text())
 
 

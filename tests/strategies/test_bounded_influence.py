@@ -15,7 +15,8 @@ from fedhar.errors import ConfigError, FederationError
 from fedhar.federated import FailureInjection
 from strategies import QoMFedAvg
 from strategies.qom_fedavg import check_stage, influence_bounds
-from strategies.server_app import check_federation, compose_config
+from strategies.run_config import compose_config
+from strategies.server_app import check_federation
 
 W = "encoders.imu.w"
 SHARED = "classifier.b"

@@ -13,8 +13,9 @@ from fedhar.errors import ConfigError, FederationError
 from fedhar.privacy import DPConfig
 from strategies import QoMFedAvg
 from strategies.qom_fedavg import check_stage
+from strategies.run_config import compose_config
 from strategies.run_privacy import RunPrivacy
-from strategies.server_app import check_privacy, compose_config
+from strategies.server_app import check_privacy
 
 W = "encoders.imu.w"
 SIZE = 50_000

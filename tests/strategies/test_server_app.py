@@ -8,8 +8,8 @@ import pytest
 from flwr.serverapp import Grid
 
 from fedhar.errors import ConfigError
-from strategies.run_config import hydra_overrides
-from strategies.server_app import compose_config, wait_for_nodes
+from strategies.run_config import compose_config, hydra_overrides
+from strategies.server_app import wait_for_nodes
 
 
 def mock_grid(node_ids: list[int]) -> Grid:
