@@ -41,7 +41,7 @@ from fedhar.data.partition import ClientPartition, partition_ids
 from fedhar.errors import ConfigError
 from fedhar.federated import build_finetune_model, feature_layout_of
 from fedhar.models import FusionClassifierModel
-from fedhar.quality import QualityConfig, compute_client_qom
+from fedhar.quality import compute_client_qom
 from fedhar.train import (
     derive_seed,
     evaluate,
@@ -158,7 +158,7 @@ def _qom(local: _Local, context: Context, model: torch.nn.Module | None = None) 
     """
     if keys.STATE_QOM in context.state.metric_records:
         return {k: float(v) for k, v in context.state.metric_records[keys.STATE_QOM].items()}  # type: ignore[arg-type]
-    cfg = QualityConfig.from_mapping({**local.settings.quality, "seed": local.settings.seed})
+    cfg = local.settings.quality
     data = local.partition.unlabeled
     result = compute_client_qom(dict(data.data), local.num_classes, cfg, model=model, device=node_device(context))
     scores = result.bounded_scores(cfg)

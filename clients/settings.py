@@ -10,11 +10,13 @@ from typing import Any
 from flwr.app import ConfigRecord
 
 from fedhar import keys
+from fedhar.config import ExperimentConfig
 from fedhar.data.config import DatasetConfig
 from fedhar.data.federation import ClientFederation
 from fedhar.errors import ConfigError
 from fedhar.federated import AttackInjection, FailureInjection
 from fedhar.models.config import ModelConfig
+from fedhar.quality import QualityConfig
 from fedhar.train.config import FinetuneConfig, PretrainConfig
 
 __all__ = ["ClientSettings", "parse_config", "qom_prior_of"]
@@ -39,7 +41,7 @@ class ClientSettings:
     finetune
         Stage-2 loop settings; ``epochs`` is the local epochs of this round.
     quality
-        Settings of :func:`fedhar.quality.compute_qom` (plain mapping, passed through).
+        Settings of :func:`fedhar.quality.compute_client_qom`, seeded with the run's seed.
     stage
         ``"pretrain"`` or ``"finetune"`` (or ``""`` for evaluation).
     server_round
@@ -65,7 +67,7 @@ class ClientSettings:
     model: ModelConfig
     pretrain: PretrainConfig
     finetune: FinetuneConfig
-    quality: Mapping[str, Any] = field(default_factory=dict)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     stage: str = ""
     server_round: int = 0
     qom_prior: Mapping[str, float] = field(default_factory=dict)
@@ -100,18 +102,19 @@ def parse_config(config: ConfigRecord) -> ClientSettings:
     local_epochs = config.get(keys.LOCAL_EPOCHS)
     if local_epochs is not None and (not isinstance(local_epochs, int) or isinstance(local_epochs, bool)):
         raise ConfigError(f"{keys.LOCAL_EPOCHS!r} must be an int, got {local_epochs!r}", keys.LOCAL_EPOCHS)
-    pretrain = PretrainConfig.from_mapping({**setup.get("stage1", {}), "progress": False})
-    finetune = FinetuneConfig.from_mapping({**setup.get("stage2", {}), "progress": False})
+    seed = int(config.get(keys.SEED, setup.get("seed", 0)))  # type: ignore[arg-type]
+    exp = ExperimentConfig.from_mapping({**setup, "seed": seed}, progress=False).with_quality_seed(seed)
+    pretrain, finetune = exp.stage1, exp.stage2
     if local_epochs is not None:
         pretrain, finetune = pretrain.with_epochs(int(local_epochs)), finetune.with_epochs(int(local_epochs))
     return ClientSettings(
-        dataset=DatasetConfig.from_mapping(setup["dataset"]),
-        label_rate=float(setup["label_rate"]),
-        seed=int(config.get(keys.SEED, setup.get("seed", 0))),  # type: ignore[arg-type]
-        model=ModelConfig.from_mapping(setup.get("model", {})),
+        dataset=exp.dataset,
+        label_rate=exp.label_rate,
+        seed=seed,
+        model=exp.model,
         pretrain=pretrain,
         finetune=finetune,
-        quality=dict(setup.get("quality", {})),
+        quality=exp.quality,
         stage=str(config.get(keys.STAGE, "")),
         server_round=int(config.get(keys.SERVER_ROUND, 0)),  # type: ignore[arg-type]
         qom_prior=qom_prior_of(config),

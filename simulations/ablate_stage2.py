@@ -27,17 +27,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from fedhar.data.config import DatasetConfig
+from fedhar.config import ExperimentConfig
 from fedhar.data.experiment import prepare_experiment
 from fedhar.data.loading import load_dataset
 from fedhar.losses.fusion import CosmoFusionLoss, cosmo_objective
-from fedhar.models.config import ModelConfig
 from fedhar.models.contrastive import ContrastiveFusionModel
 from fedhar.models.fusion_classifier import build_fusion_classifier_model
 from fedhar.pipeline import compute_modality_prior
-from fedhar.quality import QualityConfig
 from fedhar.train.checkpoint import atomic_write_text
-from fedhar.train.config import FinetuneConfig, PretrainConfig
 from fedhar.train.evaluate import evaluate
 from fedhar.train.finetune import finetune_iterative
 from fedhar.train.loop import TEST_ACCURACY
@@ -62,12 +59,12 @@ def run(out: Path, base: Sequence[str], stage1_extra: Sequence[str], variants: d
     """Stage 1 once (or read back), then every stage-2 variant; returns and writes the results."""
     torch.set_num_threads(num_threads)
     cfg = _compose([*base, *stage1_extra])
-    seed = int(cfg.seed)
-    dataset_cfg = DatasetConfig.from_mapping(_plain(cfg.dataset), cache_dir=cfg.paths.get("cache_dir"))
-    experiment = prepare_experiment(load_dataset(dataset_cfg), dataset_cfg, float(cfg.label_rate), seed)
+    exp = ExperimentConfig.from_mapping(_plain(cfg), cache_dir=cfg.paths.get("cache_dir"))
+    seed = exp.seed
+    experiment = prepare_experiment(load_dataset(exp.dataset), exp.dataset, exp.label_rate, seed)
     specs = tuple(experiment.info.modality(n) for n in experiment.info.modality_names)
     seed_everything(derive_seed(seed, "model"))
-    stage1 = ContrastiveFusionModel(specs, ModelConfig.from_mapping(_plain(cfg.model)))
+    stage1 = ContrastiveFusionModel(specs, exp.model)
     out.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(OmegaConf.to_yaml(cfg, resolve=True).encode()).hexdigest()[:16]
     checkpoint = out / f"stage1-{key}.pt"
@@ -76,25 +73,24 @@ def run(out: Path, base: Sequence[str], stage1_extra: Sequence[str], variants: d
         stage1.load_state_dict(torch.load(checkpoint))
     else:
         pretrain(stage1, cosmo_objective(CosmoFusionLoss(**_plain(cfg.method.loss))), experiment.unlabeled,
-                 PretrainConfig.from_mapping(_plain(cfg.stage1)), derive_seed(seed, "stage1"))
+                 exp.stage1, derive_seed(seed, "stage1"))
         tmp = checkpoint.with_suffix(".tmp")
         torch.save(stage1.state_dict(), tmp)
         tmp.replace(checkpoint)
-    prior = compute_modality_prior(stage1, experiment, QualityConfig.from_mapping(_plain(cfg.quality)),
-                                   torch.device("cpu"))
+    prior = compute_modality_prior(stage1, experiment, exp.quality, torch.device("cpu"))
     results: dict[str, Any] = {"base": list(base), "stage1_overrides": list(stage1_extra),
                                "stage1_seconds": time.perf_counter() - started, "prior": prior,
                                "best_epoch_note": "max test accuracy over evaluated epochs: selects on the test set",
                                "variants": {}}
     for name, overrides in variants.items():
         vcfg = _compose([*base, *stage1_extra, *overrides])
+        variant = ExperimentConfig.from_mapping(_plain(vcfg), cache_dir=vcfg.paths.get("cache_dir"))
         seed_everything(derive_seed(seed, "classifier"))
-        model = build_fusion_classifier_model(specs, experiment.info.num_classes,
-                                              ModelConfig.from_mapping(_plain(vcfg.model)),
+        model = build_fusion_classifier_model(specs, experiment.info.num_classes, variant.model,
                                               encoders=stage1.encoders, qom_prior=prior)
         t0 = time.perf_counter()
-        history = finetune_iterative(model, experiment.labeled, FinetuneConfig.from_mapping(_plain(vcfg.stage2)),
-                                     derive_seed(seed, "stage2"), eval_data=experiment.test)
+        history = finetune_iterative(model, experiment.labeled, variant.stage2, derive_seed(seed, "stage2"),
+                                     eval_data=experiment.test)
         final = evaluate(model, experiment.test)
         _, best = history.best(TEST_ACCURACY)
         results["variants"][name] = {"overrides": overrides, "accuracy": final.accuracy,

@@ -27,13 +27,12 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from fedhar.data.config import DatasetConfig
+from fedhar.config import ExperimentConfig
 from fedhar.data.experiment import prepare_experiment
 from fedhar.data.loading import load_dataset
-from fedhar.models.config import ModelConfig
-from fedhar.pipeline import MethodConfig, run_method
+from fedhar.errors import ConfigError
+from fedhar.pipeline import run_method
 from fedhar.train.checkpoint import atomic_write_text
-from fedhar.train.config import FinetuneConfig, PretrainConfig, SupervisedConfig
 from fedhar.train.device import resolve_device
 
 __all__ = ["RESULT_KEYS", "main", "run_dir_for", "train"]
@@ -58,13 +57,6 @@ def run_dir_for(cfg: DictConfig, method_label: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return (Path(str(cfg.paths.output_dir)) / str(cfg.dataset.name) / method_label / f"lr{cfg.label_rate:g}"
             / f"seed{cfg.seed}" / f"{stamp}-{digest}")
-
-
-def _quality_config(cfg: DictConfig) -> Any:
-    """The typed QoM settings of ``cfg.quality`` (``fedhar.quality.QualityConfig``)."""
-    from fedhar.quality import QualityConfig  # keeps import cheap for non-Cosmo methods
-
-    return QualityConfig.from_mapping(_container(cfg.get("quality") or {}))
 
 
 def _container(node: Any) -> dict[str, Any]:
@@ -97,29 +89,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     started = time.perf_counter()
-    method = MethodConfig.from_mapping(_container(cfg.method))
-    dataset_cfg = DatasetConfig.from_mapping(_container(cfg.dataset), cache_dir=cfg.paths.get("cache_dir"))
-    model_cfg = ModelConfig.from_mapping(_container(cfg.get("model") or {}))
-    stage1 = PretrainConfig.from_mapping(_container(cfg.stage1))
-    stage2 = FinetuneConfig.from_mapping(_container(cfg.stage2))
-    supervised = SupervisedConfig.from_mapping(_container(cfg.supervised)) if cfg.get("supervised") else None
-    quality = _quality_config(cfg) if method.use_qom else None
+    exp = ExperimentConfig.from_mapping(_container(cfg), cache_dir=cfg.paths.get("cache_dir"))
+    if exp.method is None:
+        raise ConfigError("no method chosen (e.g. method=cosmo)", "method")
+    method = exp.method
     run_dir = run_dir_for(cfg, method.label)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     logger.info("run folder %s, device %s", run_dir, device)
 
-    dataset = load_dataset(dataset_cfg)
-    experiment = prepare_experiment(dataset, dataset_cfg, float(cfg.label_rate), int(cfg.seed))
+    experiment = prepare_experiment(load_dataset(exp.dataset), exp.dataset, exp.label_rate, exp.seed)
     checkpoint = run_dir / MODEL_FILE if cfg.get("save_model") else None
-    results = run_method(method, experiment, model_cfg, stage1, stage2, quality, int(cfg.seed),
-                         supervised_cfg=supervised, checkpoint_path=checkpoint, device=device)
+    results = run_method(method, experiment, exp.model, exp.stage1, exp.stage2,
+                         exp.quality if method.use_qom else None, exp.seed,
+                         supervised_cfg=exp.supervised, checkpoint_path=checkpoint, device=device)
 
     history = results.pop("history")
     lines = [json.dumps(rec) for stage in history.values() for rec in stage]
     atomic_write_text(run_dir / METRICS_FILE, "\n".join(lines) + "\n")
-    results.update({"dataset": dataset_cfg.name, "protocol": dataset_cfg.protocol,
-                    "label_rate": float(cfg.label_rate), "run_dir": str(run_dir)})
+    results.update({"dataset": exp.dataset.name, "protocol": exp.dataset.protocol,
+                    "label_rate": exp.label_rate, "run_dir": str(run_dir)})
     results["wall_time_s"]["run"] = time.perf_counter() - started
     atomic_write_text(run_dir / RESULTS_FILE, json.dumps(results, indent=2))
     return results

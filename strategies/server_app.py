@@ -15,7 +15,7 @@ from flwr.serverapp import Grid, ServerApp
 from omegaconf import DictConfig, OmegaConf
 
 from fedhar import keys
-from fedhar.data.config import DatasetConfig
+from fedhar.config import ExperimentConfig
 from fedhar.data.experiment import ExperimentData, prepare_experiment
 from fedhar.data.loading import load_dataset
 from fedhar.data.normalization import Normalizer
@@ -85,13 +85,13 @@ def main(grid: Grid, context: Context) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         start_run(run_dir, context.run_id, overrides)
         progress = Stage1Progress()
-    seed = int(cfg.seed)
-    seed_everything(seed)
     setup = _setup_record(cfg)
-    dataset_cfg = DatasetConfig.from_mapping(setup["dataset"])
+    # The same typed config every client builds from ``setup``: a bad group fails here, before any round.
+    exp = ExperimentConfig.from_mapping(setup, progress=False)
+    seed, dataset_cfg, model_cfg = exp.seed, exp.dataset, exp.model
+    seed_everything(seed)
     dataset = load_dataset(dataset_cfg)
     protocol = resolve_protocol(dataset_cfg, dataset.info)
-    model_cfg = ModelConfig.from_mapping(setup["model"])
     fed = cfg.federation
     check_federation(fed)
     dp = DPConfig.from_mapping(_group(cfg.privacy, "dp"))
@@ -112,14 +112,14 @@ def main(grid: Grid, context: Context) -> None:
     normalizer = Normalizer(norm.federation.stats)
     normalizer.save(run_dir / NORMALIZER_FILE)
     # From here on each member node receives the merged statistics and its own label share only.
-    grid = FederationGrid(grid, {node: norm.federation.for_subject(subject, dataset_cfg, float(cfg.label_rate),
+    grid = FederationGrid(grid, {node: norm.federation.for_subject(subject, dataset_cfg, exp.label_rate,
                                                                    seed).to_config()
                                  for node, subject in norm.node_subjects.items()})
     if len(grid.members) < num_nodes:
         logger.warning("%d of %d nodes were merged in the normalisation round; the stages sample those %d",
                        len(grid.members), num_nodes, len(grid.members))
         num_nodes = len(grid.members)
-    experiment = prepare_experiment(dataset, dataset_cfg, float(cfg.label_rate), seed, stats=norm.federation.stats)
+    experiment = prepare_experiment(dataset, dataset_cfg, exp.label_rate, seed, stats=norm.federation.stats)
     privacy = (RunPrivacy(dp, population=len(protocol.train_subjects),
                           num_sampled=max(1, round(num_nodes * float(fed.fraction_train)))) if dp.enabled else None)
     phases.mark("normalisation_round")
@@ -137,11 +137,10 @@ def main(grid: Grid, context: Context) -> None:
     logger.info("global QoM prior for stage 2: %s", prior)
 
     # ---- stage 2: federated / local / centralised fine-tuning
-    stage2 = run_stage2(grid=grid, cfg=cfg, setup=setup, shared=shared, experiment=experiment, model_cfg=model_cfg,
+    stage2 = run_stage2(grid=grid, cfg=cfg, exp=exp, shared=shared, experiment=experiment,
                         encoders=stage1_arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir, privacy=privacy)
-    compare = {mode: run_stage2(grid=grid, cfg=cfg, setup=setup, shared=shared, experiment=experiment,
-                                model_cfg=model_cfg, encoders=stage1_arrays, prior=prior, num_nodes=num_nodes,
-                                run_dir=run_dir, mode=mode)
+    compare = {mode: run_stage2(grid=grid, cfg=cfg, exp=exp, shared=shared, experiment=experiment,
+                                encoders=stage1_arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir, mode=mode)
                for mode in fed.get("stage2_compare") or () if mode != fed.stage2_mode}
     phases.mark("stage2")
     results = {

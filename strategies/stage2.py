@@ -6,7 +6,7 @@ import itertools
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,11 @@ from flwr.serverapp import Grid
 from omegaconf import DictConfig, OmegaConf
 
 from fedhar import keys
+from fedhar.config import ExperimentConfig
 from fedhar.data.experiment import ExperimentData
 from fedhar.errors import ConfigError, FederationError
 from fedhar.federated import build_finetune_model, feature_layout_of, state_digest
-from fedhar.models import FusionClassifierModel, ModelConfig
+from fedhar.models import FusionClassifierModel
 from fedhar.train import FinetuneConfig, derive_seed, evaluate, finetune_iterative
 from fedhar.train.checkpoint import atomic_save_state
 from fedhar.train.class_stats import STATS_HEADS, ClassStatsConfig, FeatureLayout, LinearFusionHead, fit_stats_head
@@ -40,10 +41,9 @@ STAGE2_MODES = ("federated", *STATS_HEADS, "local", "centralized")
 def run_stage2(
     grid: Grid,
     cfg: DictConfig,
-    setup: dict[str, Any],
+    exp: ExperimentConfig,
     shared: Mapping[str, Any],
     experiment: ExperimentData,
-    model_cfg: ModelConfig,
     encoders: ArrayRecord,
     prior: dict[str, float],
     num_nodes: int,
@@ -55,7 +55,8 @@ def run_stage2(
 
     The centralised mode trains ``federation.centralized_epochs`` epochs (``null``:
     ``stage2_rounds x stage2_local_epochs``) with ``stage2``'s optimizer and lr milestones.
-    ``shared`` holds the ConfigRecord entries every client message carries (``setup``,
+    ``exp`` is the run's typed experiment config (model, stage-2 loop); ``cfg`` gives the
+    ``federation`` group. ``shared`` holds the ConfigRecord entries every client message carries (``setup``,
     ``seed``, ``train-subjects``; the grid adds each node's ``norm-stats`` / ``label-share``).
     ``privacy`` (federated mode only) noises and accounts every aggregation.
 
@@ -71,18 +72,18 @@ def run_stage2(
     ValueError
         If the mode is unknown.
     """
-    fed, seed, info = cfg.federation, int(cfg.seed), experiment.info
+    fed, seed, info = cfg.federation, exp.seed, experiment.info
     mode = str(fed.stage2_mode) if mode is None else mode
     if mode not in STAGE2_MODES:
         raise ValueError(f"federation.stage2_mode must be one of {STAGE2_MODES}, got {mode!r}")
-    model = build_finetune_model(info, info.modality_names, model_cfg, prior, seed=derive_seed(seed, "init", "stage2"))
+    model = build_finetune_model(info, info.modality_names, exp.model, prior, seed=derive_seed(seed, "init", "stage2"))
     state = model.state_dict()
     stage1 = encoders.to_torch_state_dict()
     state.update({k: v for k, v in stage1.items() if k.startswith(keys.ENCODER_PREFIX)})
     model.load_state_dict(state)
     config = ConfigRecord({**shared, keys.FREEZE_ENCODERS: bool(fed.get("stage2_freeze_encoders", False)),
                            **{f"{keys.QOM_PRIOR_PREFIX}{m}": float(w) for m, w in prior.items()}})
-    job = _Job(grid, cfg, setup, experiment, model_cfg, model, config, prior, num_nodes, run_dir, privacy)
+    job = _Job(grid, cfg, exp, experiment, model, config, prior, num_nodes, run_dir, privacy)
     if mode in STATS_HEADS:
         return _run_stats_head(job, mode)
     return {"centralized": _run_centralized, "local": _run_local, "federated": _run_federated}[mode](job)
@@ -94,9 +95,8 @@ class _Job:
 
     grid: Grid
     cfg: DictConfig
-    setup: dict[str, Any]
+    exp: ExperimentConfig
     experiment: ExperimentData
-    model_cfg: ModelConfig
     model: FusionClassifierModel
     config: ConfigRecord
     prior: dict[str, float]
@@ -111,7 +111,7 @@ class _Job:
 
     def finetune_config(self) -> FinetuneConfig:
         """The ``stage2`` group as :class:`FinetuneConfig` (no progress bar on the server)."""
-        return FinetuneConfig.from_mapping({**self.setup.get("stage2", {}), "progress": False})
+        return replace(self.exp.stage2, progress=False)
 
     def save_final(self, mode: str, state: Mapping[str, torch.Tensor]) -> str:
         """Write the mode's final model into the run folder; its file name."""
@@ -145,7 +145,7 @@ def _run_local(job: _Job) -> dict[str, Any]:
         if update is None:
             logger.warning("stage 2 local: node %d failed: %s", msg.metadata.src_node_id, reason)
             continue
-        own = build_finetune_model(info, update.modalities, job.model_cfg, job.prior)
+        own = build_finetune_model(info, update.modalities, job.exp.model, job.prior)
         own.load_state_dict({k: torch.from_numpy(v) for k, v in update.arrays.items()
                              if k in own.state_dict()}, strict=True)
         metrics = msg.content[keys.METRICS]
@@ -215,7 +215,7 @@ def _run_stats_head(job: _Job, mode: str) -> dict[str, Any]:
     fed, info = cfg.federation, experiment.info
     augmented = job.finetune_config().augment.enabled
     stats_cfg = ClassStatsConfig.from_mapping(OmegaConf.to_container(fed.class_stats, resolve=True))  # type: ignore[arg-type]
-    layout = feature_layout_of(info, job.model_cfg)
+    layout = feature_layout_of(info, job.exp.model)
     dim = sum(s * f for _, s, f in layout)
     if dim > stats_cfg.max_dim:
         raise ConfigError(f"stage 2 {mode}: {dim} flattened features exceed federation.class_stats.max_dim "

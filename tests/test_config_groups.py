@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from fedhar.aggregation import InfluenceBounds
+from fedhar.config import ExperimentConfig
 from fedhar.data.config import DatasetConfig
 from fedhar.models import ModelConfig
 from fedhar.pipeline import MethodConfig
@@ -49,17 +50,14 @@ def _plain(node: Any) -> dict[str, Any]:
 
 def _typed(cfg: DictConfig) -> list[object]:
     """The typed objects an entry point builds from ``cfg`` (each raises on a bad or unknown key)."""
-    objects: list[object] = [
-        DatasetConfig.from_mapping(_plain(cfg.dataset)),
-        ModelConfig.from_mapping(_plain(cfg.get("model"))),
-        QualityConfig.from_mapping(_plain(cfg.get("quality"))),
-        PretrainConfig.from_mapping(_plain(cfg.stage1)),
-        FinetuneConfig.from_mapping(_plain(cfg.stage2)),
-    ]
+    exp = ExperimentConfig.from_mapping(_plain(cfg))
+    objects: list[object] = [exp.dataset, exp.model, exp.quality, exp.stage1, exp.stage2]
     if "method" in cfg:
-        objects.append(MethodConfig.from_mapping(_plain(cfg.method)))
+        assert isinstance(exp.method, MethodConfig)
+        objects.append(exp.method)
     if "supervised" in cfg:
-        objects.append(SupervisedConfig.from_mapping(_plain(cfg.supervised)))
+        assert isinstance(exp.supervised, SupervisedConfig)
+        objects.append(exp.supervised)
     if "federation" in cfg:
         check_federation(cfg.federation)
         objects += [influence_bounds(cfg.strategy), ClassStatsConfig.from_mapping(_plain(cfg.federation.class_stats)),
@@ -77,6 +75,8 @@ CASES = ([("config", g, o) for g in CENTRALISED for o in _options(g)]
 def test_every_option_composes_into_typed_configs(entry: str, group: str, option: str, hydra_context: None) -> None:
     objects = _typed(compose(config_name=entry, overrides=[f"{group}={option}"]))
     assert isinstance(objects[0], DatasetConfig) and isinstance(objects[1], ModelConfig)
+    assert isinstance(objects[2], QualityConfig) and isinstance(objects[3], PretrainConfig)
+    assert isinstance(objects[4], FinetuneConfig)
     if entry == "federated":
         assert isinstance(objects[-3], InfluenceBounds) and isinstance(objects[-1], DPConfig)
 
