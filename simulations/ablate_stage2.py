@@ -10,6 +10,10 @@ The stage-1 model is kept in ``DIR/stage1.pt`` and reused when the script runs a
 same base. ``DIR/results.json`` holds every variant's last-epoch accuracy and macro-F1, its
 best-epoch accuracy (selects on the test set, labelled as such) and its overrides; it is
 rewritten after every variant.
+
+``python -m simulations.ablate_stage2 --summarise DIR [DIR ...] --out SUMMARY_DIR`` gathers the
+``results.json`` of several ablation folders (one per seed, same variants) into
+``SUMMARY_DIR/summary.json`` and ``table.md``: mean +- std over the folders per variant.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from fedhar.train.loop import TEST_ACCURACY
 from fedhar.train.pretrain import pretrain
 from fedhar.train.seeding import derive_seed, seed_everything
 from simulations.centralized import CONFIG_DIR
+from simulations.grid import mean_std
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +107,39 @@ def run(out: Path, base: Sequence[str], stage1_extra: Sequence[str], variants: d
     return results
 
 
+def summarise(folders: Sequence[Path], out: Path) -> dict[str, Any]:
+    """Mean +- std over ``folders`` (one ablation each, e.g. one per seed) of every variant they all ran."""
+    runs = []
+    for folder in folders:
+        path = folder / "results.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no ablation results in {folder} (expected {path})")
+        runs.append(json.loads(path.read_text(encoding="utf-8")))
+    names = [n for n in runs[0]["variants"] if all(n in r["variants"] for r in runs)]
+    rows = []
+    for name in names:
+        cells = [r["variants"][name] for r in runs]
+        row: dict[str, Any] = {"variant": name, "overrides": cells[0]["overrides"], "n": len(cells)}
+        for key in ("accuracy", "macro_f1", "best_epoch_accuracy"):
+            values = [100 * c[key] for c in cells]
+            row[key] = {"per_run": values, "mean": mean_std(values)[0], "std": mean_std(values)[1]}
+        rows.append(row)
+    summary = {"runs": [{"folder": f.name, "base": r["base"], "stage1_overrides": r["stage1_overrides"],
+                         "prior": r["prior"]} for f, r in zip(folders, runs, strict=True)],
+               "best_epoch_note": runs[0]["best_epoch_note"], "rows": rows}
+    lines = ["| variant | accuracy | macro-F1 | best epoch (selects on test) | per run (accuracy) |", "|---|---|---|---|---|"]
+    for row in rows:
+        a, f, b = row["accuracy"], row["macro_f1"], row["best_epoch_accuracy"]
+        lines.append(f"| {row['variant']} | {a['mean']:.1f} ± {a['std']:.1f} | {f['mean']:.1f} ± {f['std']:.1f} | "
+                     f"{b['mean']:.1f} ± {b['std']:.1f} | {', '.join(f'{v:.1f}' for v in a['per_run'])} |")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_text(out / "table.md", "\n".join(lines) + "\n")
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Parse the command line and run the ablation."""
+    """Parse the command line and run the ablation (or summarise finished ones)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--base", default="", help="Hydra overrides of every run (dataset, label_rate, seed, ...)")
@@ -111,7 +147,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OVERRIDES"), default=[],
                         help="a stage-2 variant: name and space-separated overrides (repeatable)")
     parser.add_argument("--num-threads", type=int, default=1)
+    parser.add_argument("--summarise", nargs="+", type=Path, metavar="DIR",
+                        help="summarise these finished ablation folders into --out instead of running")
     args = parser.parse_args(argv)
+    if args.summarise:
+        print((summarise(args.summarise, args.out) and (args.out / "table.md")).read_text())
+        return
     if not args.variant:
         parser.error("give at least one --variant NAME OVERRIDES")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
