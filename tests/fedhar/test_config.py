@@ -25,7 +25,7 @@ def test_from_composed_config__every_group_typed() -> None:
                                                   "method=cmc"), cache_dir="/cache")
     assert (exp.dataset.name, exp.label_rate, exp.seed) == ("usc-had", 1.0, 2)
     assert exp.method is not None and exp.method.name == "cmc"
-    assert exp.stage1.epochs == 2 and exp.stage2.epochs == 60 and exp.stage2.encoder_mode == "frozen"
+    assert exp.stage1.epochs == 6 and exp.stage2.epochs == 60 and exp.stage2.optim.gamma == 0.1 and exp.stage2.encoder_mode == "frozen"
     assert exp.supervised is not None and exp.quality.criterion == "silhouette"
     assert str(exp.dataset.cache_dir) == "/cache"
 

@@ -20,6 +20,10 @@ def _compose(name: str, overrides: list[str]) -> DictConfig:
         return compose(config_name=name, overrides=overrides)
 
 
+def _lambda(cfg: DictConfig) -> float:
+    return float(cfg.model.classifier.lambda_)
+
+
 def _typed(cfg: DictConfig) -> tuple[DatasetConfig, PretrainConfig, FinetuneConfig]:
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
@@ -35,11 +39,13 @@ def test_recipes__paper_and_fedhar_exist() -> None:
 @pytest.mark.parametrize("dataset", ["utd-mhad", "usc-had", "synthetic"])
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe__composes_into_typed_configs(entry: str, dataset: str, recipe: str) -> None:
-    data, stage1, stage2 = _typed(_compose(entry, [f"dataset={dataset}", f"recipe={recipe}"]))
+    cfg = _compose(entry, [f"dataset={dataset}", f"recipe={recipe}"])
+    data, stage1, stage2 = _typed(cfg)
     if recipe == "paper":
         assert not stage1.augment.enabled and not stage2.augment.enabled and stage2.encoder_mode == "train"
+        assert stage2.optim.gamma == 0.9 and _lambda(cfg) == 0.8  # Cosmo's lr x0.9 per milestone, QoM prior 0.8
     else:
-        assert stage2.encoder_mode == "frozen"
+        assert stage2.encoder_mode == "frozen" and stage2.optim.gamma == 0.1 and _lambda(cfg) == 0.0
         assert stage1.augment == stage2.augment
         assert stage1.augment.rotation_deg == data.orientation_spread_deg > 0
         assert stage1.augment.scale > 0 and stage1.augment.jitter > 0
