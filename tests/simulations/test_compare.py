@@ -28,7 +28,7 @@ def test_plan__every_budget_composes(budget: str, dataset: str, tmp_path: Path) 
     assert any(c.method.startswith("supervised-") for c in cells)
 
 
-@pytest.mark.parametrize(("dataset", "rounds"), [("utd-mhad", 15), ("usc-had", 2)])
+@pytest.mark.parametrize(("dataset", "rounds"), [("utd-mhad", 15), ("usc-had", 6)])
 def test_quick_budget__federated_stage1_matches_centralised_epochs(dataset: str, rounds: int, tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, "compare_budget=quick", f"dataset={dataset}")
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
