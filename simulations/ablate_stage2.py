@@ -151,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="summarise these finished ablation folders into --out instead of running")
     args = parser.parse_args(argv)
     if args.summarise:
-        print((summarise(args.summarise, args.out) and (args.out / "table.md")).read_text())
+        summarise(args.summarise, args.out)
+        print((args.out / "table.md").read_text(encoding="utf-8"), end="")
         return
     if not args.variant:
         parser.error("give at least one --variant NAME OVERRIDES")

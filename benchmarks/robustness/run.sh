@@ -3,31 +3,38 @@
 # rounds, stage 2 lda): client failures per round and one hostile client, with and without
 # the defences (docs/federated.md, "Failures and hostile clients"). Each variant is one real
 # `flwr run`; summary.json / table.md at the end.
-# Usage: bash benchmarks/robustness/run.sh OUT [seed]
+# Usage: bash benchmarks/robustness/run.sh OUT [seed] [variant ...]  (default: every variant)
 set -euo pipefail
-out=${1:?usage: run.sh OUT [seed]}
+out=${1:?usage: run.sh OUT [seed] [variant ...]}
 seed=${2:-0}
+shift $(( $# < 2 ? $# : 2 ))
 declare -A variants=(
   [clean]=""
   [fail-10]="federation.inject_failures.fraction=0.1"
   [fail-30]="federation.inject_failures.fraction=0.3"
   [fail-50]="federation.inject_failures.fraction=0.5"
+  [hang-30]="federation.inject_failures.fraction=0.3 federation.inject_failures.kind=hang federation.inject_failures.hang_s=90 federation.round_timeout_s=45"
   [scale-1000-undefended]="federation.inject_attack.subject=3 strategy.bounds.update_clip=null"
   [scale-1000-clipped]="federation.inject_attack.subject=3"
   [flip-10-undefended]="federation.inject_attack.subject=3 federation.inject_attack.kind=sign_flip federation.inject_attack.factor=10 strategy.bounds.update_clip=null"
   [flip-10-clipped]="federation.inject_attack.subject=3 federation.inject_attack.kind=sign_flip federation.inject_attack.factor=10"
   [flip-10-median]="federation.inject_attack.subject=3 federation.inject_attack.kind=sign_flip federation.inject_attack.factor=10 strategy.bounds.rule=median"
 )
+all=(clean fail-10 fail-30 fail-50 hang-30 scale-1000-undefended scale-1000-clipped flip-10-undefended flip-10-clipped flip-10-median)
+chosen=("${@:-${all[@]}}")
 port=39800
-for name in clean fail-10 fail-30 fail-50 scale-1000-undefended scale-1000-clipped flip-10-undefended flip-10-clipped flip-10-median; do
+for name in "${all[@]}"; do
+  port=$((port + 2))
+  [[ " ${chosen[*]} " == *" $name "* ]] || continue
   cell="$out/$name"
   mkdir -p "$cell"
-  port=$((port + 2))
   if ! ls "$cell"/runs/*/results.json > /dev/null 2>&1; then
     FEDHAR_OUTPUT_DIR="$cell/runs" FLWR_HOME="$cell/flwr-home" FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=$port \
       FLWR_LOCAL_CONTROL_API_PORT=$((port + 1)) python -m simulations.run_federated . --run-config "seed=$seed" \
       --run-config "hydra-overrides=\"${variants[$name]}\"" \
       --federation-config "num-supernodes=6 client-resources-num-cpus=1" > "$cell/log" 2>&1 || true
+    # flwr leaves the local SuperLink running: stop this cell's one
+    python -c "import sys; from pathlib import Path; from simulations.run_federated import stop_superlink; stop_superlink(Path(sys.argv[1]))" "$cell/flwr-home"
   fi
   echo "$name: $(tail -1 "$cell/log")"
 done
@@ -46,17 +53,20 @@ for cell in sorted(p for p in out.iterdir() if p.is_dir()):
     rows.append({"variant": cell.name, "accuracy": 100 * r["final"]["accuracy"], "macro_f1": 100 * r["final"]["macro_f1"],
                  "stage1_failed_rounds": len(r["stage1"].get("failed_rounds", {})),
                  "replies_rejected": sum(int(m.get("num-rejected", 0)) for m in rounds),
+                 "replies_timed_out": sum(int(m.get("num-timeouts", 0)) for m in rounds),
+                 "wall_time_s": r.get("wall_time_s"),
                  "updates_clipped": sum(int(m.get("num-clipped", 0)) for m in rounds),
                  "probe_accuracy_last": 100 * max(r["stage1"]["central"].items(), key=lambda kv: int(kv[0]))[1]["probe-accuracy"]})
 (out / "summary.json").write_text(json.dumps({"rows": rows}, indent=2))
-lines = ["| variant | accuracy % | macro-F1 % | stage-1 rounds failed | replies rejected | updates clipped | stage-1 probe % |",
-         "|---|---|---|---|---|---|---|"]
+lines = ["| variant | accuracy % | macro-F1 % | stage-1 rounds failed | replies rejected | replies timed out | updates clipped | stage-1 probe % | server s |",
+         "|---|---|---|---|---|---|---|---|---|"]
 for r in rows:
     if "failed" in r:
-        lines.append(f"| {r['variant']} | run failed: {r['failed']} | | | | | |")
+        lines.append(f"| {r['variant']} | run failed: {r['failed']} | | | | | | | |")
     else:
         lines.append(f"| {r['variant']} | {r['accuracy']:.1f} | {r['macro_f1']:.1f} | {r['stage1_failed_rounds']} | "
-                     f"{r['replies_rejected']} | {r['updates_clipped']} | {r['probe_accuracy_last']:.1f} |")
+                     f"{r['replies_rejected']} | {r['replies_timed_out']} | {r['updates_clipped']} | "
+                     f"{r['probe_accuracy_last']:.1f} | {r['wall_time_s']:.0f} |")
 (out / "table.md").write_text("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
