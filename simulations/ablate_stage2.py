@@ -122,7 +122,8 @@ def summarise(folders: Sequence[Path], out: Path) -> dict[str, Any]:
         row: dict[str, Any] = {"variant": name, "overrides": cells[0]["overrides"], "n": len(cells)}
         for key in ("accuracy", "macro_f1", "best_epoch_accuracy"):
             values = [100 * c[key] for c in cells]
-            row[key] = {"per_run": values, "mean": mean_std(values)[0], "std": mean_std(values)[1]}
+            mean, std = mean_std(values)
+            row[key] = {"per_run": values, "mean": mean, "std": std}
         rows.append(row)
     summary = {"runs": [{"folder": f.name, "base": r["base"], "stage1_overrides": r["stage1_overrides"],
                          "prior": r["prior"]} for f, r in zip(folders, runs, strict=True)],

@@ -38,7 +38,7 @@ from pathlib import Path
 from flwr.common.config import parse_config_args
 
 from fedhar.errors import ConfigError
-from strategies.run_config import run_folder
+from strategies.run_config import output_root, run_folder
 
 __all__ = [
     "RunOutcome",
@@ -129,11 +129,11 @@ def run_status(run_id: int, env: dict[str, str]) -> str | None:
     return None
 
 
-def check_run(lines: Sequence[str], run_config: Mapping[str, object],
+def check_run(lines: Sequence[str], root: Path, run_config: Mapping[str, object],
               status_of: Callable[[int], str | None] | None = None) -> RunOutcome:
-    """The run id Flower printed in ``lines``, its status, and its results path (from ``run_config`` and the id)."""
+    """The run id Flower printed in ``lines``, its status, and its results path (under ``root``, from the id)."""
     run_id = next((int(m.group(1)) for line in lines if (m := _RUN_ID.search(line))), None)
-    results = run_folder(run_config, run_id) / RESULTS_FILE if run_id is not None else None
+    results = run_folder(root, run_config, run_id) / RESULTS_FILE if run_id is not None else None
     status = status_of(run_id) if status_of is not None and run_id is not None else None
     return RunOutcome(run_id, status, results)
 
@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:  # the bad run config fails here, before any run starts
         run_config = parse_config_args(args.run_config)
-        run_folder(run_config, 0)
+        root = output_root(run_config)
     except (ConfigError, ValueError) as err:
         parser.error(f"--run-config: {err}")
     env = dict(os.environ)
@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code == EXIT_TIMEOUT:  # the simulation outlives the killed CLI: stop it and its Ray cluster
             logger.error("killed %d flwr-simulation process(es) of the timed-out run", kill_orphaned_simulations(env))
             return EXIT_TIMEOUT
-        outcome = check_run(lines, run_config, lambda rid: run_status(rid, env))
+        outcome = check_run(lines, root, run_config, lambda rid: run_status(rid, env))
         logger.info("flwr run exit %d, run %s, status %s, results %s", code, outcome.run_id, outcome.status,
                     outcome.results)
         if not _lost_task(code, outcome) or attempt == args.retries:

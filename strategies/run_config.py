@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 from fedhar import keys
 from fedhar.errors import ConfigError
 
-__all__ = ["CONFIG_DIR", "CONFIG_NAME", "RUN_CONFIG_KEYS", "compose_config", "hydra_overrides", "run_folder"]
+__all__ = ["CONFIG_DIR", "CONFIG_NAME", "RUN_CONFIG_KEYS", "compose_config", "hydra_overrides", "output_root",
+           "run_folder"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 #: configs/federated.yaml: the federated defaults (compact model, strategy, federation groups).
@@ -89,13 +90,16 @@ def compose_config(overrides: str) -> DictConfig:
         return compose(CONFIG_NAME, overrides=overrides.split())
 
 
-def run_folder(run_config: Mapping[str, object], run_id: int) -> Path:
-    """The folder a run writes: ``<paths.output_dir>/<run id>``, or the resumed run's folder under ``resume``.
+def output_root(run_config: Mapping[str, object]) -> Path:
+    """``paths.output_dir`` of a run config, resolved as the ServerApp resolves it (same overrides, ``FEDHAR_OUTPUT_DIR``)."""
+    return Path(compose_config(" ".join(hydra_overrides(run_config))).paths.output_dir).expanduser().resolve()
 
-    ``paths.output_dir`` is resolved as the ServerApp resolves it (the same overrides and
-    ``FEDHAR_OUTPUT_DIR``), so it holds as long as the SuperLink runs with the caller's
-    environment.
+
+def run_folder(root: Path, run_config: Mapping[str, object], run_id: int) -> Path:
+    """The folder a run writes under ``root`` (``paths.output_dir``): ``<run id>``, or the resumed run's under ``resume``.
+
+    A launcher finds it with :func:`output_root` as long as the SuperLink runs with the
+    launcher's environment.
     """
-    cfg = compose_config(" ".join(hydra_overrides(run_config)))
     resume = str(run_config.get(keys.RESUME, "") or "")
-    return Path(cfg.paths.output_dir).expanduser().resolve() / (resume or str(run_id))
+    return root / (resume or str(run_id))

@@ -70,7 +70,7 @@ def main(grid: Grid, context: Context) -> None:
     phases = PhaseTimer()
     overrides = hydra_overrides(context.run_config)
     cfg = compose_config(" ".join(overrides))
-    run_dir = run_folder(context.run_config, context.run_id)
+    run_dir = run_folder(Path(cfg.paths.output_dir).expanduser().resolve(), context.run_config, context.run_id)
     resume = str(context.run_config.get(keys.RESUME, "") or "")
     if resume:
         run_dir, record = load_run(run_dir.parent, resume)

@@ -169,7 +169,8 @@ class TestRunFederatedExitCodes:
 
     def test_check_run__results_path_from_run_id_and_output_dir(self, tmp_path: Path) -> None:
         config = {"hydra-overrides": f"paths.output_dir={tmp_path / 'out'}"}
-        outcome = check_run(["x", "Successfully started run 7"], config, lambda rid: "s")
+        outcome = check_run(["x", "Successfully started run 7"], run_federated.output_root(config), config,
+                            lambda rid: "s")
         assert (outcome.run_id, outcome.status, outcome.results) == (7, "s", tmp_path / "out" / "7" / "results.json")
 
 
