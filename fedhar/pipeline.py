@@ -260,8 +260,11 @@ def _run_contrastive(
                           "method.name")
     seed_everything(derive_seed(seed, "model"))
     stage1_model = ContrastiveFusionModel(specs, model_cfg)
-    objective = (cosmo_objective(CosmoFusionLoss(**method.loss)) if method.name == "cosmo"
-                 else cmc_objective(CMCLoss(CMCConfig.from_mapping(method.loss).temperature)))
+    if method.name != "cosmo" and stage1.augment.views != 1:
+        raise ConfigError(f"stage1.augment.views={stage1.augment.views} is implemented for method=cosmo only",
+                          "stage1.augment.views")
+    objective = (cosmo_objective(CosmoFusionLoss(**method.loss, copies=stage1.augment.views))
+                 if method.name == "cosmo" else cmc_objective(CMCLoss(CMCConfig.from_mapping(method.loss).temperature)))
     h1 = pretrain(stage1_model, objective, experiment.unlabeled, stage1, derive_seed(seed, "stage1"), device=device)
     extra: dict[str, Any] = {"wall_time_s": {}}
     names = stage1_model.modalities

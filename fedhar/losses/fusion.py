@@ -188,6 +188,12 @@ class CosmoFusionLoss(nn.Module):
         Re-normalise the fused views (Cosmo: yes).
     hard_positive_beta
         CLMM-style hard-positive weighting strength; 0 (default) is plain SupCon.
+    copies
+        Augmented copies of each sample stacked along the batch axis (rows ``[A; B]``, as
+        :class:`fedhar.train.AugmentConfig` with ``views=2`` makes them). The fused views
+        of all copies of a sample are positives of each other, so the loss also pulls
+        together two augmentations of one modality (SimCLR's positives) besides Cosmo's
+        fusion mixtures. 1 (default) is Cosmo.
 
     Raises
     ------
@@ -209,8 +215,11 @@ class CosmoFusionLoss(nn.Module):
         fusion_weights: Sequence[float] | Sequence[Sequence[float]] = DEFAULT_FUSION_WEIGHTS,
         normalize_views: bool = True,
         hard_positive_beta: float = 0.0,
+        copies: int = 1,
     ) -> None:
         super().__init__()
+        if copies < 1:
+            raise ValueError(f"copies must be >= 1, got {copies}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}; Cosmo uses 0.07")
         if hard_positive_beta < 0:
@@ -225,6 +234,7 @@ class CosmoFusionLoss(nn.Module):
         self.fusion_weights: tuple[float, ...] | tuple[tuple[float, ...], ...] = rows or scalars
         self.normalize_views = normalize_views
         self.hard_positive_beta = hard_positive_beta
+        self.copies = copies
         if not isinstance(self.fusion_weights[0], tuple):
             fusion_weight_matrix(2, self.fusion_weights)  # validate the scalars now
         self._weights: dict[int, Tensor] = {}
@@ -242,7 +252,12 @@ class CosmoFusionLoss(nn.Module):
                 f"CosmoFusionLoss needs at least 2 modalities to fuse, got {list(projections)}; "
                 "use UnimodalContrastiveLoss / unimodal_objective for a single-modality client"
             )
-        views = build_fusion_views(list(projections.values()), self.weights_for(len(projections)), self.normalize_views)
+        weights = self.weights_for(len(projections))
+        rows = next(iter(projections.values())).shape[0]
+        if rows % self.copies:
+            raise ValueError(f"{rows} rows do not split into {self.copies} stacked copies of a batch")
+        chunks = zip(*(p.chunk(self.copies) for p in projections.values()))  # per copy: one (B, D) per modality
+        views = torch.cat([build_fusion_views(list(c), weights, self.normalize_views) for c in chunks], dim=1)
         return fusion_contrastive_loss(views, self.temperature, self.hard_positive_beta)
 
 

@@ -167,11 +167,17 @@ def cosmo_or_unimodal_objective(
     unimodal_loss: UnimodalContrastiveLoss | None = None,
     augmentation: AugmentationConfig | None = None,
 ) -> Objective:
-    """Cosmo's fusion objective for batches with >= 2 modalities, the unimodal one otherwise."""
+    """Cosmo's fusion objective for batches with >= 2 modalities, the unimodal one otherwise.
+
+    With ``fusion_loss.copies > 1`` the batch holds that many stacked augmented copies; the
+    unimodal objective, which draws its own two views, reads the first.
+    """
     fusion = fusion_loss or CosmoFusionLoss()
     unimodal = unimodal_objective(generator, unimodal_loss, augmentation)
 
     def objective(model: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
-        return fusion(model(batch)) if len(batch) >= 2 else unimodal(model, batch)
+        if len(batch) >= 2:
+            return fusion(model(batch))
+        return unimodal(model, {m: x.chunk(fusion.copies)[0] for m, x in batch.items()})
 
     return objective

@@ -12,6 +12,10 @@ learning, e.g. Um et al. 2017, Tang et al. 2020):
   its own rotation (``modality``, the default: measured better on USC-HAD, see
   docs/learning.md) or all IMU modalities of a sample share one (``device``, the physical
   re-orientation). A rotation keeps each triad's norm.
+- ``views = 2`` (stage 1 only): every batch is augmented twice and the copies are stacked
+  along the batch axis (rows ``[A; B]``), so a contrastive objective that knows it
+  (:class:`fedhar.losses.CosmoFusionLoss` with ``copies=2``) also has positives that differ
+  in the augmentation, not only in the fusion weights.
 - Skeleton ``(B, T, J, 3)``: one random rotation per sample about the vertical (y) axis,
   up to ``skeleton_rotation_deg`` (the subject facing the camera at another angle).
 - Every modality: a per-sample, per-channel scale factor ``1 + N(0, scale^2)`` and
@@ -61,6 +65,9 @@ class AugmentConfig:
     rotation_scope
         ``modality``: each IMU modality draws its own rotation; ``device``: the IMU
         modalities of a sample share one.
+    views
+        Augmented copies of each batch, stacked along the batch axis (1: the batch itself
+        augmented once; 2: two independent augmentations, for a two-view contrastive loss).
     """
 
     rotation_deg: float = 0.0
@@ -68,6 +75,7 @@ class AugmentConfig:
     scale: float = 0.0
     jitter: float = 0.0
     rotation_scope: str = "modality"
+    views: int = 1
 
     def __post_init__(self) -> None:
         for name in ("rotation_deg", "skeleton_rotation_deg"):
@@ -79,6 +87,11 @@ class AugmentConfig:
         if self.rotation_scope not in ROTATION_SCOPES:
             raise ConfigError(f"rotation_scope must be one of {ROTATION_SCOPES}, got {self.rotation_scope!r}",
                               "augment.rotation_scope")
+        if self.views not in (1, 2):
+            raise ConfigError(f"views must be 1 or 2, got {self.views}", "augment.views")
+        if self.views == 2 and not self.enabled:
+            raise ConfigError("views=2 needs an augmentation to differ: set rotation_deg, "
+                              "skeleton_rotation_deg, scale or jitter", "augment.views")
 
     @property
     def enabled(self) -> bool:
@@ -89,7 +102,8 @@ class AugmentConfig:
     def from_mapping(cls, cfg: Mapping[str, Any]) -> AugmentConfig:
         """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
         check_known_keys(cls, cfg, "augment")
-        values: dict[str, Any] = {k: v if k == "rotation_scope" else float(v) for k, v in cfg.items()}
+        values: dict[str, Any] = {k: v if k == "rotation_scope" else int(v) if k == "views" else float(v)
+                                  for k, v in cfg.items()}
         return cls(**values)
 
 
@@ -151,8 +165,15 @@ def build_augmenter(cfg: AugmentConfig) -> Augmenter | None:
     if not cfg.enabled:
         return None
 
-    def augment(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def augment_once(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         rotations: dict[str, torch.Tensor] = {}
         return {m: _augment_one(x, cfg, rotations) for m, x in batch.items()}
+
+    if cfg.views == 1:
+        return augment_once
+
+    def augment(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        copies = [augment_once(batch) for _ in range(cfg.views)]
+        return {m: torch.cat([c[m] for c in copies]) for m in batch}  # (views * B, ...)
 
     return augment

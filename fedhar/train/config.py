@@ -87,6 +87,9 @@ class _LoopConfig:
         for name in ("epochs", "batch_size", "eval_every", "log_every"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}", name)
+        if self.augment.views != 1 and not isinstance(self, PretrainConfig):
+            raise ConfigError(f"augment.views={self.augment.views} is for stage 1's contrastive objective; "
+                              "a labeled loop augments each batch once", "augment.views")
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> Self:

@@ -20,7 +20,7 @@ from fedhar import keys
 from fedhar.data.partition import ClientPartition
 from fedhar.errors import ConfigError
 from fedhar.federated import build_finetune_model, build_pretrain_model
-from fedhar.losses import cosmo_or_unimodal_objective
+from fedhar.losses import CosmoFusionLoss, cosmo_or_unimodal_objective
 from fedhar.models import ModelConfig
 from fedhar.train.config import FinetuneConfig, PretrainConfig
 from fedhar.train.evaluate import evaluate
@@ -83,7 +83,8 @@ def local_pretrain(part: ClientPartition, global_arrays: Mapping[str, np.ndarray
     """Stage 1 on one client: contrastive fusion (unimodal SimCLR with one modality) on its unlabeled rows."""
     model = build_pretrain_model(part.unlabeled.info, part.modalities, model_cfg)
     load_global(model, global_arrays)
-    objective = cosmo_or_unimodal_objective(torch.Generator().manual_seed(seed))
+    objective = cosmo_or_unimodal_objective(torch.Generator().manual_seed(seed),
+                                            CosmoFusionLoss(copies=cfg.augment.views))
     history = pretrain(model, objective, part.unlabeled, cfg, seed=seed, progress=False, device=device)
     return LocalResult(model, {keys.NUM_EXAMPLES: part.num_unlabeled, keys.SUBJECT: part.subject,
                                keys.TRAIN_LOSS: float(history.records[-1].loss)})

@@ -14,6 +14,7 @@ from fedhar.data.synthetic import make_synthetic
 from fedhar.errors import ConfigError
 from fedhar.pipeline import MethodConfig, run_method
 from fedhar.quality import QualityConfig, cluster_penalty
+from fedhar.train.augment import AugmentConfig
 from fedhar.train.config import FinetuneConfig, PretrainConfig
 
 NUM_CLASSES = 4
@@ -84,6 +85,17 @@ class TestRunMethod:
     def test_methods__run_on_mixed_modalities(self, mixed: ExperimentData, method: MethodConfig) -> None:
         results = _run(method, mixed)
         assert 0.0 <= results["accuracy"] <= 1.0 and results["num_test"] == len(mixed.test)
+
+    def test_two_views__cosmo_pretrains_on_stacked_copies_and_cmc_refuses(self, imu_pair: ExperimentData) -> None:
+        two = PretrainConfig(epochs=1, batch_size=16, progress=False,
+                             augment=AugmentConfig(rotation_deg=90.0, jitter=0.05, views=2))
+        one = PretrainConfig(epochs=1, batch_size=16, progress=False, augment=AugmentConfig(rotation_deg=90.0, jitter=0.05))
+        runs = [run_method(MethodConfig(name="cosmo"), imu_pair, compact_model_config(), stage1, TINY2,
+                           QualityConfig(max_samples=100), seed=0) for stage1 in (two, one)]
+        losses = [r["history"]["pretrain"][0]["loss"] for r in runs]
+        assert all(np.isfinite(losses)) and losses[0] != losses[1]
+        with pytest.raises(ConfigError, match="method=cosmo only"):
+            run_method(MethodConfig(name="cmc"), imu_pair, compact_model_config(), two, TINY2, None, seed=0)
 
     def test_cpc__runs_on_imu_data(self, imu_pair: ExperimentData) -> None:
         method = MethodConfig(name="cpc", architecture={"prediction_steps": 4, "gru_hidden": 16,

@@ -81,9 +81,32 @@ class TestCosmoFusionLoss:
         hard = fusion_contrastive_loss(views, temperature=0.5, hard_positive_beta=5.0)
         assert hard.item() > plain.item()
 
+    def test_copies__identical_copies_equal_the_loss_over_doubled_views(self) -> None:
+        """Two stacked copies of a batch: the views of both copies of a sample are positives."""
+        proj = {k: v.double() for k, v in _projections(5).items()}
+        weights = (0.25, 0.5, 0.75)
+        doubled = CosmoFusionLoss(fusion_weights=weights, copies=2)({k: torch.cat([v, v]) for k, v in proj.items()})
+        views = build_fusion_views(list(proj.values()), fusion_weight_matrix(2, weights))
+        expected = fusion_contrastive_loss(torch.cat([views, views], dim=1), temperature=0.07)
+        assert doubled.item() == pytest.approx(expected.item(), rel=1e-9)
+        assert doubled.item() != pytest.approx(CosmoFusionLoss(fusion_weights=weights)(proj).item())
+
+    def test_copies__pairs_rows_of_the_same_sample(self) -> None:
+        """Copy B is copy A's sample order: swapping B's rows changes which views are positives."""
+        a, b = _projections(6, seed=1), _projections(6, seed=2)
+        loss_fn = CosmoFusionLoss(copies=2)
+        paired = loss_fn({k: torch.cat([a[k], 0.9 * a[k] + 0.1 * b[k]]) for k in a})
+        shuffled = loss_fn({k: torch.cat([a[k], (0.9 * a[k] + 0.1 * b[k]).roll(1, dims=0)]) for k in a})
+        assert paired.item() < shuffled.item()
+
+    def test_copies__rows_not_divisible_raise(self) -> None:
+        with pytest.raises(ValueError, match="copies"):
+            CosmoFusionLoss(copies=2)(_projections(5))
+
     @pytest.mark.parametrize(
         ("kwargs", "match"),
         [
+            ({"copies": 0}, "copies"),
             ({"temperature": 0.0}, "temperature"),  # division by zero
             ({"hard_positive_beta": -1.0}, "hard_positive_beta"),  # would favour easy positives
             ({"fusion_weights": ()}, "empty"),  # no views at all

@@ -70,7 +70,8 @@ def test_jitter_only__zero_mean_noise_of_the_configured_std() -> None:
     assert abs(float(noise.mean())) < 0.01 and float(noise.std()) == pytest.approx(0.5, rel=0.02)
 
 
-@pytest.mark.parametrize("bad", [{"rotation_deg": 200.0}, {"jitter": -0.1}, {"warp": 1.0}, {"rotation_scope": "phone"}])
+@pytest.mark.parametrize("bad", [{"rotation_deg": 200.0}, {"jitter": -0.1}, {"warp": 1.0}, {"rotation_scope": "phone"},
+                                 {"views": 3}, {"views": 2}])  # views 2 with nothing on: identical copies
 def test_config__bad_values_rejected(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         AugmentConfig.from_mapping(bad)
@@ -87,3 +88,25 @@ def test_build_augmenter__rotation_scope(scope: str) -> None:
     assert not torch.allclose(out["acc"], x, atol=1e-3)  # it did rotate
     torch.testing.assert_close(out["acc"].norm(dim=-1), out["gyro"].norm(dim=-1))
     assert torch.allclose(out["acc"], out["gyro"]) == (scope == "device")
+
+
+def test_build_augmenter__two_views_stack_two_rotations_of_each_sample() -> None:
+    """views=2: rows [A; B], each a rotation of the same sample (equal norms, different values)."""
+    torch.manual_seed(0)
+    augment = build_augmenter(AugmentConfig(rotation_deg=90.0, views=2))
+    assert augment is not None
+    x = torch.randn(4, 20, 3)
+    out = augment({"acc": x})["acc"]
+    assert out.shape == (8, 20, 3)
+    first, second = out.chunk(2)
+    torch.testing.assert_close(first.norm(dim=-1), x.norm(dim=-1))
+    torch.testing.assert_close(second.norm(dim=-1), x.norm(dim=-1))
+    assert not torch.allclose(first, second, atol=1e-3)
+
+
+def test_views__only_for_stage_1() -> None:
+    from fedhar.train.config import FinetuneConfig, PretrainConfig
+
+    assert PretrainConfig.from_mapping({"augment": {"jitter": 0.1, "views": 2}}).augment.views == 2
+    with pytest.raises(ConfigError, match="augment.views"):
+        FinetuneConfig.from_mapping({"augment": {"jitter": 0.1, "views": 2}})
