@@ -4,7 +4,7 @@ Five measurements, each printed as a table and written to ``<out>/<name>.json``
 (``--only`` picks some; defaults are small, scale them up with the flags):
 
 1. ``overhead``: wall time of federated stage 1 through `flwr run` (N subject clients, E
-   local epochs, R rounds; simulations.bench_federated.run_cell) divided by the same R x E
+   local epochs, R rounds; simulations.federated_cell.run_cell) divided by the same R x E
    epochs over the same (pooled) unlabeled data in a plain centralised loop.
 2. ``throughput``: samples/s of fedhar's stage-1 loop (fedhar.train.pretrain) vs a bare
    PyTorch loop (same model, loss, batch, optimizer) on the same data.
@@ -57,7 +57,7 @@ from fedhar.train.checkpoint import atomic_write_text
 from fedhar.train.config import PretrainConfig
 from fedhar.train.loop import build_optimizer
 from fedhar.train.pretrain import pretrain
-from simulations import bench_federated
+from simulations import federated_cell
 from simulations.centralized import CONFIG_DIR
 
 __all__ = ["MEASUREMENTS", "main"]
@@ -117,13 +117,13 @@ def centralized_pretrain_seconds(cfg: DictConfig, epochs: int) -> tuple[float, i
 def measure_overhead(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Federated stage 1 through `flwr run` vs the same epochs centralised."""
     epochs = args.rounds * args.local_epochs
-    cell = bench_federated.Cell(args.label_rate, args.seed, "qom")
+    cell = federated_cell.Cell(args.label_rate, args.seed, "qom")
     extra = (f"dataset={args.dataset} model={args.model} federation.stage1_rounds={args.rounds} "
              f"federation.stage1_local_epochs={args.local_epochs} federation.centralized_epochs=1 "
              f"federation.stage2_compare=[] federation.eval_every={args.rounds}")
     with tempfile.TemporaryDirectory(prefix="fedhar-overhead-") as tmp:
         started, launched_unix = time.perf_counter(), time.time()
-        results = bench_federated.run_cell(cell, Path(tmp), args.budget, args.local_epochs, args.nodes, extra,
+        results = federated_cell.run_cell(cell, Path(tmp), args.budget, args.local_epochs, args.nodes, extra,
                                            args.timeout)
         fed_wall, ended_unix = time.perf_counter() - started, time.time()
     rounds = results["stage1"]["round_wall_s"]
@@ -296,11 +296,11 @@ def measure_scale(args: argparse.Namespace) -> list[dict[str, Any]]:
                  f"federation.stage1_rounds={args.rounds} federation.stage1_local_epochs=1 "
                  f"federation.centralized_epochs=1 federation.stage2_compare=[] federation.eval_every={args.rounds} "
                  f"federation.node_wait_s={args.timeout}")
-        cell = bench_federated.Cell(50.0, args.seed, "qom")
+        cell = federated_cell.Cell(50.0, args.seed, "qom")
         with tempfile.TemporaryDirectory(prefix="fedhar-scale-") as tmp:
             started = time.perf_counter()
             results, peak_mb = peak_memory_during(functools.partial(
-                bench_federated.run_cell, cell, Path(tmp), args.budget, 1, clients, extra, args.timeout))
+                federated_cell.run_cell, cell, Path(tmp), args.budget, 1, clients, extra, args.timeout))
             wall = time.perf_counter() - started
         rounds = results["stage1"]["round_wall_s"]
         rows.append({"clients": clients, "samples_total": subjects * classes * per_class, "rounds": args.rounds,

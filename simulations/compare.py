@@ -2,9 +2,9 @@
 
 For each label rate and seed of the budget (configs/compare_budget/), runs every method of
 the dataset (configs/compare.yaml ``datasets.<name>.methods``): supervised-only baselines
-and centralised Cosmo through :func:`simulations.bench_centralized.run_cell` (in-process
+and centralised Cosmo through :func:`simulations.centralized_cell.run_cell` (in-process
 :func:`simulations.centralized.train`), federated stage 1 with plain FedAvg and with QoM
-weighting through :func:`simulations.bench_federated.run_cell` (a real `flwr run` via
+weighting through :func:`simulations.federated_cell.run_cell` (a real `flwr run` via
 ``simulations.run_federated``, private FLWR_HOME and ports), each followed by the same
 centralised stage 2 of the budget. Then writes, under ``out_dir``:
 
@@ -39,7 +39,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from simulations import bench_centralized, bench_federated
+from simulations import centralized_cell, federated_cell
 from simulations.centralized import CONFIG_DIR, METRICS_FILE, RESULTS_FILE
 from simulations.grid import DONE, CellKey, CellStore, GridOutcome, run_grid
 from simulations.plots import plot_accuracy_vs_label_rate, plot_convergence, plot_quality_weights
@@ -80,9 +80,8 @@ def methods_of(cfg: DictConfig) -> list[str]:
                        f"{list(cfg.datasets)})")
     methods = list(cfg.datasets[dataset].methods)
     chosen = cfg.compare_budget.get("methods")
-    if chosen is not None:
-        methods = [m for m in methods if m in set(chosen)] + [m for m in chosen if m not in methods and
-                                                              m in cfg.methods and _explicit(cfg, m)]
+    if chosen is not None:  # in the budget's order; another dataset's methods (supervised-acc on UTD) drop out
+        methods = [m for m in chosen if m in methods or (m in cfg.methods and _explicit(cfg, m))]
     unknown = [m for m in methods if m not in cfg.methods]
     if unknown:
         raise KeyError(f"methods {unknown} have no entry under `methods` in configs/compare.yaml")
@@ -128,11 +127,11 @@ class CellRunner:
         raise ValueError(f"method {key.method}: kind {spec.kind!r} is neither {CENTRALIZED!r} nor {FEDERATED!r}")
 
     def _centralized(self, key: CellKey, spec: DictConfig) -> dict[str, Any]:
-        cell = bench_centralized.Cell(self.dataset, str(spec.method), key.label_rate, key.seed, self.budget,
+        cell = centralized_cell.Cell(self.dataset, str(spec.method), key.label_rate, key.seed, self.budget,
                                       spec.get("modality"))
         extra = [f"num_threads={self.cfg.num_threads}",
                  *per_dataset(self.cfg.compare_budget.centralized_overrides, self.dataset), *spec.overrides]
-        results = bench_centralized.run_cell(cell, self.out_dir, str(self.cfg.model), list(extra))
+        results = centralized_cell.run_cell(cell, self.out_dir, str(self.cfg.model), list(extra))
         run_dir = Path(results["run_dir"])
         return {"kind": CENTRALIZED, "accuracy": results["accuracy"], "macro_f1": results["macro_f1"],
                 "best_epoch_accuracy": results.get("best_epoch_accuracy"),
@@ -140,24 +139,50 @@ class CellRunner:
                 "curve": centralized_curve(run_dir / METRICS_FILE)}
 
     def _federated(self, key: CellKey, spec: DictConfig) -> dict[str, Any]:
-        cell = bench_federated.Cell(key.label_rate, key.seed, str(spec.weighting))
-        # Stage 2 only in its centralised mode (the same stage 2 as the centralised cells).
-        extra = " ".join([f"dataset={self.dataset}", f"model={self.cfg.model}", "federation.stage2_compare=[]",
+        cell = federated_cell.Cell(key.label_rate, key.seed, str(spec.weighting))
+        # The centralised stage 2 of the budget (the same as the centralised cells'), plus the
+        # federated stage-2 modes of `stage2_compare` from the same encoders. Every federated
+        # method of a weighting shares one `flwr run` per (label rate, seed): its run folder.
+        compare = [str(m) for m in self.cfg.stage2_compare]
+        extra = " ".join([f"dataset={self.dataset}", f"model={self.cfg.model}",
+                          f"federation.stage2_compare=[{','.join(compare)}]",
                           *per_dataset(self.cfg.compare_budget.federated_overrides, self.dataset),
                           *spec.overrides])
         out = self.out_dir / FEDERATED_DIR / self.dataset
         nodes = int(self.cfg.datasets[self.dataset].nodes)
         local_epochs = int(per_dataset(self.cfg.compare_budget.local_epochs, self.dataset))
-        results = bench_federated.run_cell(cell, out, self.budget, local_epochs, nodes,
-                                           extra, float(self.cfg.compare_budget.cell_timeout_s))
+        results = self._run_federated(cell, out, local_epochs, nodes, extra)
         stage1 = results.get("stage1", {})
-        return {"kind": FEDERATED, "accuracy": results["final"]["accuracy"], "macro_f1": results["final"]["macro_f1"],
-                "best_epoch_accuracy": None, "run_wall_s": results.get("wall_time_s"),
-                "source": str(out / "runs" / cell.folder / RESULTS_FILE),
-                "bytes_per_client_round": (stage1.get("bytes_down_per_client_round", 0.0)
-                                           + stage1.get("bytes_up_per_client_round", 0.0)),
-                "round_wall_s": stage1.get("round_wall_s", []),
-                "curve": federated_curve(stage1), "weights": client_weights(stage1)}
+        record = {"kind": FEDERATED, "accuracy": results["final"]["accuracy"],
+                  "macro_f1": results["final"]["macro_f1"], "best_epoch_accuracy": None,
+                  "run_wall_s": results.get("wall_time_s"), "source": str(out / "runs" / cell.folder / RESULTS_FILE),
+                  "bytes_per_client_round": (stage1.get("bytes_down_per_client_round", 0.0)
+                                             + stage1.get("bytes_up_per_client_round", 0.0)),
+                  "round_wall_s": stage1.get("round_wall_s", []),
+                  "curve": federated_curve(stage1), "weights": client_weights(stage1)}
+        mode = spec.get("stage2")
+        if mode is None:
+            return record
+        stage2 = results.get("stage2_compare", {}).get(str(mode))
+        if stage2 is None:
+            raise ValueError(f"method {key.method}: stage-2 mode {mode!r} did not run in {record['source']} "
+                             f"(stage2_compare of this sweep: {compare})")
+        rounds = stage2.get("round_wall_s", [])
+        return {**record, "accuracy": stage2["final"]["accuracy"], "macro_f1": stage2["final"]["macro_f1"],
+                "bytes_per_client_round": stage2["bytes_down_per_client_round"] + stage2["bytes_up_per_client_round"],
+                "round_wall_s": rounds or [stage2.get("wall_s", 0.0)]}
+
+
+    def _run_federated(self, cell: federated_cell.Cell, out: Path, local_epochs: int, nodes: int,
+                       extra: str) -> dict[str, Any]:
+        """One `flwr run` (or its finished folder), tried ``federated_retries`` more times after a failure."""
+        timeout = float(self.cfg.compare_budget.cell_timeout_s)
+        for attempt in range(int(self.cfg.federated_retries)):
+            try:
+                return federated_cell.run_cell(cell, out, self.budget, local_epochs, nodes, extra, timeout)
+            except RuntimeError as err:  # e.g. a lost heartbeat; the error names the cell's log
+                logger.warning("attempt %d failed, relaunching: %s", attempt + 1, err)
+        return federated_cell.run_cell(cell, out, self.budget, local_epochs, nodes, extra, timeout)
 
 
 def centralized_curve(metrics_file: Path) -> dict[str, Any]:
@@ -281,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point (Hydra override syntax); exit status 1 if a cell failed and ``fail_on_error``.
 
     Not ``@hydra.main``: the centralised cells compose configs/config.yaml themselves
-    (simulations.bench_centralized.run_cell), which a running Hydra app forbids.
+    (simulations.centralized_cell.run_cell), which a running Hydra app forbids.
     """
     cfg = compose_config(sys.argv[1:] if argv is None else argv)
     out_dir = Path(str(cfg.out_dir)).expanduser()

@@ -3,8 +3,7 @@
 A cell is one (method, label rate, seed) run. :func:`run_grid` runs the cells whose record
 is missing (or failed, when ``retry_failed``), stores each outcome atomically as soon as
 it is known, and never lets one failed cell stop the grid; a crash loses at most the cell
-in progress. Shared by simulations/compare.py; simulations/bench_centralized.py's
-``summarize`` could use :func:`mean_std`.
+in progress. Used by the sweep runner, simulations/compare.py.
 """
 
 from __future__ import annotations

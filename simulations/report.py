@@ -2,7 +2,8 @@
 
 Input: cell records (simulations/grid.py) with ``method``, ``label_rate``, ``seed``,
 ``status`` and, when done, ``accuracy`` and ``macro_f1`` (last epoch, test subjects,
-fractions) and optionally ``best_epoch_accuracy`` (max over evaluated epochs: selects on
+fractions), optionally ``bytes_per_client_round`` (federated cells: down + up per client
+and round of the stage that produced the accuracy) and ``best_epoch_accuracy`` (max over evaluated epochs: selects on
 the test set, shown only in its own labelled column, for comparison with the Cosmo paper).
 Statistics use the finished seeds only; a group with failed seeds says so in its status
 column, and a group with no finished seed shows ``FAILED`` instead of numbers.
@@ -32,7 +33,8 @@ NOT_AVAILABLE = "n/a"
 ERROR_CHARS = 80
 CSV_FIELDS = ("label_rate", "method", "label", "status", "seeds_done", "seeds_failed", "accuracy_mean",
               "accuracy_std", "macro_f1_mean", "macro_f1_std", "best_epoch_accuracy_mean",
-              "best_epoch_accuracy_std", "wall_s_mean", "wall_s_std", "error")
+              "best_epoch_accuracy_std", "wall_s_mean", "wall_s_std", "mb_per_client_round", "error")
+MB = 1e6
 
 
 def _stat(records: Sequence[Mapping[str, Any]], key: str) -> tuple[float, float] | None:
@@ -60,7 +62,7 @@ def summarise(records: Iterable[Mapping[str, Any]], order: Sequence[str] = (),
         Rows with ``label_rate``, ``method``, ``label``, ``status`` (``ok``, ``failed k/n``
         or ``FAILED``), ``seeds_done``, ``seeds_failed``, ``accuracy``, ``macro_f1``,
         ``best_epoch_accuracy`` and ``wall_s`` (``(mean, std)`` in percent / seconds, or
-        ``None``), and ``error`` (the first failure's message, or ``""``).
+        ``None``), ``mb_per_client_round`` (mean, federated cells; else ``None``) and ``error`` (the first failure's message, or ``""``).
     """
     labels = labels or {}
     groups: dict[tuple[float, str], list[Mapping[str, Any]]] = {}
@@ -74,6 +76,7 @@ def summarise(records: Iterable[Mapping[str, Any]], order: Sequence[str] = (),
         failed = sorted((r for r in recs if r.get("status") != DONE), key=lambda r: r["seed"])
         status = "ok" if not failed else (FAILED_TEXT if not done else f"{FAILED} {len(failed)}/{len(recs)}")
         walls = [float(r["cell_wall_s"]) for r in done if r.get("cell_wall_s") is not None]
+        sizes = [float(r["bytes_per_client_round"]) / MB for r in done if r.get("bytes_per_client_round")]
         rows.append({
             "label_rate": rate, "method": method, "label": labels.get(method, method), "status": status,
             "seeds_done": [int(r["seed"]) for r in done], "seeds_failed": [int(r["seed"]) for r in failed],
@@ -81,6 +84,7 @@ def summarise(records: Iterable[Mapping[str, Any]], order: Sequence[str] = (),
             "macro_f1": _stat(done, "macro_f1") if done else None,
             "best_epoch_accuracy": _stat(done, "best_epoch_accuracy") if done else None,
             "wall_s": mean_std(walls) if walls else None,
+            "mb_per_client_round": sum(sizes) / len(sizes) if sizes else None,
             "error": str(failed[0].get("error", FAILED_TEXT)) if failed else "",
         })
     return rows
@@ -97,15 +101,17 @@ def _pm(stat: tuple[float, float] | None, failed: bool, digits: int = 1) -> str:
 def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """The rows as a markdown table (failed groups show ``FAILED`` and their error)."""
     lines = [("| label rate % | method | status | seeds | accuracy % (last epoch) | macro-F1 % (last epoch) "
-              "| best-epoch accuracy % (selects on test; paper's metric) | wall s / cell | error |"),
-             "|---|---|---|---|---|---|---|---|---|"]
+              "| best-epoch accuracy % (selects on test; paper's metric) | wall s / cell | MB / client / round | error |"),
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         failed = not r["seeds_done"]
         wall = NOT_AVAILABLE if r["wall_s"] is None else f"{r['wall_s'][0]:.0f}"
         error = r["error"].replace("|", "/").replace("\n", " ")[:ERROR_CHARS]
+        size = r.get("mb_per_client_round")
+        mb = NOT_AVAILABLE if size is None else f"{size:.2f}"
         lines.append(f"| {r['label_rate']:g} | {r['label']} | {r['status']} | {len(r['seeds_done'])} "
                      f"| {_pm(r['accuracy'], failed)} | {_pm(r['macro_f1'], failed)} "
-                     f"| {_pm(r['best_epoch_accuracy'], failed)} | {wall} | {error} |")
+                     f"| {_pm(r['best_epoch_accuracy'], failed)} | {wall} | {mb} | {error} |")
     return "\n".join(lines) + "\n"
 
 
@@ -119,6 +125,8 @@ def to_csv(rows: Sequence[Mapping[str, Any]]) -> str:
         out["error"] = r["error"].splitlines()[0] if r["error"] else ""
         out["seeds_done"] = " ".join(map(str, r["seeds_done"]))
         out["seeds_failed"] = " ".join(map(str, r["seeds_failed"]))
+        size = r.get("mb_per_client_round")
+        out["mb_per_client_round"] = "" if size is None else f"{size:.4f}"
         for key in ("accuracy", "macro_f1", "best_epoch_accuracy", "wall_s"):
             stat = r[key] if r["seeds_done"] else None
             out[f"{key}_mean"], out[f"{key}_std"] = (f"{stat[0]:.4f}", f"{stat[1]:.4f}") if stat else ("", "")

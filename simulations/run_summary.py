@@ -63,7 +63,8 @@ def centralized_reference(dataset: str, label_rate: float, method: str = "cosmo"
     if row is None:
         return f"no committed centralised {method} result at {label_rate:g} % labels in {rel}"
     mean, std = row["accuracy"]
-    return (f"centralised {method} reference: {mean:.1f} ± {std:.1f} % accuracy over {len(row['seeds'])} seeds "
+    seeds = row.get("seeds", row.get("seeds_done", []))  # the sweep's report (simulations/report.py) or older summaries
+    return (f"centralised {method} reference: {mean:.1f} ± {std:.1f} % accuracy over {len(seeds)} seeds "
             f"(committed benchmark {rel}, {budget}, not this run)")
 
 

@@ -61,31 +61,3 @@ class TestTrain:
         with pytest.raises(ConfigError, match="unknown device 'gpu'"):
             train(cfg)
         assert not list(tmp_path.iterdir())
-
-
-class TestBenchSummary:
-    def test_summarize__mean_std_over_seeds(self) -> None:
-        from simulations.bench_centralized import summarize, to_markdown
-
-        # Prepare: two seeds of one cell, accuracies 0.5 and 0.7
-        rows = [{"dataset": "d", "label_rate": 5.0, "method": "m", "seed": s, "accuracy": a, "macro_f1": a / 2,
-                 "best_epoch_accuracy": a + 0.1, "wall_time_s": {"run": 10.0}} for s, a in ((0, 0.5), (1, 0.7))]
-        # Execute
-        (row,) = summarize(rows)
-        # Assert: mean 60 %, sample std 14.1 %
-        assert row["accuracy"][0] == pytest.approx(60.0) and row["accuracy"][1] == pytest.approx(14.142, abs=1e-3)
-        assert "60.0 ± 14.1" in to_markdown([row]) and "selects on test" in to_markdown([row])
-
-    def test_grid__first_seeds_first(self) -> None:
-        from simulations.bench_centralized import build_grid
-
-        grid = build_grid([0, 1, 2], [0])
-        assert grid[0].seed == 0 and grid[-1].seed == 2 and {c.dataset for c in grid} == {"utd-mhad", "usc-had"}
-
-    def test_grid__budgets_and_method_filter(self) -> None:
-        from simulations.bench_centralized import build_grid
-
-        grid = build_grid([0], [0], utd_budget="reference", usc_budget="tiny", methods=["cosmo", "supervised-acc"])
-        assert {(c.dataset, c.label, c.budget) for c in grid} == {
-            ("utd-mhad", "cosmo", "reference"), ("usc-had", "cosmo", "tiny"), ("usc-had", "supervised-acc", "tiny")}
-        assert len(grid) == 4  # UTD cosmo at 5 % and 10 %, USC two cells at 1 %

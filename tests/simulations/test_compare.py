@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from simulations.compare import CONFIG_DIR, per_dataset, plan, run
+from simulations.compare import CONFIG_DIR, compose_config, per_dataset, plan, run
 
 MIN_PNG_BYTES = 5_000
 SMOKE_METHODS = ("supervised-skeleton", "cosmo", "fed-fedavg", "fed-qom")
@@ -95,3 +95,79 @@ def test_client_weights__read_from_the_structured_results() -> None:
     stage1 = {"client_weights": {"1": {"imu": {"subject-1": 0.25, "subject-2": 0.75}, "shared": {"subject-1": 0.5}}}}
     assert client_weights(stage1) == {"1": {"imu": {"1": 0.25, "2": 0.75}, "shared": {"1": 0.5}}}
     assert client_weights({}) == {}
+
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment__composes_into_a_plan_of_known_methods(experiment: str, tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, f"experiment={experiment}")
+    cells = plan(cfg)
+    methods = list(cfg.compare_budget.methods)
+    # Every named method runs, in the experiment's order, at every rate and seed it lists.
+    assert [c.method for c in cells[:len(methods)]] == methods
+    rates = per_dataset(cfg.compare_budget.label_rates, str(cfg.dataset.name))
+    assert len(cells) == len(methods) * len(rates) * len(cfg.compare_budget.seeds)
+    for name in methods:
+        spec = cfg.methods[name]
+        assert spec.kind in ("centralized", "federated")
+        if spec.get("stage2") is not None:  # a federated stage-2 mode must run in that sweep
+            assert spec.stage2 in cfg.stage2_compare
+    # The experiment's own folder, named after it.
+    assert Path(compose_config([f"experiment={experiment}"]).out_dir).name == experiment == cfg.compare_budget.name
+
+
+def _federated_results(acc: float) -> dict:
+    return {"final": {"accuracy": acc, "macro_f1": acc - 0.1}, "wall_time_s": 100.0,
+            "stage1": {"round_wall_s": [30.0, 6.0], "bytes_down_per_client_round": 1.0e6,
+                       "bytes_up_per_client_round": 2.0e6},
+            "stage2_compare": {"lda": {"final": {"accuracy": 0.7, "macro_f1": 0.6}, "wall_s": 3.0,
+                                       "bytes_down_per_client_round": 1.0e6, "bytes_up_per_client_round": 16.0e6}}}
+
+
+def test_federated_stage2_mode__read_from_the_shared_run_and_missing_mode_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from simulations import compare, federated_cell
+    from simulations.grid import CellKey
+
+    calls: list[str] = []
+
+    def fake_run_cell(cell, out, budget, local_epochs, nodes, extra, timeout):
+        calls.append(extra)
+        return _federated_results(0.6)
+
+    monkeypatch.setattr(federated_cell, "run_cell", fake_run_cell)
+    cfg = _cfg(tmp_path, "experiment=federated-utd")
+    runner = compare.CellRunner(cfg, tmp_path)
+    plain = runner(CellKey("fed-qom", 5.0, 0))
+    lda = runner(CellKey("fed-qom-lda", 5.0, 0))
+    # The centralised stage 2 is the run's final result; the mode its stage2_compare entry
+    assert plain["accuracy"] == 0.6 and plain["bytes_per_client_round"] == 3.0e6
+    assert lda["accuracy"] == 0.7 and lda["macro_f1"] == 0.6
+    assert lda["bytes_per_client_round"] == 17.0e6 and lda["round_wall_s"] == [3.0]
+    # Both asked for the same run: identical overrides with every mode of the sweep
+    assert calls[0] == calls[1] and "federation.stage2_compare=[federated,lda,ccvr]" in calls[0]
+    with pytest.raises(ValueError, match="'ccvr' did not run"):
+        runner(CellKey("fed-qom-ccvr", 5.0, 0))
+
+
+def test_federated_cell__relaunched_after_a_failed_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from simulations import compare, federated_cell
+    from simulations.grid import CellKey
+
+    outcomes = [RuntimeError("cell failed (exit 1)"), _federated_results(0.5)]
+
+    def flaky_run_cell(*_: object) -> dict:
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    monkeypatch.setattr(federated_cell, "run_cell", flaky_run_cell)
+    cfg = _cfg(tmp_path, "experiment=federated-utd")
+    assert compare.CellRunner(cfg, tmp_path)(CellKey("fed-qom", 5.0, 0))["accuracy"] == 0.5 and not outcomes
+    outcomes[:] = [RuntimeError("first"), RuntimeError("second")]
+    cfg.federated_retries = 1
+    with pytest.raises(RuntimeError, match="second"):
+        compare.CellRunner(cfg, tmp_path)(CellKey("fed-qom", 5.0, 0))

@@ -63,6 +63,12 @@ class TestClosingSummary:
         assert "one class-statistics round (6 clients merged, 0 rejected), 17.00 MB per client" in lines[3]
         assert lines[4] == "  results: /r/results.json; plot: /r/convergence.png"
 
+    def test_reference__reads_the_sweep_report_rows(self, tmp_path: Path) -> None:
+        # simulations/report.py rows name their finished seeds `seeds_done`
+        repo = _reference(tmp_path, [{"method": "cosmo", "label_rate": 5.0, "seeds_done": [0, 1],
+                                      "accuracy": [63.0, 2.5]}])
+        assert "63.0 ± 2.5 % accuracy over 2 seeds" in centralized_reference("utd-mhad", 5, repo=repo)
+
     def test_reference__missing_rate_or_dataset_says_so(self, tmp_path: Path) -> None:
         repo = _reference(tmp_path, [{"method": "cosmo", "label_rate": 10.0, "seeds": [0], "accuracy": [70.0, 0.0]}])
         assert "no committed centralised cosmo result at 5 % labels" in centralized_reference("utd-mhad", 5, repo=repo)
