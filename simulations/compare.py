@@ -1,12 +1,16 @@
-"""Centralised vs federated stage 1, same stage 2: ``python -m simulations.compare dataset=utd-mhad compare_budget=smoke``.
+"""The sweep runner: ``python -m simulations.compare experiment=<name>`` or ``dataset=utd-mhad compare_budget=smoke``.
 
-For each label rate and seed of the budget (configs/compare_budget/), runs every method of
-the dataset (configs/compare.yaml ``datasets.<name>.methods``): supervised-only baselines
-and centralised Cosmo through :func:`simulations.centralized_cell.run_cell` (in-process
+Every benchmark grid of fedhar runs through it: a grid is a compare budget
+(configs/compare_budget/) or an experiment (configs/experiment/<name>.yaml: dataset, label
+rates, seeds, methods and overrides of one BENCHMARKS.md table).
+
+For each label rate and seed, runs every method of the grid (configs/compare.yaml
+``methods``): supervised, classical and contrastive centralised methods through :func:`simulations.centralized_cell.run_cell` (in-process
 :func:`simulations.centralized.train`), federated stage 1 with plain FedAvg and with QoM
 weighting through :func:`simulations.federated_cell.run_cell` (a real `flwr run` via
 ``simulations.run_federated``, private FLWR_HOME and ports), each followed by the same
-centralised stage 2 of the budget. Then writes, under ``out_dir``:
+centralised stage 2 of the budget, and the federated stage-2 modes of ``stage2_compare`` from
+the same encoders (methods ``fed-qom-<mode>``, read from the one run they share). Then writes, under ``out_dir``:
 
 - ``cells/<method>/lr<r>/seed<s>.json``: one record per cell, written atomically as soon as
   the cell ends (``status`` done or failed with its error). A finished cell is never run
@@ -19,6 +23,7 @@ centralised stage 2 of the budget. Then writes, under ``out_dir``:
 
 Examples
 --------
+``python -m simulations.compare experiment=federated-utd``
 ``python -m simulations.compare dataset=utd-mhad compare_budget=quick``
 ``python -m simulations.compare dataset=usc-had compare_budget=quick retry_failed=false``
 ``python -m simulations.compare compare_budget=smoke out_dir=OUT/cmp 'compare_budget.methods=[cosmo,fed-qom]'``
@@ -171,7 +176,6 @@ class CellRunner:
         return {**record, "accuracy": stage2["final"]["accuracy"], "macro_f1": stage2["final"]["macro_f1"],
                 "bytes_per_client_round": stage2["bytes_down_per_client_round"] + stage2["bytes_up_per_client_round"],
                 "round_wall_s": rounds or [stage2.get("wall_s", 0.0)]}
-
 
     def _run_federated(self, cell: federated_cell.Cell, out: Path, local_epochs: int, nodes: int,
                        extra: str) -> dict[str, Any]:
