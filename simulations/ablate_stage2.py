@@ -77,8 +77,8 @@ def run(out: Path, base: Sequence[str], stage1_extra: Sequence[str], variants: d
     if checkpoint.is_file():
         stage1.load_state_dict(torch.load(checkpoint))
     else:
-        pretrain(stage1, cosmo_objective(CosmoFusionLoss(**_plain(cfg.method.loss), copies=exp.stage1.augment.views)), experiment.unlabeled,
-                 exp.stage1, derive_seed(seed, "stage1"))
+        loss = CosmoFusionLoss(**_plain(cfg.method.loss), copies=exp.stage1.augment.views)
+        pretrain(stage1, cosmo_objective(loss), experiment.unlabeled, exp.stage1, derive_seed(seed, "stage1"))
         tmp = checkpoint.with_suffix(".tmp")
         torch.save(stage1.state_dict(), tmp)
         tmp.replace(checkpoint)

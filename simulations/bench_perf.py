@@ -124,7 +124,7 @@ def measure_overhead(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="fedhar-overhead-") as tmp:
         started, launched_unix = time.perf_counter(), time.time()
         results = federated_cell.run_cell(cell, Path(tmp), args.budget, args.local_epochs, args.nodes, extra,
-                                           args.timeout)
+                                          args.timeout)
         fed_wall, ended_unix = time.perf_counter() - started, time.time()
     rounds = results["stage1"]["round_wall_s"]
     cfg = _compose([f"dataset={args.dataset}", f"model={args.model}", f"budget={args.budget}",

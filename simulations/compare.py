@@ -173,9 +173,10 @@ class CellRunner:
             raise ValueError(f"method {key.method}: stage-2 mode {mode!r} did not run in {record['source']} "
                              f"(stage2_compare of this sweep: {compare})")
         rounds = stage2.get("round_wall_s", [])
+        # The stage-1 curve and weights are the shared run's: drawn once, for the method without a mode.
         return {**record, "accuracy": stage2["final"]["accuracy"], "macro_f1": stage2["final"]["macro_f1"],
                 "bytes_per_client_round": stage2["bytes_down_per_client_round"] + stage2["bytes_up_per_client_round"],
-                "round_wall_s": rounds or [stage2.get("wall_s", 0.0)]}
+                "round_wall_s": rounds or [stage2.get("wall_s", 0.0)], "curve": None, "weights": None}
 
     def _run_federated(self, cell: federated_cell.Cell, out: Path, local_epochs: int, nodes: int,
                        extra: str) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from simulations.run_federated import free_port, stop_superlink
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
-PERCENT = 100.0
 WEIGHTINGS = {"qom": "qom-fedavg", "examples": "fedavg"}
 
 
