@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from fedhar.train.checkpoint import atomic_write_text
-from simulations.run_federated import free_port, stop_superlink
+from simulations.run_federated import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -85,11 +85,8 @@ def run_cell(cell: Cell, out: Path, budget: str, local_epochs: int, nodes: int, 
            f"num-supernodes={nodes} client-resources-num-cpus=1", "--timeout", str(timeout)]
     logger.info("running %s: %s", cell, overrides)
     started = time.perf_counter()
-    try:
-        with (cell_dir / "flwr.log").open("w", encoding="utf-8") as log:
-            code = subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
-    finally:
-        stop_superlink(work / "flwr-home")
+    with (cell_dir / "flwr.log").open("w", encoding="utf-8") as log:  # run_federated stops its own SuperLink
+        code = subprocess.run(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
     # The cell's output folder is fresh: it holds this one run's folder (<run id>/results.json).
     found = sorted((work / "runs").glob("*/results.json"))
     if code != 0 or len(found) != 1:

@@ -10,8 +10,12 @@ A run that ends ``finished:failed`` without a results file is launched again onl
 asked, up to ``--retries`` times (default 0). On a saturated machine Flower 1.41's local SuperLink can
 expire a simulation task whose heartbeats were delayed ("No heartbeat received from the
 task", 60 s after the last one acknowledged); such a run failed for reasons outside the
-app, and its ``flwr-simulation`` process keeps running: it is killed (by PID, found by the
-SuperLink's runtime port) before the retry. A genuine failure fails every attempt.
+app. A genuine failure fails every attempt.
+
+Each attempt runs on a local SuperLink this command starts and stops
+(:mod:`simulations.local_superlink`), so a timed-out or lost run's ``flwr-simulation``
+process and its Ray cluster stop with it. A SuperLink that already answers on the port
+(``FLWR_LOCAL_SUPERLINK_HTTP_API_PORT``, default 39091) is used and left alone.
 
 Usage::
 
@@ -26,7 +30,6 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +41,7 @@ from pathlib import Path
 from flwr.common.config import parse_config_args
 
 from fedhar.errors import ConfigError
+from simulations.local_superlink import SuperLinkError, local_superlink
 from strategies.run_config import output_root, run_folder
 
 __all__ = [
@@ -45,10 +49,8 @@ __all__ = [
     "check_run",
     "failure_line",
     "free_port",
-    "kill_orphaned_simulations",
     "main",
     "run",
-    "stop_superlink",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,7 +58,6 @@ logger = logging.getLogger(__name__)
 _RUN_ID = re.compile(r"Successfully started run (\d+)")
 _COMPLETED = "finished:completed"
 _FAILED = "finished:failed"
-_DEFAULT_RUNTIME_PORT = "39091"  # Flower's local SuperLink port unless FLWR_LOCAL_SUPERLINK_HTTP_API_PORT is set
 EXIT_FAILED = 1
 RESULTS_FILE = "results.json"
 EXIT_NO_RESULTS = 2
@@ -145,71 +146,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def stop_superlink(flwr_home: Path) -> None:
-    """SIGTERM the detached local SuperLink that ``flwr run`` started for ``flwr_home``.
-
-    Found by its command line, which names ``flwr_home``; other SuperLinks are left alone.
-    """
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "flower-superlink" in cmdline and str(flwr_home) in cmdline:
-            os.kill(int(proc.name), signal.SIGTERM)
-
-
 def _lost_task(code: int, outcome: RunOutcome) -> bool:
     """Whether a run started, then ended ``finished:failed`` with no results file (worth one more try)."""
     no_results = outcome.results is None or not outcome.results.is_file()
     return code == 0 and outcome.run_id is not None and outcome.status == _FAILED and no_results
-
-
-def kill_orphaned_simulations(env: dict[str, str]) -> int:
-    """SIGKILL the ``flwr-simulation`` processes attached to this environment's local SuperLink.
-
-    They are found by the ``--runtime-api-address 127.0.0.1:<port>`` in their command line
-    (the port of ``FLWR_LOCAL_SUPERLINK_HTTP_API_PORT``, else Flower's default), so
-    simulations of other SuperLinks on the machine are left alone. Returns how many were killed.
-    """
-    port = env.get("FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", _DEFAULT_RUNTIME_PORT)
-    marker = f":{port}"
-    killed = 0
-    for proc_dir in Path("/proc").glob("[0-9]*"):
-        try:
-            args = (proc_dir / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [a.decode(errors="replace") for a in args if a]
-        if not any(w.endswith("flwr-simulation") for w in words[:2]):
-            continue
-        address = next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--runtime-api-address"), "")
-        if address.endswith(marker):
-            pid = int(proc_dir.name)
-            for victim in (pid, *_descendants(pid)):  # its Ray cluster (gcs_server, raylet, workers) too
-                try:
-                    os.kill(victim, signal.SIGKILL)
-                except OSError:
-                    continue
-                killed += victim == pid
-    return killed
-
-
-def _descendants(pid: int) -> list[int]:
-    """PIDs of every process below ``pid`` in the process tree (read from /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat_file in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat_file.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat_file.parent.name))
-    found, todo = [], list(children.get(pid, ()))
-    while todo:
-        child = todo.pop()
-        found.append(child)
-        todo.extend(children.get(child, ()))
-    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,20 +178,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--run-config: {err}")
     env = dict(os.environ)
     env.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
-    for attempt in range(args.retries + 1):
-        code, lines = run(args.app, args.run_config, args.federation_config, env, args.timeout)
-        if code == EXIT_TIMEOUT:  # the simulation outlives the killed CLI: stop it and its Ray cluster
-            logger.error("killed %d flwr-simulation process(es) of the timed-out run", kill_orphaned_simulations(env))
-            return EXIT_TIMEOUT
-        outcome = check_run(lines, root, run_config, lambda rid: run_status(rid, env))
-        logger.info("flwr run exit %d, run %s, status %s, results %s", code, outcome.run_id, outcome.status,
-                    outcome.results)
-        if not _lost_task(code, outcome) or attempt == args.retries:
-            break
-        killed = kill_orphaned_simulations(env)
-        logger.warning("run %s ended %s without results (Flower drops a simulation task whose heartbeats "
-                       "are late on a saturated machine); killed %d orphaned flwr-simulation process(es); "
-                       "retry %d of %d", outcome.run_id, outcome.status, killed, attempt + 1, args.retries)
+    try:
+        for attempt in range(args.retries + 1):
+            # A SuperLink per attempt: stopping it stops whatever the attempt left running.
+            with local_superlink(env) as link:
+                code, lines = run(args.app, args.run_config, args.federation_config, env, args.timeout)
+                if code == EXIT_TIMEOUT:
+                    if link is None:
+                        logger.error("the timed-out run's simulation may still run on the SuperLink this command did "
+                                     "not start")
+                    return EXIT_TIMEOUT
+                outcome = check_run(lines, root, run_config, lambda rid: run_status(rid, env))
+            logger.info("flwr run exit %d, run %s, status %s, results %s", code, outcome.run_id, outcome.status,
+                        outcome.results)
+            if not _lost_task(code, outcome) or attempt == args.retries:
+                break
+            logger.warning("run %s ended %s without results (Flower drops a simulation task whose heartbeats "
+                           "are late on a saturated machine); retry %d of %d", outcome.run_id, outcome.status,
+                           attempt + 1, args.retries)
+    except SuperLinkError as err:
+        logger.error("%s", err)
+        print(failure_line(None, [f"SuperLinkError: {err}"]), flush=True)
+        return EXIT_FAILED
     if code != 0 or outcome.run_id is None:
         logger.error("flwr run failed (exit %d) or started no run", code)
         print(failure_line(outcome.run_id, lines), flush=True)

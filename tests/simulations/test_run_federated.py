@@ -22,8 +22,8 @@ from fedhar.data.config import DatasetConfig
 from fedhar.data.experiment import prepare_experiment
 from fedhar.data.loading import load_dataset
 from fedhar.data.normalization import Normalizer
-from simulations import export_model, infer, run_federated
-from simulations.run_federated import EXIT_FAILED, EXIT_NO_RESULTS, EXIT_TIMEOUT, check_run, free_port, stop_superlink
+from simulations import export_model, infer, local_superlink, run_federated
+from simulations.run_federated import EXIT_FAILED, EXIT_NO_RESULTS, EXIT_TIMEOUT, check_run, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,6 +40,31 @@ def _fake_flwr(bin_dir: Path, run_lines: list[str], status: str, code: int = 0) 
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
 
 
+def _fake_superlink(bin_dir: Path, pids: Path) -> None:
+    """A `flower-superlink` on PATH: answers /health on its --port and starts a child in a session of
+    its own (standing in for SuperExec and the simulation); both PIDs are appended to ``pids``."""
+    script = bin_dir / "flower-superlink"
+    script.write_text(
+        f"#!{sys.executable}\nimport http.server, os, subprocess, sys\n"
+        "port = int(sys.argv[sys.argv.index('--port') + 1])\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True)\n"
+        f"open({str(pids)!r}, 'a').write(f'{{os.getpid()}} {{child.pid}}\\n')\n"
+        "class Health(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n        self.send_response(200)\n        self.end_headers()\n"
+        "    def log_message(self, *args):\n        pass\n"
+        "http.server.HTTPServer(('127.0.0.1', port), Health).serve_forever()\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie waiting for its parent counts as exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def _count_runs(flwr: Path, calls: Path) -> None:
     """Make the fake `flwr` append its first argument to ``calls`` on every invocation."""
     text = flwr.read_text().replace("import sys\n", f"import sys\nopen({str(calls)!r}, 'a').write(sys.argv[1] + chr(10))\n", 1)
@@ -53,7 +78,16 @@ class TestRunFederatedExitCodes:
         bin_dir.mkdir()
         monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
         monkeypatch.setenv("FEDHAR_OUTPUT_DIR", str(tmp_path / "runs"))
+        monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr-home"))
+        monkeypatch.setenv("FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", str(free_port()))
+        _fake_superlink(bin_dir, tmp_path / "superlink-pids")
         return bin_dir
+
+    @staticmethod
+    def _superlinks(tmp_path: Path) -> list[tuple[int, int]]:
+        """(SuperLink PID, its child's PID) of every fake SuperLink started so far."""
+        text = (tmp_path / "superlink-pids").read_text() if (tmp_path / "superlink-pids").exists() else ""
+        return [(int(a), int(b)) for a, b in (line.split() for line in text.splitlines())]
 
     @staticmethod
     def _results(tmp_path: Path, run: str = "42") -> Path:
@@ -138,34 +172,51 @@ class TestRunFederatedExitCodes:
         assert last == ("fedhar run 42 failed: FederationError: stage 1: all 2 rounds failed; round 1: 0 valid "
                         "replies of 2 received")
 
-    def test_kill_orphaned_simulations__only_this_superlinks_port(self, tmp_path: Path) -> None:
-        # Prepare: two fake `flwr-simulation` processes attached to different runtime ports
-        script = tmp_path / "flwr-simulation"
-        # each fake simulation starts a child (standing in for its Ray processes)
-        script.write_text(f"#!{sys.executable}\nimport subprocess, sys, time\n"
-                          f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\ntime.sleep(60)\n")
+    def test_main__starts_a_superlink_and_stops_it_with_its_tree(self, fake_path: Path, tmp_path: Path) -> None:
+        # The SuperLink of the run and the process it started in a session of its own are gone after it.
+        self._results(tmp_path)
+        _fake_flwr(fake_path, ["Successfully started run 42"], "finished:completed")
+        assert run_federated.main(["."]) == 0
+        (link, child), = self._superlinks(tmp_path)
+        assert _gone(link) and _gone(child)
+
+    def test_main__lost_task__a_fresh_superlink_per_attempt(self, fake_path: Path, tmp_path: Path) -> None:
+        # A retry never shares a SuperLink with the lost attempt's leftovers: two started, both stopped.
+        _fake_flwr(fake_path, ["Successfully started run 42"], "finished:failed")
+        assert run_federated.main([".", "--retries", "1"]) == EXIT_FAILED
+        started = self._superlinks(tmp_path)
+        assert len(started) == 2 and all(_gone(pid) for pair in started for pid in pair)
+
+    def test_main__timeout__superlink_tree_stopped(self, fake_path: Path, tmp_path: Path) -> None:
+        script = fake_path / "flwr"
+        script.write_text(f"#!{sys.executable}\nimport time\nprint('Successfully started run 42', flush=True)\n"
+                          f"time.sleep(60)\n")
         script.chmod(script.stat().st_mode | stat.S_IXUSR)
-        mine = subprocess.Popen([str(script), "--runtime-api-address", "127.0.0.1:45671"])
-        other = subprocess.Popen([str(script), "--runtime-api-address", "127.0.0.1:45672"])
+        assert run_federated.main([".", "--timeout", "2"]) == EXIT_TIMEOUT
+        (link, child), = self._superlinks(tmp_path)
+        assert _gone(link) and _gone(child)
+
+    def test_main__superlink_already_running__used_and_left_alone(self, fake_path: Path, tmp_path: Path) -> None:
+        # Prepare: a SuperLink this command did not start answers on the port
+        env = dict(os.environ)
+        other = local_superlink.start(env)
         try:
-            time.sleep(0.5)
-            child = run_federated._descendants(mine.pid)
-            assert len(child) == 1
-            # Execute
-            killed = run_federated.kill_orphaned_simulations({"FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": "45671"})
-            # Assert: only the process of port 45671 is gone
-            assert killed == 1
-            assert mine.wait(timeout=10) == -signal.SIGKILL
-            assert other.poll() is None
-            time.sleep(0.5)
-            assert not Path(f"/proc/{child[0]}").exists() or "Z" in Path(f"/proc/{child[0]}/stat").read_text().split()[2]
+            self._results(tmp_path)
+            _fake_flwr(fake_path, ["Successfully started run 42"], "finished:completed")
+            # Execute / Assert: the run used it (no second one started) and it still runs
+            assert run_federated.main(["."]) == 0
+            assert len(self._superlinks(tmp_path)) == 1 and other.poll() is None and local_superlink.is_running(env)
         finally:
-            for pid in run_federated._descendants(other.pid):
-                os.kill(pid, signal.SIGKILL)
-            for proc in (mine, other):
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(timeout=10)
+            assert local_superlink.stop(other) == 2
+
+    def test_main__superlink_that_exits__one_closing_line(self, fake_path: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+        broken = fake_path / "flower-superlink"
+        broken.write_text(f"#!{sys.executable}\nimport sys\nsys.exit(3)\n")
+        _fake_flwr(fake_path, ["Successfully started run 42"], "finished:completed")
+        assert run_federated.main(["."]) == EXIT_FAILED
+        last = capsys.readouterr().out.strip().splitlines()[-1]
+        assert last.startswith("fedhar run (none started) failed: SuperLinkError: flower-superlink exited with code 3")
 
     def test_check_run__results_path_from_run_id_and_output_dir(self, tmp_path: Path) -> None:
         config = {"hydra-overrides": f"paths.output_dir={tmp_path / 'out'}"}
@@ -201,8 +252,7 @@ def _flwr_run(tmp_path: Path, overrides: str, capsys: pytest.CaptureFixture, ext
         typed_config += ["--resume", resume] if resume else []
         code = run_federated.main([".", "--run-config", f'hydra-overrides="{overrides}"', *typed_config,
                                    "--federation-config", federation, "--timeout", "900"])
-    finally:
-        stop_superlink(tmp_path / "flwr-home")
+    finally:  # run_federated stopped the SuperLink it started
         os.chdir(cwd)
         for k, v in old.items():
             if v is None:
