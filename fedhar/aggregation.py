@@ -19,11 +19,12 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
 from fedhar import keys
+from fedhar.config_mapping import build
 
 __all__ = [
     "ROBUST_RULES",
@@ -143,13 +144,7 @@ class InfluenceBounds:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, object]) -> InfluenceBounds:
         """Build from a plain mapping (``strategy.bounds``); unknown keys raise."""
-        unknown = sorted(set(cfg) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown strategy.bounds keys {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        kw: dict[str, Any] = dict(cfg)
-        if "qom_range" in kw:
-            kw["qom_range"] = tuple(float(v) for v in kw["qom_range"])
-        return cls(**kw)
+        return build(cls, cfg, "strategy.bounds")
 
 
 def bound_influence(

@@ -44,7 +44,7 @@ from fedhar.baselines.config import AttnSenseConfig, ClassicalConfig, CMCConfig,
 from fedhar.baselines.cpc import CPCClassifier, CPCModel, cpc_objective
 from fedhar.baselines.deepsense import DeepSenseModel
 from fedhar.baselines.single_modality import SingleModalityClassifier
-from fedhar.config_keys import check_known_keys
+from fedhar.config_mapping import build
 from fedhar.data.dataset import HARDataset, ModalitySpec
 from fedhar.data.experiment import ExperimentData
 from fedhar.errors import ConfigError
@@ -112,11 +112,10 @@ class MethodConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> MethodConfig:
         """Build from a plain mapping (a resolved configs/method/*.yaml); unknown keys raise."""
-        check_known_keys(cls, cfg, "method", what="method ")
         kw = dict(cfg)
-        for key in ("loss", "architecture"):
+        for key in ("loss", "architecture"):  # free-form keyword arguments of the loss / baseline model
             kw[key] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(kw.get(key) or {}).items()}
-        return cls(**kw)
+        return build(cls, kw, "method")
 
     @property
     def label(self) -> str:

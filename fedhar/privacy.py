@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from fedhar.aggregation import SHARED, ClientUpdate, group_keys
-from fedhar.config_keys import check_known_keys
+from fedhar.config_mapping import build
 from fedhar.errors import ConfigError
 
 __all__ = ["DPConfig", "DPResult", "dp_aggregate", "dp_noise_std", "dp_weights"]
@@ -96,8 +96,7 @@ class DPConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> DPConfig:
         """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
-        check_known_keys(cls, cfg, "privacy.dp")
-        return cls(**dict(cfg))
+        return build(cls, cfg, "privacy.dp")
 
     def floor(self, num_sampled: int) -> float:
         """``W_min`` for rounds that sample ``num_sampled`` clients."""

@@ -15,7 +15,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import calinski_harabasz_score, silhouette_score
 from sklearn.neighbors import NearestNeighbors
 
-from fedhar.config_keys import check_known_keys
+from fedhar.config_mapping import build
 from fedhar.train.device import on_device
 
 logger = logging.getLogger(__name__)
@@ -110,9 +110,7 @@ class QualityConfig:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> QualityConfig:
         """Build from a plain mapping (a YAML group); unknown keys raise :class:`ConfigError`."""
-        given = {k: v for k, v in mapping.items() if not str(k).startswith("_")}
-        check_known_keys(cls, given, "quality")
-        return cls(**given)
+        return build(cls, mapping, "quality")
 
 
 @dataclass(frozen=True)

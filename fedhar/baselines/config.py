@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from fedhar.config_mapping import build
 from fedhar.errors import ConfigError
 
 __all__ = [
@@ -77,7 +78,7 @@ class DeepSenseConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> DeepSenseConfig:
         """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
-        return _from_mapping(cls, cfg)
+        return build(cls, cfg, "baseline")
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class AttnSenseConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> AttnSenseConfig:
         """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
-        return _from_mapping(cls, cfg)
+        return build(cls, cfg, "baseline")
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class CMCConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> CMCConfig:
         """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
-        return _from_mapping(cls, cfg)
+        return build(cls, cfg, "baseline")
 
 
 @dataclass(frozen=True)
@@ -202,7 +203,7 @@ class CPCConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> CPCConfig:
         """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
-        return _from_mapping(cls, cfg)
+        return build(cls, cfg, "baseline")
 
 
 @dataclass(frozen=True)
@@ -239,19 +240,11 @@ class ClassicalConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> ClassicalConfig:
         """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
-        return _from_mapping(cls, cfg)
+        return build(cls, cfg, "baseline")
 
 
 
 
-def _from_mapping(cls: type[C], cfg: Mapping[str, Any]) -> C:
-    """Check keys against the dataclass fields and turn list values into tuples."""
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = set(cfg) - known
-    if unknown:
-        raise ConfigError(f"unknown baseline config keys {sorted(unknown)}; known: {sorted(known)}", "baseline")
-    kw = {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in cfg.items()}
-    return cls(**kw)
 
 
 def _check_name(cfg: Any, expected: str) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from fedhar.config_mapping import build
 from fedhar.errors import ConfigError
 
 LabelScheme = Literal["per_class", "fraction"]
@@ -91,24 +92,16 @@ class DatasetConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any], cache_dir: str | Path | None = None) -> DatasetConfig:
         """Build from a plain mapping (a resolved ``configs/dataset/*.yaml``); unknown keys raise."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(cfg) - known
-        if unknown:
-            raise ConfigError(f"unknown dataset config keys {sorted(unknown)}; known: {sorted(known)}", "dataset")
         kw: dict[str, Any] = dict(cfg)
-        if kw.get("root") is not None:
-            kw["root"] = Path(kw["root"]).expanduser()
         kw["preprocess"] = _plain(kw.get("preprocess") or {})
         kw["protocols"] = _plain(kw.get("protocols") or {})
-        kw["label_rates"] = tuple(float(r) for r in kw.get("label_rates") or ())
-        kw["modality_subsets"] = {
+        kw["label_rates"] = kw.get("label_rates") or ()
+        kw["modality_subsets"] = {  # YAML keys may be strings
             int(s): tuple(str(m) for m in mods) for s, mods in (kw.get("modality_subsets") or {}).items()
         }
         if cache_dir is not None and "cache_dir" not in cfg:
-            kw["cache_dir"] = Path(cache_dir).expanduser()
-        elif kw.get("cache_dir") is not None:
-            kw["cache_dir"] = Path(kw["cache_dir"]).expanduser()
-        return cls(**kw)
+            kw["cache_dir"] = cache_dir
+        return build(cls, kw, "dataset")
 
 
 def _plain(value: Any) -> Any:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import fields
-from typing import Any
-
 import numpy as np
 
 from fedhar.errors import ConfigError
@@ -130,20 +126,3 @@ def sliding_windows(x: np.ndarray, window: int, stride: int) -> tuple[np.ndarray
     # sliding_window_view puts the window axis last: (n - window + 1, C, window)
     view = np.lib.stride_tricks.sliding_window_view(x, window, axis=0)[::stride]
     return np.ascontiguousarray(np.moveaxis(view, -1, 1)), starts
-
-
-def preprocess_kwargs(settings_cls: type, cfg: Mapping[str, Any], dataset: str) -> dict[str, Any]:
-    """``cfg`` (a ``DatasetConfig.preprocess``) as kwargs of the dataclass ``settings_cls``.
-
-    Raises
-    ------
-    ConfigError
-        If ``cfg`` has a key that is not a field of ``settings_cls``.
-    """
-    known = {f.name for f in fields(settings_cls)}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ConfigError(
-            f"unknown preprocess keys {unknown} for {dataset}; known: {sorted(known)}", "dataset.preprocess"
-        )
-    return dict(cfg)

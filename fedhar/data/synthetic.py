@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from fedhar.config_mapping import build, check_known_keys
 from fedhar.data.config import DatasetConfig
 from fedhar.data.dataset import DatasetInfo, HARDataset, ModalitySpec
 from fedhar.errors import ConfigError
@@ -106,10 +107,7 @@ class SyntheticSettings:
     @classmethod
     def from_mapping(cls, preprocess: Mapping[str, Any]) -> SyntheticSettings:
         """Parse the ``preprocess`` mapping of a synthetic dataset config; unknown keys raise."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(preprocess) - known)
-        if unknown:
-            raise ConfigError(f"unknown synthetic settings {unknown}; known: {sorted(known)}", _CULPRIT)
+        check_known_keys(cls, preprocess, _CULPRIT)
         required = sorted(
             k for k, f in cls.__dataclass_fields__.items() if f.default is MISSING and k not in preprocess
         )
@@ -129,7 +127,7 @@ class SyntheticSettings:
             informativeness = _coerce("informativeness", spec["informativeness"])
             modalities.append(SyntheticModality(str(name), tuple(int(d) for d in shape), float(informativeness)))
         kw: dict[str, Any] = {k: _coerce(k, v) for k, v in preprocess.items() if k != "modalities"}  # int or float per field
-        return cls(modalities=tuple(modalities), **kw)
+        return build(cls, {"modalities": tuple(modalities), **kw}, _CULPRIT)
 
 
 def make_synthetic(cfg: DatasetConfig) -> HARDataset:

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from fedhar.config_mapping import build
 from fedhar.data.dataset import DatasetInfo, HARDataset, ModalitySpec
-from fedhar.data.preprocess import preprocess_kwargs, seconds_to_samples, sliding_windows
+from fedhar.data.preprocess import seconds_to_samples, sliding_windows
 from fedhar.data.raw_io import LoadReport, check_subject_filter, read_mat_array
-from fedhar.errors import ConfigError, DataFormatError, DatasetNotFoundError
+from fedhar.errors import DataFormatError, DatasetNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -88,13 +89,7 @@ class USCPreprocess:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> USCPreprocess:
         """Build from ``DatasetConfig.preprocess``; unknown keys raise ``ConfigError``."""
-        try:
-            values = {k: float(v) for k, v in preprocess_kwargs(cls, cfg, NAME).items()}
-        except (TypeError, ValueError) as err:
-            if isinstance(err, ConfigError):
-                raise
-            raise ConfigError(f"window_s and stride_s must be numbers, got {dict(cfg)}", "dataset.preprocess") from err
-        return cls(**values)
+        return build(cls, cfg, "dataset.preprocess")
 
 
 def build_info(preprocess: USCPreprocess, subjects: tuple[int, ...]) -> DatasetInfo:

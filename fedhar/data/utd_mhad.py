@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from fedhar.config_mapping import build
 from fedhar.data.dataset import DatasetInfo, HARDataset, ModalitySpec
-from fedhar.data.preprocess import preprocess_kwargs, resample_linear
+from fedhar.data.preprocess import resample_linear
 from fedhar.data.raw_io import LoadReport, check_subject_filter, read_mat_array
 from fedhar.errors import ConfigError, DataFormatError, DatasetNotFoundError
 
@@ -117,7 +118,7 @@ class UTDPreprocess:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> UTDPreprocess:
         """Build from ``DatasetConfig.preprocess``; unknown keys raise ``ConfigError``."""
-        return cls(**preprocess_kwargs(cls, cfg, NAME))
+        return build(cls, cfg, "dataset.preprocess")
 
 
 def build_info(preprocess: UTDPreprocess, subjects: tuple[int, ...]) -> DatasetInfo:

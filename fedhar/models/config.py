@@ -3,30 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from fedhar.config_mapping import build
 
 Padding = Literal["valid", "same"]
 HeadPool = Literal["flatten", "mean_s", "adaptive"]
 Fusion = Literal["concat", "sum"]
 VARIANTS = ("reference", "compact")
-
-
-def _as_tuple(value: Any) -> Any:
-    """Lists (from YAML) to tuples, recursively, so configs stay hashable and frozen."""
-    if isinstance(value, list | tuple):
-        return tuple(_as_tuple(v) for v in value)
-    return value
-
-
-def _kwargs(cls: type, mapping: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Checks that ``mapping`` only holds fields of ``cls`` (keys starting with ``_`` are skipped)."""
-    names = {f.name for f in fields(cls)}
-    given = {k: v for k, v in mapping.items() if not str(k).startswith("_")}
-    unknown = sorted(set(given) - names)
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; allowed keys are {sorted(names)}")
-    return {k: _as_tuple(v) for k, v in given.items()}
 
 
 def _check_variant(variant: str, where: str) -> None:
@@ -96,7 +81,7 @@ class ConvStackConfig:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> ConvStackConfig:
         """Build from a plain mapping (e.g. a YAML group); unknown keys raise ``ValueError``."""
-        return cls(**_kwargs(cls, mapping, "conv stack"))
+        return build(cls, mapping, "model.encoder.<modality>")
 
 
 # Cosmo's UTD-MHAD encoders (sample-code-UTD/Cosmo/cosmo_model_guide.py).
@@ -157,11 +142,7 @@ class EncoderConfig:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> EncoderConfig:
         """Build from a plain mapping; ``imu``/``skeleton`` may be nested mappings."""
-        kwargs = _kwargs(cls, mapping, "encoder")
-        for key in ("imu", "skeleton"):
-            if isinstance(mapping.get(key), Mapping):
-                kwargs[key] = ConvStackConfig.from_mapping(mapping[key])
-        return cls(**kwargs)
+        return build(cls, mapping, "model.encoder")
 
 
 @dataclass(frozen=True)
@@ -209,7 +190,7 @@ class HeadConfig:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> HeadConfig:
         """Build from a plain mapping; unknown keys raise ``ValueError``."""
-        return cls(**_kwargs(cls, mapping, "head"))
+        return build(cls, mapping, "model.head")
 
 
 @dataclass(frozen=True)
@@ -263,7 +244,7 @@ class ClassifierConfig:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> ClassifierConfig:
         """Build from a plain mapping; unknown keys raise ``ValueError``."""
-        return cls(**_kwargs(cls, mapping, "classifier"))
+        return build(cls, mapping, "model.classifier")
 
 
 @dataclass(frozen=True)
@@ -294,9 +275,4 @@ class ModelConfig:
         >>> cfg.encoder.imu.channels
         (32, 32, 16, 16)
         """
-        _kwargs(cls, mapping, "model")
-        return cls(
-            encoder=EncoderConfig.from_mapping(mapping.get("encoder", {})),
-            head=HeadConfig.from_mapping(mapping.get("head", {})),
-            classifier=ClassifierConfig.from_mapping(mapping.get("classifier", {})),
-        )
+        return build(cls, mapping, "model")

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from fedhar.config_keys import check_known_keys
+from fedhar.config_mapping import build
 from fedhar.errors import ConfigError
 
 __all__ = ["AugmentConfig", "Augmenter", "build_augmenter", "random_rotations", "rotate_triads", "rotate_vertical"]
@@ -101,10 +101,7 @@ class AugmentConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> AugmentConfig:
         """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
-        check_known_keys(cls, cfg, "augment")
-        values: dict[str, Any] = {k: v if k == "rotation_scope" else int(v) if k == "views" else float(v)
-                                  for k, v in cfg.items()}
-        return cls(**values)
+        return build(cls, cfg, "augment")
 
 
 def random_rotations(n: int, max_deg: float, device: torch.device | None = None) -> torch.Tensor:

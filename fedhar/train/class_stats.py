@@ -28,14 +28,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedhar.config_keys import check_known_keys
+from fedhar.config_mapping import build
 from fedhar.data.dataset import HARDataset
 from fedhar.errors import ConfigError
 from fedhar.models.fusion_classifier import FusionClassifierModel
@@ -128,13 +128,10 @@ class ClassStatsConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> ClassStatsConfig:
         """Build from a plain mapping (the ``federation.class_stats`` group); unknown keys raise."""
-        check_known_keys(cls, cfg, "federation.class_stats")
         kw = dict(cfg)
-        if "optim" in kw:
-            base = {k: getattr(VIRTUAL_OPTIM, k) for k in OptimConfig.__dataclass_fields__}
-            base.update(dict(kw["optim"]))
-            kw["optim"] = OptimConfig.from_mapping(base)
-        return cls(**kw)
+        if isinstance(kw.get("optim"), Mapping):  # given keys change VIRTUAL_OPTIM, the rest keep it
+            kw["optim"] = {**asdict(VIRTUAL_OPTIM), **kw["optim"]}
+        return build(cls, kw, "federation.class_stats")
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Self, TypeVar
 
+from fedhar.config_mapping import build
 from fedhar.errors import ConfigError
 from fedhar.train.augment import AugmentConfig
 
@@ -61,10 +62,7 @@ class OptimConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> OptimConfig:
         """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
-        kw = _check_keys(cls, cfg, "optim")
-        if "milestones" in kw:
-            kw["milestones"] = tuple(int(m) for m in kw["milestones"])
-        return cls(**kw)
+        return build(cls, cfg, "optim")
 
 
 ADAM_STAGE2 = OptimConfig(name="adam", lr=1e-3, momentum=0.0, weight_decay=0.0, milestones=(350, 400, 450), gamma=0.9)
@@ -94,14 +92,12 @@ class _LoopConfig:
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> Self:
         """Build from a plain mapping (a resolved YAML group); unknown keys raise."""
-        kw = _check_keys(cls, cfg, cls.__name__)
-        if "optim" in kw:
-            base = {f.name: getattr(cls().optim, f.name) for f in fields(OptimConfig)}  # type: ignore[attr-defined]
-            base.update(dict(kw["optim"]))
-            kw["optim"] = OptimConfig.from_mapping(base)
-        if "augment" in kw:
-            kw["augment"] = AugmentConfig.from_mapping(dict(kw["augment"] or {}))
-        return cls(**kw)
+        kw = dict(cfg)
+        if isinstance(kw.get("optim"), Mapping):  # given keys change this loop's default optimiser, the rest keep it
+            kw["optim"] = {**asdict(cls().optim), **kw["optim"]}  # type: ignore[attr-defined]
+        if "augment" in kw and kw["augment"] is None:
+            kw["augment"] = {}
+        return build(cls, kw, cls.__name__)
 
     def with_epochs(self, epochs: int) -> Self:
         """A copy with another epoch budget."""
@@ -176,12 +172,3 @@ class SupervisedConfig(_LoopConfig):
     epochs: int = 500
     batch_size: int = 16
     optim: OptimConfig = field(default_factory=lambda: ADAM_STAGE2)
-
-
-def _check_keys(cls: type, cfg: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``cfg`` as a dict, after checking every key is a field of ``cls``."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ConfigError(f"unknown keys {unknown}; known: {sorted(known)}", where)
-    return dict(cfg)

@@ -118,7 +118,7 @@ class TestMethodConfig:
             MethodConfig(name="supervised")
 
     def test_from_mapping__unknown_key_raises(self) -> None:
-        with pytest.raises(ConfigError, match="unknown method keys"):
+        with pytest.raises(ConfigError, match=r"method: unknown keys"):
             MethodConfig.from_mapping({"name": "cosmo", "lr": 1})
 
     def test_label__names_the_modality(self) -> None:

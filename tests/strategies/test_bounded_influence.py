@@ -85,7 +85,7 @@ class TestUpdateClipping:
         bounds = influence_bounds({"bounds": {"qom_range": [0.2, 1.0], "update_clip": None, "rule": "median"}})
         assert bounds == InfluenceBounds(qom_range=(0.2, 1.0), update_clip=None, rule="median")
         assert influence_bounds({}) == InfluenceBounds()
-        with pytest.raises(ValueError, match="unknown strategy.bounds keys"):
+        with pytest.raises(ValueError, match=r"strategy.bounds: unknown keys"):
             influence_bounds({"bounds": {"clip": 3}})
         with pytest.raises(ValueError, match="update_clip must be >= 1"):
             influence_bounds({"bounds": {"update_clip": 0.5}})

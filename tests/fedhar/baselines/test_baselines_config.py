@@ -59,7 +59,7 @@ class TestBaselineConfigs:
     @pytest.mark.parametrize(
         ("cls", "mapping", "match"),
         [
-            (DeepSenseConfig, {"gru_size": 3}, r"unknown baseline config keys \['gru_size'\]"),  # typo
+            (DeepSenseConfig, {"gru_size": 3}, r"baseline: unknown keys \['gru_size'\]"),  # typo
             (DeepSenseConfig, {"merge_kernel_sizes": [30, 30, 10]}, "shrink the width"),  # 67 >= 64
             (DeepSenseConfig, {"num_intervals": 0}, "num_intervals must be an integer >= 1"),
             (AttnSenseConfig, {"dropout": 1.0}, r"dropout must be in \[0, 1\)"),

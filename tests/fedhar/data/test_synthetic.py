@@ -54,7 +54,7 @@ class TestSyntheticSettings:
             ({"modalities": {"imu": {"shape": [10, 3], "informativeness": 1.5}}}, r"\[0, 1\]"),
             ({"modalities": {"imu": {"shape": [10, 3], "informativeness": -0.5}}}, r"\[0, 1\]"),
             ({"modalities": {"imu": {"shape": [10, 3]}}}, "informativeness"),  # missing key
-            ({"window": 3}, "unknown synthetic settings"),  # unknown key
+            ({"window": 3}, "unknown keys"),  # unknown key
         ],
     )
     def test_make_synthetic__raises__bad_setting(self, override: dict[str, Any], match: str) -> None:

@@ -124,7 +124,7 @@ class TestUSCPreprocess:
             ({"window_s": 0.005}, "dataset.preprocess.window_s"),  # half a sample
             ({"stride_s": 0}, "dataset.preprocess.stride_s"),
             ({"window": 2.0}, "dataset.preprocess"),  # unknown key
-            ({"window_s": "long"}, "dataset.preprocess"),
+            ({"window_s": "long"}, "dataset.preprocess.window_s"),  # not a number
         ],
     )
     def test_from_mapping__raises__bad_setting(self, cfg: dict[str, Any], culprit: str) -> None:
