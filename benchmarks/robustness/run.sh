@@ -14,27 +14,34 @@ declare -A variants=(
   [fail-30]="federation.inject_failures.fraction=0.3"
   [fail-50]="federation.inject_failures.fraction=0.5"
   [hang-30]="federation.inject_failures.fraction=0.3 federation.inject_failures.kind=hang federation.inject_failures.hang_s=90 federation.round_timeout_s=45"
+  [slots-clean]="federation.round_timeout_s=60"
+  [slots-hang-10]="federation.inject_failures.fraction=0.1 federation.inject_failures.kind=hang federation.inject_failures.hang_s=120 federation.round_timeout_s=60"
+  [slots-hang-30]="federation.inject_failures.fraction=0.3 federation.inject_failures.kind=hang federation.inject_failures.hang_s=120 federation.round_timeout_s=60"
+  [slots-hang-50]="federation.inject_failures.fraction=0.5 federation.inject_failures.kind=hang federation.inject_failures.hang_s=120 federation.round_timeout_s=60"
   [scale-1000-undefended]="federation.inject_attack.subject=3 strategy.bounds.update_clip=null"
   [scale-1000-clipped]="federation.inject_attack.subject=3"
   [flip-10-undefended]="federation.inject_attack.subject=3 federation.inject_attack.kind=sign_flip federation.inject_attack.factor=10 strategy.bounds.update_clip=null"
   [flip-10-clipped]="federation.inject_attack.subject=3 federation.inject_attack.kind=sign_flip federation.inject_attack.factor=10"
   [flip-10-median]="federation.inject_attack.subject=3 federation.inject_attack.kind=sign_flip federation.inject_attack.factor=10 strategy.bounds.rule=median"
 )
-all=(clean fail-10 fail-30 fail-50 hang-30 scale-1000-undefended scale-1000-clipped flip-10-undefended flip-10-clipped flip-10-median)
+# slots-*: 1/6 CPU per virtual client, so 12 Ray slots on a 2-core machine: a hanging client
+# holds one slot and the other clients still run (with one CPU each, 6 clients share 2 slots
+# and a hang stalls the whole simulation: BENCHMARKS.md §3.4).
+all=(clean fail-10 fail-30 fail-50 hang-30 slots-clean slots-hang-10 slots-hang-30 slots-hang-50 scale-1000-undefended scale-1000-clipped flip-10-undefended flip-10-clipped flip-10-median)
 chosen=("${@:-${all[@]}}")
 port=39800
 for name in "${all[@]}"; do
   port=$((port + 2))
   [[ " ${chosen[*]} " == *" $name "* ]] || continue
+  cpus=1
+  [[ $name == slots-* ]] && cpus=0.16
   cell="$out/$name"
   mkdir -p "$cell"
   if ! ls "$cell"/runs/*/results.json > /dev/null 2>&1; then
     FEDHAR_OUTPUT_DIR="$cell/runs" FLWR_HOME="$cell/flwr-home" FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=$port \
       FLWR_LOCAL_CONTROL_API_PORT=$((port + 1)) python -m simulations.run_federated . --run-config "seed=$seed" \
       --run-config "hydra-overrides=\"${variants[$name]}\"" \
-      --federation-config "num-supernodes=6 client-resources-num-cpus=1" > "$cell/log" 2>&1 || true
-    # flwr leaves the local SuperLink running: stop this cell's one
-    python -c "import sys; from pathlib import Path; from simulations.run_federated import stop_superlink; stop_superlink(Path(sys.argv[1]))" "$cell/flwr-home"
+      --federation-config "num-supernodes=6 client-resources-num-cpus=$cpus" > "$cell/log" 2>&1 || true
   fi
   echo "$name: $(tail -1 "$cell/log")"
 done
