@@ -66,6 +66,16 @@ def ray_cli() -> str:
 
 
 @pytest.fixture(scope="session")
+def nginx_cli() -> str:
+    """Path of ``nginx`` (the device gateway, simulations/deploy/gateway.py; .ci/run installs it); absent: fails in CI."""
+    path = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).is_file()),
+                                         None)
+    if path is None:
+        skip_or_fail("nginx is not installed (apt-get install nginx-light)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def onnxruntime_module() -> ModuleType:
     """The onnxruntime module; missing, ONNX files would silently run on onnx.reference: fails in CI."""
     try:

@@ -5,6 +5,10 @@ Examples (loopback)::
     python -m simulations.deploy certs --host 127.0.0.1 --out deploy/certs
     python -m simulations.deploy node-keys --names subject-1 subject-2 --out deploy/keys
     python -m simulations.deploy superlink --certs deploy/certs --port 8000 --database deploy/state.db --exec
+    # on a network: devices reach the Fleet API only, through nginx on 0.0.0.0:8000; the
+    # SuperLink (and its Control API, for operators on this host) on 127.0.0.1:8001
+    python -m simulations.deploy superlink --certs deploy/certs --gateway 0.0.0.0:8000 --port 8001 \\
+        --database deploy/state.db --exec
     python -m simulations.deploy connection --name edge --address 127.0.0.1:8000 --ca deploy/certs/ca.crt
     flwr supernode register deploy/keys/subject-1.pub edge
     python -m simulations.deploy supernode --superlink 127.0.0.1:8000 --ca deploy/certs/ca.crt \\
@@ -30,7 +34,7 @@ from pathlib import Path
 from types import FrameType
 
 from fedhar import keys
-from fedhar.errors import FedharError
+from fedhar.errors import DeploymentError, FedharError
 from fedhar.train.device import resolve_device
 from simulations.deploy.commands import (
     DEFAULT_SUPERLINK_PORT,
@@ -42,6 +46,7 @@ from simulations.deploy.commands import (
     write_connection,
 )
 from simulations.deploy.credentials import generate_node_keys, generate_tls
+from simulations.deploy.gateway import GatewaySpec, check_config, gateway_command, write_config
 from simulations.deploy.preflight import (
     DEFAULT_TIMEOUT_S,
     check_data_folder,
@@ -54,6 +59,8 @@ logger = logging.getLogger("simulations.deploy")
 
 EXIT_FAULT = 1
 EXIT_USAGE = 2
+#: Seconds a gateway that fails to start (port taken) needs to exit.
+GATEWAY_START_S = 1.0
 #: Lines of a child's output kept to explain its failure.
 LOG_TAIL_LINES = 200
 
@@ -85,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log-file", type=Path)
     p.add_argument("--insecure", action="store_true", help="plain HTTP (loopback tests only)")
     p.add_argument("--no-node-auth", action="store_true", help="accept any node (not recommended)")
+    p.add_argument("--gateway", metavar="HOST:PORT",
+                   help="devices dial this address through an nginx gateway that passes the Fleet API only; the "
+                        "SuperLink then listens on 127.0.0.1:--port, where operators reach its Control API")
+    p.add_argument("--gateway-dir", type=Path, default=Path("gateway"),
+                   help="folder for the gateway's nginx.conf and logs (default: ./gateway)")
+    p.add_argument("--max-body", default="64m", help="largest request body the gateway accepts (nginx size)")
     p.add_argument("--exec", action="store_true", help="run it instead of printing it")
 
     p = sub.add_parser("supernode", help="print (or --exec, after pre-flight checks) flower-supernode for a device")
@@ -162,16 +175,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, (_, pub) in generate_node_keys(args.names, args.out, overwrite=args.overwrite).items():
                 sys.stdout.write(f"{name}: register with `flwr supernode register {pub} <connection>`\n")
         elif args.command == "superlink":
+            gateway = _gateway(args)
             cmd = superlink_command(certs=args.certs, host=args.host, port=args.port, database=args.database,
                                     insecure=args.insecure, node_auth=not args.no_node_auth, log_file=args.log_file)
             if not args.exec:
+                if gateway is not None:
+                    sys.stdout.write(shlex.join(gateway) + "\n")
                 sys.stdout.write(shlex.join(cmd) + "\n")
                 return 0
             # The state file and logs hold every node's key and every run's log: owner only.
             for path in (args.database, args.log_file):
                 if path is not None and Path(path).exists():
                     Path(path).chmod(STATE_FILE_MODE)
-            return _run_child(cmd, umask=STATE_UMASK)[0]
+            if gateway is None:
+                return _run_child(cmd, umask=STATE_UMASK)[0]
+            with subprocess.Popen(gateway, umask=STATE_UMASK) as nginx:
+                try:
+                    nginx.wait(timeout=GATEWAY_START_S)  # a gateway that cannot bind exits at once
+                    raise DeploymentError(f"the nginx gateway exited with code {nginx.returncode} (address in use?); "
+                                          f"see {args.gateway_dir / 'error.log'}", args.gateway)
+                except subprocess.TimeoutExpired:
+                    pass
+                try:
+                    return _run_child(cmd, umask=STATE_UMASK)[0]
+                finally:
+                    nginx.terminate()
         elif args.command == "supernode":
             spec = SuperNodeSpec(args.superlink, args.subject_id, args.data_path, args.ca, args.key, args.port,
                                  args.insecure, args.max_retries, args.max_wait_time,
@@ -202,6 +230,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", err)
         return EXIT_FAULT
     return 0
+
+
+def _gateway(args: argparse.Namespace) -> list[str] | None:
+    """The nginx argv of ``--gateway`` (config written and checked), or ``None`` without one."""
+    if args.gateway is None:
+        return None
+    if args.insecure or args.certs is None:
+        raise ValueError("--gateway terminates TLS for the devices: it needs --certs (and no --insecure)")
+    if args.host != LOOPBACK:
+        raise ValueError(f"with --gateway the SuperLink listens on {LOOPBACK} only (devices dial the gateway); "
+                         f"drop --host {args.host}")
+    spec = GatewaySpec(listen=args.gateway, upstream_port=args.port, certs=args.certs, max_body=args.max_body)
+    config = write_config(spec, args.gateway_dir)
+    check_config(config, args.gateway_dir)
+    return gateway_command(config, args.gateway_dir)
 
 
 def _public_key(private_key: Path | None) -> Path | None:

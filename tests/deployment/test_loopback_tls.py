@@ -1,4 +1,5 @@
-"""SuperLink + two SuperNodes on 127.0.0.1 with TLS and node authentication: a real federated run, and refusals.
+"""SuperLink + device gateway + two SuperNodes on 127.0.0.1 with TLS and node authentication: a real federated
+run through the gateway, and refusals (unregistered key, plaintext, a device at the Control API).
 
 Every process is started in its own session and stopped by its PID (process group) in a
 ``finally``; every wait is bounded.
@@ -11,12 +12,14 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from fedhar.errors import DeploymentError
@@ -30,15 +33,20 @@ from simulations.deploy import (
     supernode_command,
     write_connection,
 )
+from simulations.deploy.gateway import GatewaySpec, check_config, gateway_command, write_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONNECTION = "edge-test"
+#: The same CA certificate, dialling the gateway: what an enrolled device can do with it.
+DEVICE_CONNECTION = "edge-device"
 # Two training subjects (1, 2), subject 3 held out; one round per stage, tiny model and budget.
 OVERRIDES = ("dataset=synthetic dataset.preprocess.num_subjects=3 dataset.preprocess.num_classes=3 "
              "dataset.preprocess.samples_per_subject_class=8 dataset.protocols.default.test_subjects=[3] "
              "label_rate=50 model=compact federation=smoke federation.stage1_rounds=1 federation.stage2_rounds=1 "
              "federation.stage2_local_epochs=2 federation.client_eval=false budget=tiny stage2.t_iter=2 "
              "privacy.min_merged_subjects=2")
+#: Largest request body the test's gateway passes (the compact model's objects are far smaller).
+GATEWAY_MAX_BODY = "8m"
 STARTUP_TIMEOUT_S = 90.0
 REFUSAL_TIMEOUT_S = 90.0
 RUN_TIMEOUT_S = 600.0
@@ -151,8 +159,8 @@ def _wait_for_run(procs: _Processes, run_id: str, deadline: float) -> str:
 
 
 @pytest.fixture
-def deployment(tmp_path: Path) -> Iterator[tuple[_Processes, Path, str]]:
-    """Credentials, a private FLWR_HOME, a TLS + node-auth SuperLink on a free loopback port."""
+def deployment(tmp_path: Path, nginx_cli: str) -> Iterator[tuple[_Processes, Path, str, str]]:
+    """Credentials, a private FLWR_HOME, a TLS + node-auth SuperLink on a free loopback port and its device gateway."""
     env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"), "FEDHAR_OUTPUT_DIR": str(tmp_path / "runs"),
            "FEDHAR_CACHE_DIR": str(tmp_path / "cache"), "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
            # Both sides start `flower-superexec` by name: the venv's bin must be on PATH.
@@ -162,12 +170,19 @@ def deployment(tmp_path: Path) -> Iterator[tuple[_Processes, Path, str]]:
     creds = generate_tls(["127.0.0.1"], tmp_path / "certs")
     generate_node_keys(["n1", "n2", "rogue"], tmp_path / "keys")
     address = f"127.0.0.1:{_free_port()}"
+    gateway = f"127.0.0.1:{_free_port()}"
     write_connection(CONNECTION, address, ca_cert=creds.ca_cert, flwr_home=tmp_path / "flwr-home")
+    write_connection(DEVICE_CONNECTION, gateway, ca_cert=creds.ca_cert, flwr_home=tmp_path / "flwr-home")
+    config = write_config(GatewaySpec(gateway, int(address.split(":")[1]), tmp_path / "certs", max_body=GATEWAY_MAX_BODY),
+                          tmp_path / "gateway")
+    check_config(config, tmp_path / "gateway")
     try:
         link = procs.start("superlink", superlink_command(certs=tmp_path / "certs", port=int(address.split(":")[1]),
                                                           database=tmp_path / "state.db"))
         _wait_for_tls(address, creds.ca_cert, link, tmp_path / "logs" / "superlink.log")
-        yield procs, tmp_path, address
+        nginx = procs.start("gateway", gateway_command(config, tmp_path / "gateway"))
+        _wait_for_tls(gateway, creds.ca_cert, nginx, tmp_path / "gateway" / "error.log")
+        yield procs, tmp_path, address, gateway
     finally:
         procs.stop_all()
 
@@ -179,10 +194,29 @@ def _node(tmp_path: Path, address: str, key: str, subject: int, **kwargs: object
 
 
 @pytest.mark.slow
-def test_superlink_tls_auth__federated_run_and_refusals(
-    deployment: tuple[_Processes, Path, str],
+def test_superlink_tls_auth__federated_run_through_gateway_and_refusals(
+    deployment: tuple[_Processes, Path, str, str],
 ) -> None:
-    procs, tmp_path, address = deployment
+    procs, tmp_path, address, gateway = deployment
+    # A device holding ca.crt dials the gateway: every Control and runtime API call is refused there
+    # (register a node key, start a run, list runs and nodes, read logs), before any device is enrolled.
+    for name, cmd in (("device-register", ["flwr", "supernode", "register", str(tmp_path / "keys" / "rogue.pub"),
+                                           DEVICE_CONNECTION]),
+                      ("device-run", ["flwr", "run", ".", DEVICE_CONNECTION]),
+                      ("device-ls", ["flwr", "ls", DEVICE_CONNECTION]),
+                      ("device-nodes", ["flwr", "supernode", "list", DEVICE_CONNECTION]),
+                      ("device-log", ["flwr", "log", "1", DEVICE_CONNECTION])):
+        code, out = _run(procs, name, cmd, 60)
+        assert code != 0 and "403" in out, (name, out[-2000:])
+    tls = ssl.create_default_context(cafile=tmp_path / "certs" / "ca.crt")
+    for path in ("/v1/control/register-node", "/v1/control/stream-logs", "/v1/control/start-run",
+                 "/v1/runtime/acquire-task", "/docs"):
+        assert httpx.post(f"https://{gateway}{path}", verify=tls, timeout=10).status_code == 403, path
+    assert httpx.get(f"https://{gateway}/health", verify=tls, timeout=10).status_code == 200
+    # An oversized reply object is refused by the gateway before the SuperLink reads it.
+    oversized = httpx.post(f"https://{gateway}/v1/fleet/push-object", content=b"\0" * (9 << 20), verify=tls, timeout=30)
+    assert oversized.status_code == 413
+
     # Register the two devices' public keys against the running SuperLink.
     for name in ("n1", "n2"):
         code, out = _run(procs, f"register-{name}", ["flwr", "supernode", "register",
@@ -202,10 +236,10 @@ def test_superlink_tls_auth__federated_run_and_refusals(
                                           "--max-wait-time", "10"], REFUSAL_TIMEOUT_S)
     assert code != 0 and "Exit Code: 305" in out, out
 
-    # Two registered devices, one subject each; then stage 1 + stage 2 on synthetic data.
+    # Two registered devices, one subject each, through the gateway; then stage 1 + stage 2 on synthetic data.
     for name, subject in (("n1", 1), ("n2", 2)):
         (tmp_path / f"device-{subject}").mkdir()
-        procs.start(f"supernode-{name}", _node(tmp_path, address, name, subject))
+        procs.start(f"supernode-{name}", _node(tmp_path, gateway, name, subject))
     started = time.monotonic()
     code, out = _run(procs, "flwr-run", ["flwr", "run", ".", CONNECTION, "--run-config",
                                          f'hydra-overrides="{OVERRIDES}"'], 120)
@@ -223,4 +257,7 @@ def test_superlink_tls_auth__federated_run_and_refusals(
     subjects = set(results["stage1"]["client_weights"]["1"]["imu"])
     assert subjects == {"subject-1", "subject-2"}  # both devices took part
     assert 0.0 <= results["final"]["accuracy"] <= 1.0
+    # The devices' Fleet traffic went through the gateway.
+    access = (tmp_path / "gateway" / "access.log").read_text()
+    assert "POST /v1/fleet/pull-messages HTTP/1.1\" 200" in access and "/v1/fleet/push-messages" in access
     print(f"deployed run: {time.monotonic() - started:.0f} s")

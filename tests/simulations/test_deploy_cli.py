@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import stat
@@ -25,6 +26,7 @@ from simulations.deploy import (
     generate_tls,
 )
 from simulations.deploy.__main__ import EXIT_FAULT, EXIT_USAGE, main
+from simulations.deploy.gateway import GatewaySpec, nginx_config
 
 # What flower-supernode 1.41 logs when the SuperLink refuses an unregistered key (seen on loopback).
 UNREGISTERED_LOG = ("ERROR :     Exit Code: 305\nFailed to initialize the connection to the SuperLink.\n"
@@ -134,6 +136,35 @@ class TestCommandLines:
                      "--flwr-home", str(tmp_path)]) == 0
         text = (tmp_path / "config.toml").read_text()
         assert "[superlink.edge]" in text and "root-certificates" in text
+
+
+class TestGateway:
+    def test_config__fleet_and_health_forwarded__everything_else_403(self, creds: Path, tmp_path: Path) -> None:
+        text = nginx_config(GatewaySpec("0.0.0.0:8000", 8001, creds, max_body="16m"), tmp_path / "gw")
+        assert "listen 0.0.0.0:8000 ssl;" in text and "client_max_body_size 16m;" in text
+        forwarded = re.findall(r"location (=? ?\S+) \{ proxy_pass https://127\.0\.0\.1:8001;", text)
+        assert forwarded == ["/v1/fleet/", "= /health"]
+        assert "location / { return 403; }" in text and f"proxy_ssl_trusted_certificate {creds.resolve()}/ca.crt" in text
+
+    def test_cli__prints_gateway_then_loopback_superlink(self, creds: Path, tmp_path: Path, nginx_cli: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+        gw = tmp_path / "gw"
+        assert main(["superlink", "--certs", str(creds), "--gateway", "0.0.0.0:8000", "--port", "8001",
+                     "--gateway-dir", str(gw)]) == 0
+        nginx, link = capsys.readouterr().out.strip().splitlines()
+        assert nginx.startswith(nginx_cli) and f"-c {gw.resolve()}/nginx.conf" in nginx
+        assert "--host 127.0.0.1 --port 8001" in link and "--enable-supernode-auth" in link
+        assert stat.S_IMODE(gw.stat().st_mode) == 0o700
+
+    def test_cli__gateway_needs_tls_and_a_loopback_superlink(self, creds: Path, tmp_path: Path) -> None:
+        gw = ["--gateway", "0.0.0.0:8000", "--gateway-dir", str(tmp_path / "gw")]
+        assert main(["superlink", "--insecure", "--no-node-auth", *gw]) == EXIT_USAGE
+        assert main(["superlink", "--certs", str(creds), "--host", "0.0.0.0", *gw]) == EXIT_USAGE
+
+    def test_cli__unreadable_certificate__nginx_check_fails(self, tmp_path: Path, nginx_cli: str) -> None:
+        (tmp_path / "certs").mkdir()  # no certificate files
+        assert main(["superlink", "--certs", str(tmp_path / "certs"), "--gateway", "127.0.0.1:8000",
+                     "--gateway-dir", str(tmp_path / "gw")]) == EXIT_FAULT
 
 
 class TestPreflightFaults:
