@@ -171,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--resume expects the run id of the killed run (its folder name), got {args.resume!r}")
         args.run_config = [*args.run_config, f"resume='{args.resume}'"]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the SuperLink health probes
     try:  # the bad run config fails here, before any run starts
         run_config = parse_config_args(args.run_config)
         root = output_root(run_config)
@@ -230,8 +231,24 @@ def failure_line(run_id: int | None, lines: Sequence[str]) -> str:
     """One closing line for a failed run: the last error the ServerApp raised (as streamed), if any."""
     found = [m for line in lines if (m := _ERROR_LINE.search(line))]
     errors = [m for m in found if "fedhar.errors." in m.string] or found  # the ServerApp's own error first
-    reason = f"{errors[-1].group(1)}: {errors[-1].group(2).strip()}" if errors else "no error in the streamed log"
+    if errors:
+        reason = f"{errors[-1].group(1)}: {errors[-1].group(2).strip()}"
+    else:  # the flwr CLI's own refusal, drawn in a box: "╭─ Error ─╮ / │ text │ / ╰──╯"
+        reason = _cli_error_box(lines) or "no error in the streamed log"
     return f"fedhar run {run_id if run_id is not None else '(none started)'} failed: {reason}"
+
+
+def _cli_error_box(lines: Sequence[str]) -> str | None:
+    """The text of the last ``Error`` box the flwr CLI drew in ``lines``, on one line, or ``None``."""
+    starts = [i for i, line in enumerate(lines) if line.lstrip().startswith("╭─ Error")]
+    if not starts:
+        return None
+    text = []
+    for line in lines[starts[-1] + 1:]:
+        if line.lstrip().startswith("╰"):
+            break
+        text.append(line.strip().strip("│").strip())
+    return "flwr: " + " ".join(t for t in text if t) if text else None
 
 
 def _closing(results: dict, results_path: Path) -> str:

@@ -24,7 +24,8 @@ declare -A variants=(
   [flip-10-clipped]="federation.inject_attack.subject=3 federation.inject_attack.kind=sign_flip federation.inject_attack.factor=10"
   [flip-10-median]="federation.inject_attack.subject=3 federation.inject_attack.kind=sign_flip federation.inject_attack.factor=10 strategy.bounds.rule=median"
 )
-# slots-*: 1/6 CPU per virtual client, so 12 Ray slots on a 2-core machine: a hanging client
+# slots-*: Ray told of 12 CPUs (init-args-num-cpus; Flower takes whole CPUs per client), so 12
+# slots on a 2-core machine: a hanging client
 # holds one slot and the other clients still run (with one CPU each, 6 clients share 2 slots
 # and a hang stalls the whole simulation: BENCHMARKS.md §3.4).
 all=(clean fail-10 fail-30 fail-50 hang-30 slots-clean slots-hang-10 slots-hang-30 slots-hang-50 scale-1000-undefended scale-1000-clipped flip-10-undefended flip-10-clipped flip-10-median)
@@ -33,15 +34,15 @@ port=39800
 for name in "${all[@]}"; do
   port=$((port + 2))
   [[ " ${chosen[*]} " == *" $name "* ]] || continue
-  cpus=1
-  [[ $name == slots-* ]] && cpus=0.16
+  resources="client-resources-num-cpus=1"
+  [[ $name == slots-* ]] && resources="client-resources-num-cpus=1 init-args-num-cpus=12"
   cell="$out/$name"
   mkdir -p "$cell"
   if ! ls "$cell"/runs/*/results.json > /dev/null 2>&1; then
     FEDHAR_OUTPUT_DIR="$cell/runs" FLWR_HOME="$cell/flwr-home" FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=$port \
       FLWR_LOCAL_CONTROL_API_PORT=$((port + 1)) python -m simulations.run_federated . --run-config "seed=$seed" \
       --run-config "hydra-overrides=\"${variants[$name]}\"" \
-      --federation-config "num-supernodes=6 client-resources-num-cpus=$cpus" > "$cell/log" 2>&1 || true
+      --federation-config "num-supernodes=6 $resources" > "$cell/log" 2>&1 || true
   fi
   echo "$name: $(tail -1 "$cell/log")"
 done

@@ -209,6 +209,17 @@ class TestRunFederatedExitCodes:
         finally:
             assert local_superlink.stop(other) == 2
 
+    def test_main__flwr_cli_refusal__its_error_box_in_the_closing_line(
+            self, fake_path: Path, capsys: pytest.CaptureFixture) -> None:
+        _fake_flwr(fake_path, ["Using SuperLink: local (127.0.0.1:39812)",
+                               "╭─ Error ──────────────────────────────╮",
+                               "│ 'float' object cannot be interpreted │",
+                               "│ as an integer                        │",
+                               "╰──────────────────────────────────────╯"], "finished:completed", code=1)
+        assert run_federated.main(["."]) == EXIT_FAILED
+        last = capsys.readouterr().out.strip().splitlines()[-1]
+        assert last == "fedhar run (none started) failed: flwr: 'float' object cannot be interpreted as an integer"
+
     def test_main__superlink_that_exits__one_closing_line(self, fake_path: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture) -> None:
         broken = fake_path / "flower-superlink"
