@@ -217,7 +217,8 @@ def train_pretrain(msg: Message, context: Context) -> Message:
     part, settings = local.partition, local.settings
     _maybe_fail(settings, part.subject)
     result = local_pretrain(part, _global_arrays(msg), settings.model, settings.pretrain,
-                            seed=_client_seed(settings, part.subject), device=node_device(context))
+                            seed=_client_seed(settings, part.subject), device=node_device(context),
+                            fusion_loss=settings.fusion_loss)
     model, metrics = result.model, result.metrics
     metrics.update({f"{keys.QOM_PREFIX}{m}": q for m, q in _qom(local, context, model).items()})
     return _reply(msg, model, metrics, local)

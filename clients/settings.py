@@ -59,6 +59,9 @@ class ClientSettings:
         Simulated failures of this client's training rounds (off by default).
     attack
         A simulated hostile client (off by default).
+    fusion_loss
+        Keyword arguments of stage 1's :class:`fedhar.losses.CosmoFusionLoss` (the ``method``
+        group's ``loss``: temperature, fusion weights, CLMM's hard-positive weight).
     """
 
     dataset: DatasetConfig
@@ -76,6 +79,7 @@ class ClientSettings:
     federation: ClientFederation | None = None
     failures: FailureInjection = field(default_factory=FailureInjection)
     attack: AttackInjection = field(default_factory=AttackInjection)
+    fusion_loss: Mapping[str, Any] = field(default_factory=dict)
 
 
 def parse_config(config: ConfigRecord) -> ClientSettings:
@@ -123,6 +127,7 @@ def parse_config(config: ConfigRecord) -> ClientSettings:
         federation=ClientFederation.from_config(config),
         failures=FailureInjection(**dict(setup.get("inject_failures") or {})),
         attack=AttackInjection(**dict(setup.get("inject_attack") or {})),
+        fusion_loss=dict(exp.method.loss) if exp.method is not None else {},
     )
 
 

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 #: The merged normalisation statistics in the run folder (``Normalizer.save`` format); the export command reads it.
 NORMALIZER_FILE = "normalizer.json"
-_OPTIONAL_GROUPS = ("model", "stage1", "stage2", "quality")
+_OPTIONAL_GROUPS = ("model", "stage1", "stage2", "quality", "method")
 
 app = ServerApp()
 

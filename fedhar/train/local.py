@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,12 +80,16 @@ def can_finetune(model: torch.nn.Module, num_labeled: int) -> bool:
 
 
 def local_pretrain(part: ClientPartition, global_arrays: Mapping[str, np.ndarray], model_cfg: ModelConfig,
-                   cfg: PretrainConfig, seed: int, device: torch.device | None = None) -> LocalResult:
-    """Stage 1 on one client: contrastive fusion (unimodal SimCLR with one modality) on its unlabeled rows."""
+                   cfg: PretrainConfig, seed: int, device: torch.device | None = None,
+                   fusion_loss: Mapping[str, Any] | None = None) -> LocalResult:
+    """Stage 1 on one client: contrastive fusion (unimodal SimCLR with one modality) on its unlabeled rows.
+
+    ``fusion_loss`` holds :class:`CosmoFusionLoss` keyword arguments (the method group's ``loss``).
+    """
     model = build_pretrain_model(part.unlabeled.info, part.modalities, model_cfg)
     load_global(model, global_arrays)
     objective = cosmo_or_unimodal_objective(torch.Generator().manual_seed(seed),
-                                            CosmoFusionLoss(copies=cfg.augment.views))
+                                            CosmoFusionLoss(**(fusion_loss or {}), copies=cfg.augment.views))
     history = pretrain(model, objective, part.unlabeled, cfg, seed=seed, progress=False, device=device)
     return LocalResult(model, {keys.NUM_EXAMPLES: part.num_unlabeled, keys.SUBJECT: part.subject,
                                keys.TRAIN_LOSS: float(history.records[-1].loss)})

@@ -14,6 +14,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import app, node_device
+from clients.settings import parse_config
 from fedhar import keys
 from fedhar.aggregation import validate_update
 from fedhar.data.config import DatasetConfig
@@ -50,6 +51,14 @@ def setup_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str]
         return _setup_record(compose_config(f"{base} {extra}"))
 
     return _setup
+
+
+def test_setup__carries_the_recipes_fusion_loss_to_the_client(setup_for: Callable[[str], dict]) -> None:
+    # Federated stage 1 trains the same objective as the centralised one: the method group's loss.
+    for extra, beta in (("", 5.0), ("recipe=paper", 0.0)):
+        settings = parse_config(ConfigRecord({keys.SETUP: json.dumps(setup_for(extra)), keys.SEED: 0}))
+        assert settings.fusion_loss == {"temperature": 0.07, "hard_positive_beta": beta,
+                                        "fusion_weights": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)}
 
 
 TRAIN_SUBJECTS = [1, 2]
