@@ -80,7 +80,7 @@ class ConvStackConfig:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> ConvStackConfig:
-        """Build from a plain mapping (e.g. a YAML group); unknown keys raise ``ValueError``."""
+        """Build from a plain mapping (e.g. a YAML group); unknown keys raise :class:`~fedhar.errors.ConfigError`."""
         return build(cls, mapping, "model.encoder.<modality>")
 
 
@@ -189,7 +189,7 @@ class HeadConfig:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> HeadConfig:
-        """Build from a plain mapping; unknown keys raise ``ValueError``."""
+        """Build from a plain mapping; unknown keys raise :class:`~fedhar.errors.ConfigError`."""
         return build(cls, mapping, "model.head")
 
 
@@ -243,7 +243,7 @@ class ClassifierConfig:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> ClassifierConfig:
-        """Build from a plain mapping; unknown keys raise ``ValueError``."""
+        """Build from a plain mapping; unknown keys raise :class:`~fedhar.errors.ConfigError`."""
         return build(cls, mapping, "model.classifier")
 
 
