@@ -182,12 +182,12 @@ def _reply(msg: Message, model: torch.nn.Module, metrics: dict[str, float | int]
 
 
 def _maybe_fail(settings: ClientSettings, subject: int) -> None:
-    """Simulated failure of this round (``federation.inject_failures``): raise, or hang past the timeout."""
+    """Simulated failure of this round (``federation.inject_failures``): raise, or hang past the timeout (hang, drop)."""
     if not settings.failures.fails(subject, settings.stage, settings.server_round):
         return
     logger.warning("subject %d: injected %s failure in %s round %d", subject, settings.failures.kind, settings.stage,
                    settings.server_round)
-    if settings.failures.kind == "hang":
+    if settings.failures.kind in ("hang", "drop"):
         time.sleep(settings.failures.hang_s)
     raise RuntimeError(f"injected failure (subject {subject}, {settings.stage} round {settings.server_round})")
 

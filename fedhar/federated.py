@@ -95,8 +95,10 @@ class FailureInjection:
     fraction
         Probability that a client fails a training round (0: never).
     kind
-        ``"raise"`` (the client replies an error) or ``"hang"`` (it sleeps ``hang_s``,
-        past the round timeout, so its reply never counts).
+        ``"raise"`` (the client replies an error), ``"hang"`` (it sleeps ``hang_s``, past
+        the round timeout, so its reply never counts) or ``"drop"`` (a device that goes away:
+        from the first round it fails it hangs in every later round of the stage, so with
+        fraction f a client is still there after r rounds with probability (1 - f)^r).
     hang_s
         Seconds a hanging client sleeps.
     seed
@@ -104,22 +106,29 @@ class FailureInjection:
     """
 
     fraction: float = 0.0
-    kind: Literal["raise", "hang"] = "raise"
+    kind: Literal["raise", "hang", "drop"] = "raise"
     hang_s: float = 60.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction <= 1.0:
             raise ConfigError(f"fraction must be in [0, 1], got {self.fraction}", "federation.inject_failures.fraction")
-        if self.kind not in ("raise", "hang"):
-            raise ConfigError(f"kind must be 'raise' or 'hang', got {self.kind!r}", "federation.inject_failures.kind")
+        if self.kind not in ("raise", "hang", "drop"):
+            raise ConfigError(f"kind must be 'raise', 'hang' or 'drop', got {self.kind!r}",
+                              "federation.inject_failures.kind")
 
     def fails(self, subject: int, stage: str, server_round: int) -> bool:
-        """Whether this client fails this round (deterministic in seed, subject, stage, round)."""
+        """Whether this client fails this round (deterministic in seed, subject, stage, round).
+
+        A dropped client (``kind="drop"``) fails this round if it failed any earlier round of the stage.
+        """
         if self.fraction <= 0.0:
             return False
-        draw = np.random.default_rng([self.seed, subject, server_round, zlib.crc32(stage.encode())]).random()
-        return bool(draw < self.fraction)
+        rounds = range(1, server_round + 1) if self.kind == "drop" else (server_round,)
+        return any(self._draw(subject, stage, r) < self.fraction for r in rounds)
+
+    def _draw(self, subject: int, stage: str, server_round: int) -> float:
+        return float(np.random.default_rng([self.seed, subject, server_round, zlib.crc32(stage.encode())]).random())
 
 
 @dataclass(frozen=True)

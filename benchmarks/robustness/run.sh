@@ -17,6 +17,7 @@ declare -A variants=(
   [slots-clean]="federation.round_timeout_s=60"
   [slots-hang-10]="federation.inject_failures.fraction=0.1 federation.inject_failures.kind=hang federation.inject_failures.hang_s=120 federation.round_timeout_s=60"
   [slots-hang-30]="federation.inject_failures.fraction=0.3 federation.inject_failures.kind=hang federation.inject_failures.hang_s=120 federation.round_timeout_s=60"
+  [slots-drop-10]="federation.inject_failures.fraction=0.1 federation.inject_failures.kind=drop federation.inject_failures.hang_s=120 federation.round_timeout_s=60"
   [slots-hang-50]="federation.inject_failures.fraction=0.5 federation.inject_failures.kind=hang federation.inject_failures.hang_s=120 federation.round_timeout_s=60"
   [scale-1000-undefended]="federation.inject_attack.subject=3 strategy.bounds.update_clip=null"
   [scale-1000-clipped]="federation.inject_attack.subject=3"
@@ -28,7 +29,7 @@ declare -A variants=(
 # slots on a 2-core machine: a hanging client
 # holds one slot and the other clients still run (with one CPU each, 6 clients share 2 slots
 # and a hang stalls the whole simulation: BENCHMARKS.md §3.4).
-all=(clean fail-10 fail-30 fail-50 hang-30 slots-clean slots-hang-10 slots-hang-30 slots-hang-50 scale-1000-undefended scale-1000-clipped flip-10-undefended flip-10-clipped flip-10-median)
+all=(clean fail-10 fail-30 fail-50 hang-30 slots-clean slots-hang-10 slots-hang-30 slots-hang-50 slots-drop-10 scale-1000-undefended scale-1000-clipped flip-10-undefended flip-10-clipped flip-10-median)
 chosen=("${@:-${all[@]}}")
 port=39800
 for name in "${all[@]}"; do

@@ -175,7 +175,18 @@ class TestFederationChecks:
         assert 0.2 < sum(draws) / len(draws) < 0.4
         assert not any(FailureInjection().fails(s, "pretrain", 1) for s in range(10))
         with pytest.raises(ConfigError, match="kind must be"):
-            FailureInjection(kind="drop")  # type: ignore[arg-type]
+            FailureInjection(kind="vanish")  # type: ignore[arg-type]
+
+    def test_failure_injection__a_dropped_client_stays_away_for_the_rest_of_the_stage(self) -> None:
+        drop, once = FailureInjection(fraction=0.1, kind="drop", seed=4), FailureInjection(fraction=0.1, seed=4)
+        for subject in range(1, 21):
+            rounds = [drop.fails(subject, "pretrain", r) for r in range(1, 31)]
+            first = rounds.index(True) if True in rounds else len(rounds)
+            # absent from the first round the per-round draw picks, and in every round after it
+            assert rounds == [False] * first + [True] * (len(rounds) - first)
+            assert first == next((r - 1 for r in range(1, 31) if once.fails(subject, "pretrain", r)), 30)
+        # survival after 30 rounds at 10 % per round: (0.9)^30 ~ 4 %
+        assert sum(not drop.fails(s, "pretrain", 30) for s in range(1, 201)) < 25
 
 
 def test_attack_injection__only_the_attacker_manipulates_its_update() -> None:
