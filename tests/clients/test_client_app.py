@@ -55,7 +55,7 @@ def setup_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str]
 
 def test_setup__carries_the_recipes_fusion_loss_to_the_client(setup_for: Callable[[str], dict]) -> None:
     # Federated stage 1 trains the same objective as the centralised one: the method group's loss.
-    for extra, beta in (("", 5.0), ("recipe=paper", 0.0)):
+    for extra, beta in (("", 0.0), ("method.loss.hard_positive_beta=5", 5.0)):
         settings = parse_config(ConfigRecord({keys.SETUP: json.dumps(setup_for(extra)), keys.SEED: 0}))
         assert settings.fusion_loss == {"temperature": 0.07, "hard_positive_beta": beta,
                                         "fusion_weights": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)}
