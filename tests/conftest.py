@@ -68,8 +68,9 @@ def ray_cli() -> str:
 @pytest.fixture(scope="session")
 def nginx_cli() -> str:
     """Path of ``nginx`` (the device gateway, simulations/deploy/gateway.py; .ci/run installs it); absent: fails in CI."""
-    path = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).is_file()),
-                                         None)
+    from simulations.deploy.gateway import find_nginx
+
+    path = find_nginx()
     if path is None:
         skip_or_fail("nginx is not installed (apt-get install nginx-light)")
     return path

@@ -21,7 +21,7 @@ from pathlib import Path
 from fedhar.errors import DeploymentError
 from simulations.deploy.credentials import CA_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE
 
-__all__ = ["GatewaySpec", "check_config", "gateway_command", "nginx_config", "write_config"]
+__all__ = ["GatewaySpec", "check_config", "find_nginx", "gateway_command", "nginx_config", "write_config"]
 
 CONFIG_FILE = "nginx.conf"
 #: Paths a SuperNode uses: the Fleet API and the health probe.
@@ -110,9 +110,14 @@ def check_config(config: Path, workdir: Path) -> None:
         raise DeploymentError(f"nginx rejects the gateway config: {out.stderr.strip()[-1000:]}", config)
 
 
+def find_nginx() -> str | None:
+    """Path of the nginx binary (``PATH``, then the sbin folders a non-root ``PATH`` lacks), or ``None``."""
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
+                                          if Path(p).is_file()), None)
+
+
 def _nginx() -> str:
-    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
-                                           if Path(p).is_file()), None)
+    found = find_nginx()
     if found is None:
         raise DeploymentError("nginx is not installed (Debian/Ubuntu/JetPack: `sudo apt-get install nginx-light`)",
                               "nginx")
