@@ -59,8 +59,8 @@ logger = logging.getLogger("simulations.deploy")
 
 EXIT_FAULT = 1
 EXIT_USAGE = 2
-#: Seconds a gateway that fails to start (port taken) needs to exit.
-GATEWAY_START_S = 1.0
+#: Seconds a gateway that fails to start needs to exit (nginx retries a taken port 5 times, 0.5 s apart).
+GATEWAY_START_S = 5.0
 #: Lines of a child's output kept to explain its failure.
 LOG_TAIL_LINES = 200
 
@@ -190,12 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if gateway is None:
                 return _run_child(cmd, umask=STATE_UMASK)[0]
             with subprocess.Popen(gateway, umask=STATE_UMASK) as nginx:
-                try:
-                    nginx.wait(timeout=GATEWAY_START_S)  # a gateway that cannot bind exits at once
-                    raise DeploymentError(f"the nginx gateway exited with code {nginx.returncode} (address in use?); "
-                                          f"see {args.gateway_dir / 'error.log'}", args.gateway)
+                try:  # a gateway that cannot bind exits at once
+                    code: int | None = nginx.wait(timeout=GATEWAY_START_S)
                 except subprocess.TimeoutExpired:
-                    pass
+                    code = None
+                if code is not None:
+                    raise DeploymentError(f"the nginx gateway exited with code {code} (address in use?); "
+                                          f"see {args.gateway_dir / 'error.log'}", args.gateway)
                 try:
                     return _run_child(cmd, umask=STATE_UMASK)[0]
                 finally:

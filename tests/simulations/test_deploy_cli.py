@@ -161,6 +161,15 @@ class TestGateway:
         assert main(["superlink", "--insecure", "--no-node-auth", *gw]) == EXIT_USAGE
         assert main(["superlink", "--certs", str(creds), "--host", "0.0.0.0", *gw]) == EXIT_USAGE
 
+    def test_cli__gateway_port_taken__fault_before_the_superlink_starts(self, creds: Path, tmp_path: Path,
+                                                                        nginx_cli: str) -> None:
+        with _listener() as taken:
+            port = taken.getsockname()[1]
+            started = time.monotonic()
+            assert main(["superlink", "--certs", str(creds), "--gateway", f"127.0.0.1:{port}", "--port", "1",
+                         "--gateway-dir", str(tmp_path / "gw"), "--exec"]) == EXIT_FAULT
+            assert time.monotonic() - started < 10  # the SuperLink (port 1) was never started
+
     def test_cli__unreadable_certificate__nginx_check_fails(self, tmp_path: Path, nginx_cli: str) -> None:
         (tmp_path / "certs").mkdir()  # no certificate files
         assert main(["superlink", "--certs", str(tmp_path / "certs"), "--gateway", "127.0.0.1:8000",
