@@ -18,6 +18,9 @@ fine-tuning on its own labeled rows with the global QoM prior; or (``query.class
 per-class statistics of its labeled rows' features under the global encoders, from which
 the server fits the head. ``evaluate``: accuracy on
 its own rows that it did not train on (its unlabeled pool, whose labels the dataset has).
+Both train handlers run under :func:`clients.secure_aggregation.secure_aggregation_mod`:
+when the server runs secure aggregation, the node answers its key stages and masks what
+it trained; otherwise the mod passes the message through.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients.secure_aggregation import secure_aggregation_mod
 from clients.settings import ClientSettings, parse_config
 from fedhar import keys
 from fedhar.data.dataset import HARDataset
@@ -210,7 +214,7 @@ def query_norm_stats(msg: Message, context: Context) -> Message:
     return Message(content=RecordDict({keys.NORM_STATS: arrays, keys.METRICS: metrics}), reply_to=msg)
 
 
-@app.train("pretrain")
+@app.train("pretrain", mods=[secure_aggregation_mod])
 def train_pretrain(msg: Message, context: Context) -> Message:
     """Stage 1: local contrastive fusion (or unimodal) pretraining of the global encoders and heads."""
     local = _setup(msg, context)
@@ -224,7 +228,7 @@ def train_pretrain(msg: Message, context: Context) -> Message:
     return _reply(msg, model, metrics, local)
 
 
-@app.train("finetune")
+@app.train("finetune", mods=[secure_aggregation_mod])
 def train_finetune(msg: Message, context: Context) -> Message:
     """Stage 2: local iterative fusion fine-tuning on the client's own labeled rows."""
     local = _setup(msg, context)

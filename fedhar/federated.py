@@ -103,16 +103,21 @@ class FailureInjection:
         Seconds a hanging client sleeps.
     seed
         Which (subject, round) pairs fail is a function of this seed alone.
+    subjects
+        Subjects whose client fails every training round besides the random draws (the
+        secure-aggregation benchmark drops exactly one or two clients per round).
     """
 
     fraction: float = 0.0
     kind: Literal["raise", "hang", "drop"] = "raise"
     hang_s: float = 60.0
     seed: int = 0
+    subjects: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraction <= 1.0:
             raise ConfigError(f"fraction must be in [0, 1], got {self.fraction}", "federation.inject_failures.fraction")
+        object.__setattr__(self, "subjects", tuple(int(x) for x in self.subjects))
         if self.kind not in ("raise", "hang", "drop"):
             raise ConfigError(f"kind must be 'raise', 'hang' or 'drop', got {self.kind!r}",
                               "federation.inject_failures.kind")
@@ -122,6 +127,8 @@ class FailureInjection:
 
         A dropped client (``kind="drop"``) fails this round if it failed any earlier round of the stage.
         """
+        if subject in self.subjects:
+            return True
         if self.fraction <= 0.0:
             return False
         rounds = range(1, server_round + 1) if self.kind == "drop" else (server_round,)

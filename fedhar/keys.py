@@ -69,3 +69,11 @@ PERSONAL_STRENGTH = "personal-strength"  # ConfigRecord: weight of the global me
 SHRINKAGE = "class-stats-shrinkage"  # ConfigRecord: covariance shrinkage of the lda heads
 OWN_SUFFIX_GLOBAL = "-global"  # reply metrics "accuracy-global", "macro-f1-global": the global head on own rows
 OWN_SUFFIX_PERSONAL = "-personal"  # reply metrics "accuracy-personal", "macro-f1-personal": the personal head
+
+# Secure aggregation (privacy.secure_aggregation): each collect-stage train message carries how
+# the client weights its contribution (fedhar.secure_sum).
+SECAGG_WEIGHTING = "secagg-weighting"  # ConfigRecord of the collect message
+EXAMPLE_SCALE = "example-scale"  # n_k / n_max from the counts the server knows
+WEIGHTING = "weighting"  # "qom" or "examples"
+QOM_LOW = "qom-low"  # the strategy's quality range the client clips its scores to
+QOM_HIGH = "qom-high"

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from omegaconf import DictConfig, OmegaConf
@@ -24,7 +24,10 @@ from fedhar.aggregation import (
     validate_update,
 )
 from fedhar.errors import ConfigError, FederationError
+from fedhar.secure_sum import unpack_sum
+from fedhar.train import derive_seed
 from strategies.run_privacy import RunPrivacy
+from strategies.secure_aggregation import SecureAggregation, SecureAggregationError, SecureRound
 
 __all__ = ["STAGES", "QoMFedAvg", "check_stage", "influence_bounds", "parse_reply"]
 
@@ -78,6 +81,14 @@ class QoMFedAvg(FedAvg):
         noised by :func:`fedhar.privacy.dp_aggregate` and accounted; a round the budget
         does not allow is not run (it fails, naming the budget). Needs ``bounds.rule``
         ``mean``.
+    secure
+        Secure aggregation (SecAgg+, :mod:`strategies.secure_aggregation`): the server
+        learns only the sum of the clients' weighted updates and weights
+        (:mod:`fedhar.secure_sum`). Each client weights itself, with the example scale the
+        server sends from ``known_examples`` and its own quality clipped to
+        ``bounds.qom_range``; the per-client checks that need one client's update
+        (``bounds.update_clip``, the robust rules, per-client weights in the record) cannot
+        run; the weight sums are checked. Not with ``privacy``.
     **fedavg_kwargs
         Passed to :class:`flwr.serverapp.strategy.FedAvg` (sampling fractions, minimum
         nodes, metric aggregation functions).
@@ -98,6 +109,7 @@ class QoMFedAvg(FedAvg):
         min_valid_replies: int = 1,
         privacy: RunPrivacy | None = None,
         round_offset: int = 0,
+        secure: SecureAggregation | None = None,
         **fedavg_kwargs: object,
     ) -> None:
         if stage not in STAGES:
@@ -118,6 +130,22 @@ class QoMFedAvg(FedAvg):
             raise ConfigError(f"differential privacy needs the weighted mean, not strategy.bounds.rule="
                               f"{self.bounds.rule!r} (the noise is calibrated to it)", "strategy.bounds.rule")
         self.privacy = privacy
+        if secure is not None:
+            if privacy is not None:
+                raise ConfigError("privacy.secure_aggregation and privacy.dp together are not built: the DP mechanism "
+                                  "clips each client's update on the server, which secure aggregation hides",
+                                  "privacy.secure_aggregation.enabled")
+            if self.bounds.rule != "mean":
+                raise ConfigError(f"secure aggregation sums the weighted mean; strategy.bounds.rule="
+                                  f"{self.bounds.rule!r} needs every client's update", "strategy.bounds.rule")
+            if known_examples is None:
+                raise ValueError("secure aggregation needs known_examples (the example scale the server sends)")
+        self.secure = secure
+        self._secure_round: SecureRound | None = None
+        self._secure_grid: Grid | None = None
+        self._secure_failure: str | None = None
+        #: Round -> what secure aggregation did (bytes per client, dropped nodes, survivors).
+        self.secure_rounds: dict[int, dict[str, Any]] = {}
         self.round_offset = int(round_offset)
         #: Absolute round -> the aggregated train metrics of that round.
         self.round_metrics: dict[int, dict[str, Any]] = {}
@@ -162,16 +190,48 @@ class QoMFedAvg(FedAvg):
         if self.privacy is not None and not self.privacy.allows(self.stage, server_round, len(messages)):
             messages = []
         self._sent[server_round] = len(messages)
+        out = [Message(content=m.content, dst_node_id=m.metadata.dst_node_id, message_type=self.message_type)
+               for m in messages]
+        if self.secure is not None and out:
+            return self._open_secure(server_round, out, grid)
         self.bytes_sent += arrays.count_bytes() * len(messages)
-        return [Message(content=m.content, dst_node_id=m.metadata.dst_node_id, message_type=self.message_type)
-                for m in messages]
+        return out
+
+    def _open_secure(self, server_round: int, messages: list[Message], grid: Grid) -> list[Message]:
+        """Key stages of secure aggregation; the train messages with each node's weighting and key shares."""
+        assert self.secure is not None and self.known_examples is not None
+        top = max(self.known_examples.values())
+        low, high = self.bounds.qom_range
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            subject = self.secure.node_subjects.get(node)
+            if subject is None or subject not in self.known_examples:
+                raise FederationError(f"node {node} has no known subject / example count for secure aggregation",
+                                      "privacy.secure_aggregation")
+            msg.content = RecordDict(dict(msg.content.items()))  # FedAvg gives every node the same RecordDict
+            msg.content[keys.SECAGG_WEIGHTING] = ConfigRecord({
+                keys.EXAMPLE_SCALE: float(self.known_examples[subject] / top), keys.WEIGHTING: self.weighting,
+                keys.QOM_LOW: float(low), keys.QOM_HIGH: float(high)})
+        self._secure_grid, self._secure_failure = grid, None
+        self._secure_round = SecureRound(self.secure.cfg, self.secure.timeout_s,
+                                         derive_seed(self.secure.seed, "secagg", self.stage, server_round))
+        try:
+            out = self._secure_round.open(grid, messages)
+        except SecureAggregationError as err:
+            self._secure_failure = str(err)
+            logger.warning("round %d: secure aggregation stopped before training: %s", server_round, err)
+            return []
+        return out
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Validate each reply per modality group, drop bad ones, aggregate the rest."""
         server_round += self.round_offset
-        arrays, metrics = self._aggregate(server_round, replies)
+        if self.secure is not None:
+            arrays, metrics = self._aggregate_secure(server_round, replies)
+        else:
+            arrays, metrics = self._aggregate(server_round, replies)
         if metrics is not None:
             self.round_metrics[server_round] = dict(metrics)
         return arrays, metrics
@@ -251,6 +311,58 @@ class QoMFedAvg(FedAvg):
         arrays = ArrayRecord({k: Array(v) for k, v in new_arrays.items()})
         return arrays, metrics
 
+
+    def _aggregate_secure(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Unmask the sum of the round's masked vectors; QoMFedAvg's arrays from it (fedhar.secure_sum)."""
+        if self._global is None:
+            raise RuntimeError("aggregate_train called before configure_train: no global arrays")
+        reference = {k: v.numpy() for k, v in self._global.items()}
+        replies, secure = list(replies), self._secure_round
+        subjects = self.secure.node_subjects if self.secure is not None else {}
+        sent = self._sent.get(server_round, len(replies))
+        metrics = MetricRecord({keys.NUM_TIMEOUTS: max(sent - len(replies), 0)})
+        reason = self._secure_failure
+        if secure is not None and reason is None:
+            rejected = {}
+            for msg in replies:  # who a reply claims to be is checked against what the server knows
+                node = msg.metadata.src_node_id
+                claimed = None if msg.has_error() else _claimed_client(msg)
+                if claimed is not None and claimed != f"subject-{subjects.get(node)}":
+                    rejected[node] = f"claims {claimed}, the server knows subject {subjects.get(node)}"
+            try:
+                total, count = secure.close(self._secure_grid, replies, rejected)  # type: ignore[arg-type]
+                result = unpack_sum(total, reference, self.weighting, count)
+            except (SecureAggregationError, ValueError) as err:
+                reason = str(err)
+            else:
+                if count < self.min_valid_replies:
+                    reason = f"{count} contributions in the sum, need {self.min_valid_replies}"
+        dropped = dict(secure.dropped) if secure is not None else {}
+        record: dict[str, Any] = {"dropped": dropped,
+                  "bytes_sent": secure.bytes_sent if secure is not None else 0,
+                  "bytes_received": secure.bytes_received if secure is not None else 0}
+        if secure is not None:
+            self.bytes_sent += secure.bytes_sent
+            self.bytes_received += secure.bytes_received
+        metrics[keys.NUM_REJECTED] = len(dropped)
+        if reason is not None:
+            self.secure_rounds[server_round] = {**record, "failed": reason}
+            self.failed_rounds[server_round] = f"secure aggregation: {reason}"
+            metrics[keys.NUM_AGGREGATED] = 0
+            logger.warning("round %d failed: secure aggregation: %s; the global model keeps its previous arrays",
+                           server_round, reason)
+            return self._global, metrics
+        metrics[keys.NUM_AGGREGATED] = count
+        metrics[keys.NUM_CLIPPED] = 0
+        for modality, score in result.mean_qom.items():
+            metrics[f"{keys.QOM_PREFIX}{modality}"] = score
+        self.secure_rounds[server_round] = {**record, "num_summed": count, "weight_sums": result.weight_sums}
+        if record["dropped"]:
+            logger.warning("round %d: secure aggregation summed %d clients; dropped: %s", server_round, count,
+                           record["dropped"])
+        return ArrayRecord({k: Array(v) for k, v in result.arrays.items()}), metrics
 
     def _claim(self, node: int, client: str) -> None:
         """Bind ``node`` to its first claimed client; record the nodes that claim each client."""

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from fedhar.errors import ConfigError
 from fedhar.federated import build_pretrain_model, normalise_prior, probe_accuracy, state_digest
 from fedhar.models import ModelConfig
 from fedhar.privacy import DPConfig
+from fedhar.secure_sum import SecureAggregationConfig
 from fedhar.train import derive_seed, seed_everything
 from fedhar.train.checkpoint import atomic_save_state, atomic_write_text
 from strategies.federation_grid import FederationGrid
@@ -32,6 +34,7 @@ from strategies.qom_fedavg import QoMFedAvg, check_stage, influence_bounds
 from strategies.run_config import compose_config, hydra_overrides, run_folder
 from strategies.run_privacy import RunPrivacy
 from strategies.run_state import Stage1Progress, finish_run, load_run, stage1_checkpoint, start_run
+from strategies.secure_aggregation import SecureAggregation
 from strategies.stage2 import run_stage2
 
 __all__ = ["app", "check_federation", "check_privacy", "main"]
@@ -95,7 +98,8 @@ def main(grid: Grid, context: Context) -> None:
     fed = cfg.federation
     check_federation(fed)
     dp = DPConfig.from_mapping(_group(cfg.privacy, "dp"))
-    check_privacy(dp, fed)
+    secure_cfg = SecureAggregationConfig.from_mapping(_group(cfg.privacy, "secure_aggregation"))
+    check_privacy(dp, secure_cfg, fed)
     num_nodes = int(fed.min_nodes or len(protocol.train_subjects))
     logger.info("run %s: %d training subjects %s, test subjects %s, output %s", context.run_id,
                 len(protocol.train_subjects), list(protocol.train_subjects), list(protocol.test_subjects), run_dir)
@@ -122,13 +126,16 @@ def main(grid: Grid, context: Context) -> None:
     experiment = prepare_experiment(dataset, dataset_cfg, exp.label_rate, seed, stats=norm.federation.stats)
     privacy = (RunPrivacy(dp, population=len(protocol.train_subjects),
                           num_sampled=max(1, round(num_nodes * float(fed.fraction_train)))) if dp.enabled else None)
+    secure = (SecureAggregation(secure_cfg, dict(norm.node_subjects),
+                                float(secure_cfg.timeout_s or fed.round_timeout_s), seed)
+              if secure_cfg.enabled else None)
     phases.mark("normalisation_round")
 
     # ---- stage 1: federated contrastive fusion pretraining (from the last complete round when resuming)
     if privacy is not None:
         privacy.restore(progress.dp_releases)
     stage1_arrays, stage1 = _run_stage1(grid, cfg, experiment, model_cfg, shared, num_nodes, run_dir, privacy,
-                                        progress)
+                                        progress, secure)
     # Under DP the quality scores are not noised: a prior computed from them is not released to clients.
     info = experiment.info
     prior = (_qom_prior({int(r): m for r, m in progress.rounds.items()}, info.modality_names) if privacy is None
@@ -138,7 +145,8 @@ def main(grid: Grid, context: Context) -> None:
 
     # ---- stage 2: federated / local / centralised fine-tuning
     stage2 = run_stage2(grid=grid, cfg=cfg, exp=exp, shared=shared, experiment=experiment,
-                        encoders=stage1_arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir, privacy=privacy)
+                        encoders=stage1_arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir, privacy=privacy,
+                        secure=secure)
     compare = {mode: run_stage2(grid=grid, cfg=cfg, exp=exp, shared=shared, experiment=experiment,
                                 encoders=stage1_arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir, mode=mode)
                for mode in fed.get("stage2_compare") or () if mode != fed.stage2_mode}
@@ -151,7 +159,8 @@ def main(grid: Grid, context: Context) -> None:
         "stage1": stage1, "qom_prior": prior, "stage2": stage2, "final_model": stage2.get("model_file"),
         "stage2_compare": compare,
         "privacy": {"min_merged_subjects": int(cfg.privacy.min_merged_subjects),
-                    "dp": privacy.summary() if privacy is not None else None},
+                    "dp": privacy.summary() if privacy is not None else None,
+                    "secure_aggregation": asdict(secure_cfg) if secure is not None else None},
         "final": stage2["final"], "wall_time_s": time.perf_counter() - started,
         # Where the server's time went, and when it ran (Unix time): a launcher compares these
         # with its own clock to find the Flower/Ray start-up and tear-down outside main().
@@ -165,7 +174,8 @@ def main(grid: Grid, context: Context) -> None:
           f"{stage2['final']['accuracy']:.3f}, macro-F1 {stage2['final']['macro_f1']:.3f}, "
           f"{results['wall_time_s']:.0f} s"
           + "".join(f"; stage 2 {m}: accuracy {c['final']['accuracy']:.3f}" for m, c in compare.items())
-          + (f"; DP epsilon {privacy.epsilon:.3g} at delta {dp.delta:g}" if privacy is not None else ""),
+          + (f"; DP epsilon {privacy.epsilon:.3g} at delta {dp.delta:g}" if privacy is not None else "")
+          + ("; secure aggregation: the server saw sums only" if secure is not None else ""),
           flush=True)
 
 
@@ -175,7 +185,7 @@ _POSITIVE_INTS = ("stage1_rounds", "stage1_local_epochs", "stage2_rounds", "stag
 
 def _run_stage1(grid: Grid, cfg: DictConfig, experiment: ExperimentData, model_cfg: ModelConfig,
                 shared: dict[str, Any], num_nodes: int, run_dir: Path, privacy: RunPrivacy | None,
-                progress: Stage1Progress) -> tuple[ArrayRecord, dict[str, Any]]:
+                progress: Stage1Progress, secure: SecureAggregation | None = None) -> tuple[ArrayRecord, dict[str, Any]]:
     """Stage 1's rounds left after ``progress``; each round checkpointed and recorded in ``progress``.
 
     Returns the final global arrays and the stage's summary for results.json.
@@ -192,7 +202,7 @@ def _run_stage1(grid: Grid, cfg: DictConfig, experiment: ExperimentData, model_c
                          known_examples={s: p.num_unlabeled for s, p in experiment.partitions.items()},
                          fraction_train=float(fed.fraction_train), fraction_evaluate=0.0,
                          min_train_nodes=num_nodes, min_available_nodes=num_nodes, privacy=privacy,
-                         round_offset=done)
+                         round_offset=done, secure=secure)
     last_time = [time.perf_counter()]
     crash_after = fed.get("inject_server_crash_after_round")
 
@@ -236,25 +246,32 @@ def _run_stage1(grid: Grid, cfg: DictConfig, experiment: ExperimentData, model_c
         "failed_rounds": progress.failed_rounds, "excluded_nodes": sorted(strategy.excluded),
         "client_weights": progress.client_weights, "resumed_after_round": done or None,
         "weights_sha256": state_digest(global_model.state_dict()),
+        "secure_aggregation": {str(r): v for r, v in strategy.secure_rounds.items()} if secure is not None else None,
     }
     return ArrayRecord(global_model.state_dict()), summary
 
 
-def check_privacy(dp: DPConfig, fed: DictConfig) -> None:
-    """Reject DP with a stage-2 mode whose releases it does not cover (lda / ccvr statistics, pooled labels).
+def check_privacy(dp: DPConfig, secure: SecureAggregationConfig, fed: DictConfig) -> None:
+    """Reject DP or secure aggregation with a stage-2 mode they do not cover (lda / ccvr statistics, pooled labels).
 
     Raises
     ------
     ConfigError
-        Naming ``federation.stage2_mode`` (or ``stage2_compare``).
+        Naming ``federation.stage2_mode`` (or ``stage2_compare``), or
+        ``privacy.secure_aggregation.enabled`` when both are on.
     """
-    if not dp.enabled:
+    if dp.enabled and secure.enabled:
+        raise ConfigError("privacy.dp and privacy.secure_aggregation together are not built yet: the DP mechanism "
+                          "clips each client's update on the server, which secure aggregation hides",
+                          "privacy.secure_aggregation.enabled")
+    if not (dp.enabled or secure.enabled):
         return
+    name, what = ("privacy.dp", "noise") if dp.enabled else ("privacy.secure_aggregation", "sum securely")
     modes = [str(fed.stage2_mode), *[str(m) for m in fed.get("stage2_compare") or ()]]
     uncovered = [m for m in modes if m != "federated"]
     if uncovered:
-        raise ConfigError(f"privacy.dp covers the QoMFedAvg rounds (stage 1 and stage2_mode=federated); stage-2 "
-                          f"mode(s) {uncovered} would release client data it does not noise. Set "
+        raise ConfigError(f"{name} covers the QoMFedAvg rounds (stage 1 and stage2_mode=federated); stage-2 "
+                          f"mode(s) {uncovered} would release client data it does not {what}. Set "
                           "federation.stage2_mode=federated and stage2_compare=[]", "federation.stage2_mode")
 
 

@@ -28,6 +28,7 @@ from fedhar.train.class_stats import STATS_HEADS, ClassStatsConfig, FeatureLayou
 from strategies.class_stats_round import PersonalHead, run_class_stats_round, run_personalise_round
 from strategies.qom_fedavg import QoMFedAvg, check_stage, influence_bounds, parse_reply
 from strategies.run_privacy import RunPrivacy
+from strategies.secure_aggregation import SecureAggregation
 
 __all__ = ["STAGE2_MODES", "run_stage2"]
 
@@ -50,6 +51,7 @@ def run_stage2(
     run_dir: Path,
     mode: str | None = None,
     privacy: RunPrivacy | None = None,
+    secure: SecureAggregation | None = None,
 ) -> dict[str, Any]:
     """Fine-tune from the stage-1 encoders in ``mode`` (default ``cfg.federation.stage2_mode``); test on the held-out subjects.
 
@@ -58,7 +60,8 @@ def run_stage2(
     ``exp`` is the run's typed experiment config (model, stage-2 loop); ``cfg`` gives the
     ``federation`` group. ``shared`` holds the ConfigRecord entries every client message carries (``setup``,
     ``seed``, ``train-subjects``; the grid adds each node's ``norm-stats`` / ``label-share``).
-    ``privacy`` (federated mode only) noises and accounts every aggregation.
+    ``privacy`` (federated mode only) noises and accounts every aggregation; ``secure``
+    (federated mode only) runs each aggregation as a secure sum.
 
     Returns
     -------
@@ -83,7 +86,7 @@ def run_stage2(
     model.load_state_dict(state)
     config = ConfigRecord({**shared, keys.FREEZE_ENCODERS: bool(fed.get("stage2_freeze_encoders", False)),
                            **{f"{keys.QOM_PRIOR_PREFIX}{m}": float(w) for m, w in prior.items()}})
-    job = _Job(grid, cfg, exp, experiment, model, config, prior, num_nodes, run_dir, privacy)
+    job = _Job(grid, cfg, exp, experiment, model, config, prior, num_nodes, run_dir, privacy, secure)
     if mode in STATS_HEADS:
         return _run_stats_head(job, mode)
     return {"centralized": _run_centralized, "local": _run_local, "federated": _run_federated}[mode](job)
@@ -103,6 +106,7 @@ class _Job:
     num_nodes: int
     run_dir: Path
     privacy: RunPrivacy | None
+    secure: SecureAggregation | None
 
     @property
     def budget(self) -> int:
@@ -168,7 +172,7 @@ def _run_federated(job: _Job) -> dict[str, Any]:
                          fraction_train=float(fed.fraction_train),
                          fraction_evaluate=1.0 if fed.client_eval else 0.0,
                          min_train_nodes=num_nodes, min_evaluate_nodes=num_nodes, min_available_nodes=num_nodes,
-                         privacy=job.privacy)
+                         privacy=job.privacy, secure=job.secure)
     rounds = int(fed.stage2_rounds)
     times: list[float] = []
 
@@ -202,6 +206,8 @@ def _run_federated(job: _Job) -> dict[str, Any]:
         "final": {"accuracy": float(final[keys.ACCURACY]), "macro_f1": float(final[keys.MACRO_F1])},  # type: ignore[arg-type]
         "weights_sha256": state_digest(result.arrays.to_torch_state_dict()),
         "model_file": job.save_final("federated", result.arrays.to_torch_state_dict()),
+        "secure_aggregation": ({str(r): v for r, v in strategy.secure_rounds.items()} if job.secure is not None
+                               else None),
     }
 
 

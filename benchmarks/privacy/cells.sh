@@ -18,7 +18,6 @@ run_cells() {
       --run-config "hydra-overrides=\"$overrides $dp\"" --federation-config "$federation" --timeout 3000 \
       > "$cell/log" 2>&1 || true
     grep -h "fedhar run\|differential privacy" "$cell/log" | tail -2
-    python -c "import sys; from pathlib import Path; from simulations.run_federated import stop_superlink; stop_superlink(Path(sys.argv[1]))" "$cell/flwr-home"
     i=$((i + 1))
   done
 }

@@ -336,6 +336,24 @@ def test_flwr_run__normalisation_round_dp_then_export(tmp_path: Path, capsys: py
 
 
 @pytest.mark.slow
+def test_flwr_run__secure_aggregation_sums_only(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Every QoMFedAvg round (2 in stage 1, 4 federated in stage 2) runs SecAgg+: the clients mask
+    # their weighted updates; the server sums and unmasks, and never holds one client's update.
+    results = _flwr_run(tmp_path, f"{SMOKE} federation.stage2_mode=federated privacy.secure_aggregation.enabled=true",
+                        capsys)
+    assert results["privacy"]["secure_aggregation"]["enabled"] is True
+    stage1, stage2 = results["stage1"]["secure_aggregation"], results["stage2"]["secure_aggregation"]
+    assert sorted(stage1) == ["1", "2"] and sorted(stage2) == ["1", "2", "3", "4"]
+    for record in [*stage1.values(), *stage2.values()]:
+        assert record["num_summed"] == 2 and record["dropped"] == {} and "failed" not in record
+        assert record["weight_sums"]["shared"] > 0.5  # n_k / n_max of both subjects
+    assert results["stage1"]["client_weights"] == {}  # the server never learnt a client's weight
+    assert results["stage1"]["rounds"]["2"]["num-aggregated"] == 2
+    assert results["stage1"]["failed_rounds"] == {} and results["stage2"]["failed_rounds"] == {}
+    assert 0.0 <= results["final"]["accuracy"] <= 1.0 and results["qom_prior"]
+
+
+@pytest.mark.slow
 def test_flwr_run__heterogeneous_modalities(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # Subject 1 only has the informative sensor; subject 2 has both.
     results = _flwr_run(tmp_path, f"{SMOKE} +dataset.modality_subsets={{1:[imu]}} "

@@ -188,6 +188,12 @@ class TestFederationChecks:
         # survival after 30 rounds at 10 % per round: (0.9)^30 ~ 4 %
         assert sum(not drop.fails(s, "pretrain", 30) for s in range(1, 201)) < 25
 
+    def test_failure_injection__named_subjects_fail_every_round(self) -> None:
+        inject = FailureInjection(subjects=[2, 5])  # type: ignore[arg-type]  (a YAML list)
+        assert inject.subjects == (2, 5)
+        assert all(inject.fails(s, stage, r) == (s in (2, 5)) for s in range(1, 8) for r in range(1, 6)
+                   for stage in ("pretrain", "finetune"))
+
 
 def test_attack_injection__only_the_attacker_manipulates_its_update() -> None:
     import torch

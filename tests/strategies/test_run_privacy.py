@@ -7,10 +7,12 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 from dp_reference import classical_rdp_epsilon, reference_epsilon
+from omegaconf import DictConfig
 
 from fedhar.aggregation import InfluenceBounds
 from fedhar.errors import ConfigError, FederationError
 from fedhar.privacy import DPConfig
+from fedhar.secure_sum import SecureAggregationConfig
 from strategies import QoMFedAvg
 from strategies.qom_fedavg import check_stage
 from strategies.run_config import compose_config
@@ -76,7 +78,24 @@ def test_config__dp_needs_the_mean_rule_and_a_covered_stage2_mode() -> None:
     with pytest.raises(ConfigError, match="weighted mean"):
         QoMFedAvg(privacy=privacy, bounds=InfluenceBounds(rule="median"))
     cfg = compose_config("privacy.dp.enabled=true")
-    with pytest.raises(ConfigError, match=r"stage-2 mode\(s\) \['lda'\]"):
-        check_privacy(DPConfig.from_mapping(dict(cfg.privacy.dp)), cfg.federation)
+    with pytest.raises(ConfigError, match=r"privacy.dp covers .* stage-2 mode\(s\) \['lda'\]"):
+        check_privacy(*_privacy(cfg), cfg.federation)
     cfg = compose_config("privacy.dp.enabled=true federation.stage2_mode=federated")
-    check_privacy(DPConfig.from_mapping(dict(cfg.privacy.dp)), cfg.federation)  # accepted: no error
+    check_privacy(*_privacy(cfg), cfg.federation)  # accepted: no error
+
+
+def test_config__secure_aggregation_needs_a_covered_stage2_mode_and_not_dp() -> None:
+    cfg = compose_config("privacy.secure_aggregation.enabled=true federation.stage2_compare=[ccvr]")
+    with pytest.raises(ConfigError, match=r"privacy.secure_aggregation covers .* \['lda', 'ccvr'\]"):
+        check_privacy(*_privacy(cfg), cfg.federation)
+    cfg = compose_config("privacy.secure_aggregation.enabled=true federation.stage2_mode=federated")
+    check_privacy(*_privacy(cfg), cfg.federation)
+    cfg = compose_config("privacy.secure_aggregation.enabled=true privacy.dp.enabled=true "
+                         "federation.stage2_mode=federated")
+    with pytest.raises(ConfigError, match="together are not built"):
+        check_privacy(*_privacy(cfg), cfg.federation)
+
+
+def _privacy(cfg: DictConfig) -> tuple[DPConfig, SecureAggregationConfig]:
+    return (DPConfig.from_mapping(dict(cfg.privacy.dp)),
+            SecureAggregationConfig.from_mapping(dict(cfg.privacy.secure_aggregation)))

@@ -1,0 +1,100 @@
+"""Client side of secure aggregation: Flower's SecAgg+ client stages around fedhar's train handlers.
+
+Flower's ``secaggplus_mod`` acts only on messages of type ``train`` and masks a legacy
+``FitRes`` (parameters x examples). fedhar's train messages are ``train.<stage>`` and
+QoMFedAvg needs per-modality weights, so this mod runs Flower's own stage functions
+(key generation, Shamir shares, encryption, quantisation and masking) with two changes:
+it acts on any message that carries the protocol's ConfigRecord, and in the
+``collect_masked_vectors`` stage it masks the weighted contribution of
+:func:`fedhar.secure_sum.secure_contribution` (the handler's trained arrays minus the global
+ones, weighted by the client's own quality and the example scale the server sent), not
+the raw weights. The reply then holds only the masked vector and the subject id: no
+arrays, no quality scores, no loss. A message without the record passes straight through.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import cast
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.client.mod.secure_aggregation.secaggplus_mod import (  # Flower's own client stages, unchanged
+    SecAggPlusState,
+    _collect_masked_vectors,
+    _setup,
+    _share_keys,
+    _unmask,
+    check_configs,
+    check_stage,
+)
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common import ndarrays_to_parameters
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key, Stage
+
+from fedhar import keys
+from fedhar.errors import ConfigError
+from fedhar.secure_sum import secure_contribution
+
+__all__ = ["secure_aggregation_mod"]
+
+logger = logging.getLogger(__name__)
+
+
+def secure_aggregation_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
+    """Run this node's SecAgg+ stage for ``msg`` (its training in ``collect_masked_vectors``)."""
+    if RECORD_KEY_CONFIGS not in msg.content.config_records:
+        return call_next(msg, ctxt)
+    state_record = ctxt.state.config_records.get(RECORD_KEY_STATE, ConfigRecord({}))
+    state = SecAggPlusState(**state_record)
+    configs = msg.content.config_records[RECORD_KEY_CONFIGS]
+    check_stage(state.current_stage, configs)
+    state.current_stage = cast(str, configs.pop(Key.STAGE))
+    check_configs(state.current_stage, configs)
+    content = RecordDict()
+    if state.current_stage == Stage.SETUP:
+        state.nid = msg.metadata.dst_node_id
+        result = _setup(state, configs)
+    elif state.current_stage == Stage.SHARE_KEYS:
+        result = _share_keys(state, configs)
+    elif state.current_stage == Stage.COLLECT_MASKED_VECTORS:
+        reply = call_next(msg, ctxt)
+        if reply.has_error():
+            return reply
+        vector = _contribution(msg, reply, state.clipping_range)
+        # Weight 1 of max weight 1: the contribution is already weighted (fedhar.secure_sum).
+        result = _collect_masked_vectors(state, configs, 1, ndarrays_to_parameters(vector))
+        subject = reply.content.metric_records[keys.METRICS].get(keys.SUBJECT)
+        if isinstance(subject, int):
+            content[keys.METRICS] = MetricRecord({keys.SUBJECT: subject})
+    elif state.current_stage == Stage.UNMASK:
+        result = _unmask(state, configs)
+    else:  # check_stage rejects unknown stages; kept for the type checker
+        raise ValueError(f"unknown secure-aggregation stage {state.current_stage!r}")
+    ctxt.state.config_records[RECORD_KEY_STATE] = ConfigRecord(state.to_dict())
+    content[RECORD_KEY_CONFIGS] = ConfigRecord(result, False)
+    return Message(content, reply_to=msg)
+
+
+def _contribution(msg: Message, reply: Message, clipping: float) -> list[np.ndarray]:
+    """The handler's trained arrays as this client's weighted contribution to the sum."""
+    weighting = msg.content.config_records.get(keys.SECAGG_WEIGHTING)
+    if weighting is None:
+        raise ConfigError(f"the collect message lacks the ConfigRecord {keys.SECAGG_WEIGHTING!r}",
+                          keys.SECAGG_WEIGHTING)
+    scale, rule = weighting.get(keys.EXAMPLE_SCALE), weighting.get(keys.WEIGHTING)
+    low, high = weighting.get(keys.QOM_LOW), weighting.get(keys.QOM_HIGH)
+    if not all(isinstance(v, float) for v in (scale, low, high)) or rule not in ("qom", "examples"):
+        raise ConfigError(f"bad {keys.SECAGG_WEIGHTING!r} record: {dict(weighting)}", keys.SECAGG_WEIGHTING)
+    reference = {k: v.numpy() for k, v in msg.content.array_records[keys.ARRAYS].items()}
+    trained = {k: v.numpy() for k, v in reply.content.array_records[keys.ARRAYS].items()}
+    metrics = reply.content.metric_records[keys.METRICS]
+    qom = {k[len(keys.QOM_PREFIX):]: float(cast(float, v)) for k, v in metrics.items()
+           if k.startswith(keys.QOM_PREFIX)}
+    vector = secure_contribution(trained, reference, qom, cast(float, scale), rule,  # type: ignore[arg-type]
+                                 (cast(float, low), cast(float, high)))
+    outside = sum(int((np.abs(v) > clipping).sum()) for v in vector)
+    if outside:
+        logger.warning("%d entries of this client's contribution exceed the clipping range %g and are clipped",
+                       outside, clipping)
+    return vector

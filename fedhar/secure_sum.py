@@ -1,0 +1,258 @@
+"""What a client puts into secure aggregation, and how the server turns the sum back into QoMFedAvg.
+
+Under secure aggregation (SecAgg+, docs/privacy.md) the server learns only the sum of what
+the clients send. QoMFedAvg weights modality ``m`` of client ``k`` by ``n_k q_km``, so each
+client sends its update already weighted, and its weights beside it:
+
+- for every float parameter of group ``g`` (a modality's encoder and head, or the shared
+  parameters): ``w_kg * (theta_k - theta_global)``, zeros for a modality it does not hold;
+- the scalars ``a_km = s_k q_km`` and ``b_km = s_k [k holds m]`` per modality and
+  ``b_k = s_k`` for the shared group, where ``s_k = n_k / n_max`` is the example scale the
+  server sends (from the counts it knows, not the client's claim) and ``q_km`` the client's
+  quality clipped to ``qom_range``.
+
+``w_kg`` is ``a_kg`` under ``qom`` weighting and ``b_kg`` under ``examples`` weighting (1 x
+``s_k`` for the shared group). From the sums the server recovers exactly the weighted mean
+of :func:`fedhar.aggregation.aggregate_by_modality` (the common factor ``1 / n_max``
+cancels) and the example-weighted mean quality per modality (``sum a / sum b``), which the
+stage-2 prior needs. Every entry is bounded by 1 times the update, so the fixed-point
+range of the protocol (``clipping_range``) bounds what one client adds to any coordinate.
+
+Integer buffers (BatchNorm's ``num_batches_tracked``) are not summed: they keep the global
+value (PyTorch uses them only when a BatchNorm has ``momentum=None``; fedhar's do not).
+This module is framework-free: the protocol itself is Flower's (strategies/, clients/).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedhar.aggregation import SHARED, Weighting, group_keys, modality_of
+from fedhar.config_mapping import build
+from fedhar.errors import ConfigError
+
+__all__ = ["SecureAggregationConfig", "SecureSumResult", "SumLayout", "secure_contribution", "unpack_sum"]
+
+
+@dataclass(frozen=True)
+class SecureAggregationConfig:
+    """Secure aggregation settings (config group ``privacy.secure_aggregation``).
+
+    Parameters
+    ----------
+    enabled
+        Off by default (docs/privacy.md: cost measured in BENCHMARKS.md).
+    num_shares
+        Shares each client splits its secrets into: a fraction (<= 1) of the clients
+        sampled in the round, or a count (>= 3). More shares tolerate more dropouts.
+    reconstruction_threshold
+        Shares needed to rebuild a secret: a fraction (<= 1) of ``num_shares`` or a count.
+        The server learns an individual update only by colluding with this many clients.
+    clipping_range
+        Each entry a client sends is clipped to ``[-clipping_range, clipping_range]``
+        before quantisation: the most one client adds to one coordinate of the sum.
+    quantization_range
+        Levels of the fixed-point encoding (error per client and coordinate at most
+        ``2 * clipping_range / quantization_range``).
+    modulus_range
+        Modulus of the masked integers: a power of two above ``quantization_range``
+        times the number of clients.
+    timeout_s
+        Seconds to wait for each key-exchange stage's replies (``None``: the round
+        timeout, ``federation.round_timeout_s``).
+    """
+
+    enabled: bool = False
+    num_shares: float = 1.0
+    reconstruction_threshold: float = 0.5
+    clipping_range: float = 8.0
+    quantization_range: int = 2**22
+    modulus_range: int = 2**32
+    timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        key = "privacy.secure_aggregation"
+        if not (self.num_shares > 2 and float(self.num_shares).is_integer()) and not 0.0 < self.num_shares <= 1.0:
+            raise ConfigError(f"num_shares must be a fraction in (0, 1] or a count >= 3, got {self.num_shares!r}",
+                              f"{key}.num_shares")
+        if not (self.reconstruction_threshold >= 2 and float(self.reconstruction_threshold).is_integer()) \
+                and not 0.0 < self.reconstruction_threshold <= 1.0:
+            raise ConfigError(f"reconstruction_threshold must be a fraction in (0, 1] or a count >= 2, got "
+                              f"{self.reconstruction_threshold!r}", f"{key}.reconstruction_threshold")
+        if not (math.isfinite(self.clipping_range) and self.clipping_range > 0):
+            raise ConfigError(f"clipping_range must be a finite number > 0, got {self.clipping_range!r}",
+                              f"{key}.clipping_range")
+        if self.quantization_range < 2:
+            raise ConfigError(f"quantization_range must be an integer >= 2, got {self.quantization_range!r}",
+                              f"{key}.quantization_range")
+        if self.modulus_range <= self.quantization_range or self.modulus_range & (self.modulus_range - 1) \
+                or self.modulus_range > 2**32:
+            raise ConfigError(f"modulus_range must be a power of two above quantization_range and at most 2**32, "
+                              f"got {self.modulus_range!r}", f"{key}.modulus_range")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ConfigError(f"timeout_s must be null or > 0, got {self.timeout_s!r}", f"{key}.timeout_s")
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, object]) -> SecureAggregationConfig:
+        """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
+        return build(cls, cfg, "privacy.secure_aggregation")
+
+    def max_clients(self) -> int:
+        """How many clients the modulus sums without overflow."""
+        return self.modulus_range // self.quantization_range
+
+    def quantization_step(self) -> float:
+        """The fixed-point step: the most quantisation moves one client's entry."""
+        return 2.0 * self.clipping_range / (self.quantization_range - 1)
+
+
+@dataclass(frozen=True)
+class SumLayout:
+    """The order of the arrays every client sends: float parameters by key, then the weight scalars.
+
+    Built from the global arrays alone, so server and clients agree on it.
+    """
+
+    keys: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    modalities: tuple[str, ...]
+
+    @classmethod
+    def of(cls, reference: Mapping[str, np.ndarray]) -> SumLayout:
+        """The layout for the global arrays ``reference`` (its float keys, sorted; its modalities)."""
+        names = tuple(sorted(k for k, v in reference.items() if np.issubdtype(np.asarray(v).dtype, np.floating)))
+        modalities = tuple(sorted(g for g in group_keys(reference) if g != SHARED))
+        return cls(names, tuple(tuple(np.asarray(reference[k]).shape) for k in names), modalities)
+
+    @property
+    def num_scalars(self) -> int:
+        """``a_m`` and ``b_m`` per modality, then ``b`` of the shared group."""
+        return 2 * len(self.modalities) + 1
+
+
+def _weights_vector(layout: SumLayout, qom: Mapping[str, float], example_scale: float,
+                    qom_range: tuple[float, float]) -> np.ndarray:
+    low, high = qom_range
+    a = [example_scale * min(max(float(qom[m]), low), high) if m in qom else 0.0 for m in layout.modalities]
+    b = [example_scale if m in qom else 0.0 for m in layout.modalities]
+    return np.asarray([*a, *b, example_scale], dtype=np.float64)
+
+
+def secure_contribution(
+    arrays: Mapping[str, np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    qom: Mapping[str, float],
+    example_scale: float,
+    weighting: Weighting,
+    qom_range: tuple[float, float],
+) -> list[np.ndarray]:
+    """What one client adds to the secure sum, in :class:`SumLayout` order (float64 arrays).
+
+    Parameters
+    ----------
+    arrays
+        The client's trained state dict (its modalities' keys and the shared ones).
+    reference
+        The global arrays it started from.
+    qom
+        Its quality per modality it holds (its keys are the modalities it holds).
+    example_scale
+        ``s_k = n_k / n_max`` in (0, 1], sent by the server.
+    weighting, qom_range
+        The strategy's weighting and quality range.
+
+    Raises
+    ------
+    ValueError
+        If ``example_scale`` is outside (0, 1], a held modality is unknown, or a held key
+        is missing from ``arrays``.
+    """
+    if not 0.0 < example_scale <= 1.0:
+        raise ValueError(f"example scale must be in (0, 1], got {example_scale!r}")
+    layout = SumLayout.of(reference)
+    unknown = sorted(set(qom) - set(layout.modalities))
+    if unknown:
+        raise ValueError(f"modalities {unknown} are not in the global model {list(layout.modalities)}")
+    weights = _weights_vector(layout, qom, example_scale, qom_range)
+    num = len(layout.modalities)
+    group_weight = {m: float(weights[i] if weighting == "qom" else weights[num + i])
+                    for i, m in enumerate(layout.modalities)}
+    group_weight[SHARED] = example_scale
+    out = []
+    for name, shape in zip(layout.keys, layout.shapes, strict=True):
+        group = modality_of(name) or SHARED
+        if group != SHARED and group not in qom:
+            out.append(np.zeros(shape, dtype=np.float64))
+            continue
+        if name not in arrays:
+            raise ValueError(f"the update lacks {name!r} of a modality it holds ({group})")
+        delta = np.asarray(arrays[name], np.float64) - np.asarray(reference[name], np.float64)
+        out.append(group_weight[group] * delta)
+    out.append(weights)
+    return out
+
+
+@dataclass(frozen=True)
+class SecureSumResult:
+    """The aggregate recovered from a secure sum.
+
+    Parameters
+    ----------
+    arrays
+        New global arrays (keys and dtypes of the reference); a group whose weight sum is
+        0 (no holder this round) keeps the reference values.
+    weight_sums
+        Group -> the sum of the weights it was divided by.
+    mean_qom
+        Modality -> the example-weighted mean (clipped) quality of its holders.
+    """
+
+    arrays: dict[str, np.ndarray]
+    weight_sums: dict[str, float]
+    mean_qom: dict[str, float]
+
+
+def unpack_sum(
+    total: Sequence[np.ndarray],
+    reference: Mapping[str, np.ndarray],
+    weighting: Weighting,
+    num_clients: int,
+    tolerance: float = 1e-3,
+) -> SecureSumResult:
+    """QoMFedAvg's new global arrays from the sum of ``num_clients`` contributions.
+
+    Raises
+    ------
+    ValueError
+        If ``total`` does not match the layout, or a weight sum is impossible for
+        ``num_clients`` honest clients (negative, or above ``num_clients``): a client sent
+        weights outside its range, and the round must not be used.
+    """
+    layout = SumLayout.of(reference)
+    if len(total) != len(layout.keys) + 1:
+        raise ValueError(f"the sum has {len(total)} arrays, the layout {len(layout.keys) + 1}")
+    scalars = np.asarray(total[-1], np.float64).reshape(-1)
+    if scalars.shape != (layout.num_scalars,):
+        raise ValueError(f"the weight scalars have shape {scalars.shape}, expected ({layout.num_scalars},)")
+    num = len(layout.modalities)
+    a, b = scalars[:num], scalars[num:2 * num]
+    sums = {m: float(a[i] if weighting == "qom" else b[i]) for i, m in enumerate(layout.modalities)}
+    sums[SHARED] = float(scalars[-1])
+    for group, value in sums.items():
+        if not -tolerance <= value <= num_clients + tolerance:
+            raise ValueError(f"the weight sum of {group!r} is {value:.6g}, impossible for {num_clients} clients "
+                             f"with weights in [0, 1]: a client sent weights out of range")
+    new = {k: np.array(v, copy=True) for k, v in reference.items()}
+    for name, summed in zip(layout.keys, total[:-1], strict=True):
+        weight = sums[modality_of(name) or SHARED]
+        if weight <= tolerance:
+            continue
+        ref = np.asarray(reference[name])
+        new[name] = (ref.astype(np.float64) + np.asarray(summed, np.float64).reshape(ref.shape) / weight
+                     ).astype(ref.dtype)
+    mean_qom = {m: float(a[i] / b[i]) for i, m in enumerate(layout.modalities) if b[i] > tolerance}
+    return SecureSumResult(new, sums, mean_qom)

@@ -1,0 +1,108 @@
+"""fedhar.secure_sum: the weighted contributions sum back to QoMFedAvg's weighted mean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedhar.aggregation import ClientUpdate, aggregate_by_modality
+from fedhar.errors import ConfigError
+from fedhar.secure_sum import SecureAggregationConfig, SumLayout, secure_contribution, unpack_sum
+
+QOM_RANGE = (0.1, 1.0)
+
+
+def _reference(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {
+        "encoders.acc.w": rng.normal(size=(3, 2)).astype(np.float32),
+        "encoders.acc.bn.running_var": np.ones(2, np.float32),
+        "encoders.acc.bn.num_batches_tracked": np.array(5, np.int64),
+        "heads.gyro.w": rng.normal(size=(4,)).astype(np.float32),
+        "classifier.b": rng.normal(size=(2,)).astype(np.float32),
+    }
+
+
+def _clients(reference: dict[str, np.ndarray], rng: np.random.Generator) -> list[ClientUpdate]:
+    """Three clients: two hold both modalities, one only acc; different counts and qualities."""
+    holdings = [({"acc": 0.9, "gyro": 0.3}, 120), ({"acc": 0.4, "gyro": 0.8}, 60), ({"acc": 0.05}, 90)]
+    out = []
+    for i, (qom, n) in enumerate(holdings):
+        arrays = {k: (v + rng.normal(scale=0.1, size=v.shape).astype(v.dtype) if v.dtype.kind == "f" else v + 3)
+                  for k, v in reference.items() if not (k.startswith("heads.gyro") and "gyro" not in qom)}
+        arrays["encoders.acc.bn.running_var"] = np.abs(arrays["encoders.acc.bn.running_var"])
+        out.append(ClientUpdate(f"subject-{i + 1}", arrays, float(n), qom))
+    return out
+
+
+@pytest.mark.parametrize("weighting", ["qom", "examples"])
+def test_sum_of_contributions__unpacks_to_the_weighted_mean_of_aggregate_by_modality(weighting: str) -> None:
+    rng = np.random.default_rng(0)
+    reference = _reference(rng)
+    clients = _clients(reference, rng)
+    top = max(u.num_examples for u in clients)
+    parts = [secure_contribution(u.arrays, reference, u.qom, u.num_examples / top, weighting, QOM_RANGE)  # type: ignore[arg-type]
+             for u in clients]
+    total = [sum(p[i] for p in parts) for i in range(len(parts[0]))]
+    result = unpack_sum(total, reference, weighting, len(clients))  # type: ignore[arg-type]
+    clipped = [ClientUpdate(u.client_id, u.arrays, u.num_examples, {m: max(q, 0.1) for m, q in u.qom.items()})
+               for u in clients]
+    plain = aggregate_by_modality(clipped, reference, weighting)  # type: ignore[arg-type]
+    for name, value in plain.arrays.items():
+        if name.endswith("num_batches_tracked"):
+            assert result.arrays[name] == reference[name]  # integer counters keep the global value
+            continue
+        np.testing.assert_allclose(result.arrays[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+        assert result.arrays[name].dtype == reference[name].dtype
+    # gyro's holders are clients 1 and 2 (n 120, 60; q 0.3, 0.8): the example-weighted mean quality
+    assert result.mean_qom["gyro"] == pytest.approx((120 * 0.3 + 60 * 0.8) / 180)
+    assert result.mean_qom["acc"] == pytest.approx((120 * 0.9 + 60 * 0.4 + 90 * 0.1) / 270)
+    assert result.weight_sums["shared"] == pytest.approx(270 / 120)
+
+
+def test_contribution__zeros_for_a_modality_not_held_and_weights_last() -> None:
+    rng = np.random.default_rng(1)
+    reference = _reference(rng)
+    client = _clients(reference, rng)[2]  # acc only, quality 0.05 -> clipped to 0.1
+    parts = secure_contribution(client.arrays, reference, client.qom, 0.5, "qom", QOM_RANGE)
+    layout = SumLayout.of(reference)
+    assert "encoders.acc.bn.num_batches_tracked" not in layout.keys
+    gyro = layout.keys.index("heads.gyro.w")
+    assert not parts[gyro].any()
+    np.testing.assert_allclose(parts[-1], [0.5 * 0.1, 0.0, 0.5, 0.0, 0.5])  # a_acc, a_gyro, b_acc, b_gyro, b
+    acc = layout.keys.index("encoders.acc.w")
+    np.testing.assert_allclose(parts[acc], 0.05 * (client.arrays["encoders.acc.w"] - reference["encoders.acc.w"]),
+                               rtol=1e-6)
+
+
+def test_unpack__a_weight_sum_no_honest_clients_can_reach__raises() -> None:
+    rng = np.random.default_rng(2)
+    reference = _reference(rng)
+    parts = secure_contribution(_clients(reference, rng)[0].arrays, reference, {"acc": 1.0, "gyro": 1.0}, 1.0, "qom",
+                                QOM_RANGE)
+    parts[-1] = parts[-1] * 5  # a client that claims five times the largest weight
+    with pytest.raises(ValueError, match="impossible for 2 clients"):
+        unpack_sum(parts, reference, "qom", num_clients=2)
+
+
+def test_contribution__bad_scale_or_modality__raises() -> None:
+    rng = np.random.default_rng(3)
+    reference = _reference(rng)
+    arrays = _clients(reference, rng)[0].arrays
+    with pytest.raises(ValueError, match="example scale"):
+        secure_contribution(arrays, reference, {"acc": 1.0}, 1.5, "qom", QOM_RANGE)
+    with pytest.raises(ValueError, match="not in the global model"):
+        secure_contribution(arrays, reference, {"depth": 1.0}, 1.0, "qom", QOM_RANGE)
+
+
+@pytest.mark.parametrize(("key", "value"), [("num_shares", 2), ("reconstruction_threshold", 1.5),
+                                            ("clipping_range", 0.0), ("modulus_range", 3 * 2**22),
+                                            ("timeout_s", -1.0)])
+def test_config__bad_value__names_the_key(key: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=key):
+        SecureAggregationConfig.from_mapping({key: value})
+
+
+def test_config__quantisation_step_and_client_capacity() -> None:
+    cfg = SecureAggregationConfig()
+    assert cfg.max_clients() == 1024
+    assert cfg.quantization_step() == pytest.approx(16 / (2**22 - 1))

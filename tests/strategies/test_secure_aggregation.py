@@ -1,0 +1,225 @@
+"""Secure aggregation end to end in one process: QoMFedAvg's SecAgg+ rounds against the client mod.
+
+A loopback grid hands every message to :func:`clients.secure_aggregation.secure_aggregation_mod`
+of its node (each node with its own Context), whose handler "trains" by returning the
+global arrays plus a known update. What reaches the strategy is recorded and inspected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.common import bytes_to_ndarray
+from flwr.common.secure_aggregation.quantization import dequantize
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+from flwr.serverapp import Grid
+
+from clients.secure_aggregation import secure_aggregation_mod
+from fedhar import keys
+from fedhar.aggregation import InfluenceBounds
+from fedhar.secure_sum import SecureAggregationConfig, secure_contribution
+from strategies.qom_fedavg import QoMFedAvg
+from strategies.secure_aggregation import SecureAggregation
+from tests.strategies.conftest import client_metrics, make_reply
+
+Handler = Callable[[Message, Context], Message]
+
+REFERENCE = {
+    "encoders.acc.w": np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4),
+    "heads.acc.b": np.zeros(3, np.float32),
+    "encoders.gyro.w": np.linspace(0, 2, 6, dtype=np.float32),
+    "classifier.b": np.ones(2, np.float32),
+}
+NODE_SUBJECT = {101: 1, 102: 2, 103: 3, 104: 4, 105: 5, 106: 6}
+KNOWN = {1: 100.0, 2: 80.0, 3: 60.0, 4: 120.0, 5: 90.0, 6: 70.0}
+QOM = {1: {"acc": 0.9, "gyro": 0.2}, 2: {"acc": 0.5, "gyro": 0.7}, 3: {"acc": 0.3},
+       4: {"acc": 0.8, "gyro": 0.9}, 5: {"acc": 0.6, "gyro": 0.4}, 6: {"acc": 0.05, "gyro": 0.5}}
+
+
+def _trained(subject: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(subject)
+    return {k: (v + rng.normal(scale=0.2, size=v.shape)).astype(v.dtype) for k, v in REFERENCE.items()
+            if not k.startswith("encoders.gyro") or "gyro" in QOM[subject]}
+
+
+def _handler(subject: int, fail: bool = False, claim: int | None = None) -> Handler:
+    def train(msg: Message, ctxt: Context) -> Message:
+        if fail:
+            raise RuntimeError(f"subject {subject} lost power mid-round")
+        metrics = client_metrics(claim or subject, int(KNOWN[subject]), **QOM[subject])
+        content = RecordDict({keys.ARRAYS: ArrayRecord({k: Array(v) for k, v in _trained(subject).items()}),
+                              keys.METRICS: MetricRecord(metrics)})
+        return Message(content, reply_to=msg)
+    return train
+
+
+class LoopbackGrid(Grid):
+    """Delivers each message to its node's mod + handler; a node in ``silent`` never answers ``silent_stage``."""
+
+    def __init__(self, handlers: dict[int, Handler], silent: Iterable[int] = (), silent_stage: str = "") -> None:
+        self.handlers = handlers
+        self.contexts = {n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(), run_config={})
+                         for n in handlers}
+        self.silent, self.silent_stage = set(silent), silent_stage
+        self.received: list[Message] = []
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        out = []
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            msg.metadata.__dict__["_src_node_id"] = 0
+            stage = msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE) \
+                if RECORD_KEY_CONFIGS in msg.content.config_records else None
+            if node in self.silent and stage == self.silent_stage:
+                continue
+            try:
+                reply = secure_aggregation_mod(msg, self.contexts[node], self.handlers[node])
+            except Exception as err:  # noqa: BLE001 (the ClientApp runtime turns it into an error reply)
+                reply = Message(Error(code=0, reason=str(err)), reply_to=msg)
+            out.append(reply)
+        self.received.extend(out)
+        return out
+
+    # Unused by the strategy in these tests.
+    def create_message(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.handlers)
+
+    def push_messages(self, messages):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def set_run(self, run):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    @property
+    def run(self):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+
+def _strategy(secure: SecureAggregationConfig | None, nodes: list[int]) -> QoMFedAvg:
+    setting = None if secure is None else SecureAggregation(secure, {n: NODE_SUBJECT[n] for n in nodes}, 5.0, 0)
+    return QoMFedAvg(bounds=InfluenceBounds(update_clip=None), secure=setting,
+                     known_examples={NODE_SUBJECT[n]: KNOWN[NODE_SUBJECT[n]] for n in nodes},
+                     min_train_nodes=len(nodes), min_available_nodes=len(nodes))
+
+
+def _secure_round(grid: LoopbackGrid, cfg: SecureAggregationConfig | None = None) -> tuple[QoMFedAvg, dict]:
+    nodes = sorted(grid.handlers)
+    strategy = _strategy(cfg or SecureAggregationConfig(enabled=True), nodes)
+    messages = strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in REFERENCE.items()}), ConfigRecord(),
+                                        grid)
+    replies = grid.send_and_receive(list(messages))
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    return strategy, {k: v.numpy() for k, v in arrays.items()}
+
+
+def _plain_round(nodes: list[int]) -> dict[str, np.ndarray]:
+    strategy = _strategy(None, nodes)
+    record = ArrayRecord({k: Array(v) for k, v in REFERENCE.items()})
+    grid = LoopbackGrid({n: _handler(NODE_SUBJECT[n]) for n in nodes})
+    list(strategy.configure_train(1, record, ConfigRecord(), grid))
+    replies = [make_reply(n, _trained(NODE_SUBJECT[n]), client_metrics(NODE_SUBJECT[n], int(KNOWN[NODE_SUBJECT[n]]),
+                                                                       **QOM[NODE_SUBJECT[n]])) for n in nodes]
+    arrays, _ = strategy.aggregate_train(1, replies)
+    assert arrays is not None
+    return {k: v.numpy() for k, v in arrays.items()}
+
+
+def _assert_close(secure: dict[str, np.ndarray], plain: dict[str, np.ndarray]) -> None:
+    # Quantisation: at most one step (16 / 2**22) per client per entry, divided by the group's weight sum.
+    for name, value in plain.items():
+        np.testing.assert_allclose(secure[name], value, atol=3e-5, err_msg=name)
+
+
+def test_secure_round__equals_the_plain_aggregate_within_quantisation_error() -> None:
+    grid = LoopbackGrid({n: _handler(s) for n, s in NODE_SUBJECT.items()})
+    strategy, arrays = _secure_round(grid)
+    plain = _plain_round(sorted(NODE_SUBJECT))
+    _assert_close(arrays, plain)
+    moved = max(float(np.abs(arrays[k] - REFERENCE[k]).max()) for k in REFERENCE)
+    assert moved > 0.05  # the round did move the model: not a no-op that "matches"
+    record = strategy.secure_rounds[1]
+    assert record["num_summed"] == 6 and not record["dropped"]
+    assert strategy.round_metrics[1][f"{keys.QOM_PREFIX}gyro"] == pytest.approx(
+        sum(KNOWN[s] * max(q["gyro"], 0.1) for s, q in QOM.items() if "gyro" in q)
+        / sum(KNOWN[s] for s, q in QOM.items() if "gyro" in q), rel=1e-4)
+
+
+def test_secure_round__the_strategy_never_holds_one_clients_update() -> None:
+    grid = LoopbackGrid({n: _handler(s) for n, s in NODE_SUBJECT.items()})
+    strategy, _ = _secure_round(grid)
+    cfg = SecureAggregationConfig(enabled=True)
+    for reply in grid.received:
+        assert not reply.content.array_records  # no weights in the clear
+        metrics = reply.content.metric_records.get(keys.METRICS)
+        assert metrics is None or set(metrics) == {keys.SUBJECT}  # no quality, loss or example count
+    collected = [r for r in grid.received if Key.MASKED_PARAMETERS in r.content.config_records[RECORD_KEY_CONFIGS]]
+    assert len(collected) == 6
+    for reply in collected:
+        subject = NODE_SUBJECT[reply.metadata.src_node_id]
+        masked = [bytes_to_ndarray(b) for b in reply.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]]
+        # Read as if unmasked, the vector has nothing to do with the client's contribution.
+        decoded = dequantize([m % cfg.quantization_range for m in masked[1:]], cfg.clipping_range,
+                             cfg.quantization_range)
+        own = secure_contribution(_trained(subject), REFERENCE, QOM[subject], KNOWN[subject] / 120.0, "qom",
+                                  (0.1, 1.0))
+        error = np.concatenate([np.ravel(d - o) for d, o in zip(decoded, own, strict=True)])
+        assert float(np.abs(error).mean()) > 1.0  # uniform over [-8, 8]: mean distance ~4
+    assert strategy.client_weights == {}  # no per-client weights in the server's record
+
+
+@pytest.mark.parametrize("dropped", [[103], [102, 105]])
+def test_secure_round__clients_dropping_mid_round__sum_of_the_rest(dropped: list[int]) -> None:
+    grid = LoopbackGrid({n: _handler(s, fail=n in dropped) for n, s in NODE_SUBJECT.items()})
+    strategy, arrays = _secure_round(grid)
+    _assert_close(arrays, _plain_round([n for n in sorted(NODE_SUBJECT) if n not in dropped]))
+    record = strategy.secure_rounds[1]
+    assert record["num_summed"] == 6 - len(dropped)
+    assert sorted(int(n) for n in record["dropped"]) == dropped
+    assert all("lost power" in why for why in record["dropped"].values())
+
+
+def test_secure_round__silent_in_collect_counts_as_dropped() -> None:
+    grid = LoopbackGrid({n: _handler(s) for n, s in NODE_SUBJECT.items()}, silent=[104],
+                        silent_stage="collect_masked_vectors")
+    strategy, arrays = _secure_round(grid)
+    _assert_close(arrays, _plain_round([n for n in sorted(NODE_SUBJECT) if n != 104]))
+    assert strategy.secure_rounds[1]["dropped"] == {"104": "collect: no reply before the timeout"}
+
+
+def test_secure_round__below_the_threshold__round_fails_and_keeps_the_model() -> None:
+    grid = LoopbackGrid({n: _handler(s, fail=n in (101, 102, 103, 104)) for n, s in NODE_SUBJECT.items()})
+    strategy, arrays = _secure_round(grid)  # threshold: half of 6 shares = 3; 2 survivors
+    for name, value in REFERENCE.items():
+        np.testing.assert_array_equal(arrays[name], value)
+    assert "threshold is 3" in strategy.failed_rounds[1]
+
+
+def test_secure_round__a_node_claiming_another_subject__left_out_of_the_sum() -> None:
+    handlers = {n: _handler(s, claim=1 if n == 106 else None) for n, s in NODE_SUBJECT.items()}
+    strategy, arrays = _secure_round(LoopbackGrid(handlers))
+    _assert_close(arrays, _plain_round([n for n in sorted(NODE_SUBJECT) if n != 106]))
+    assert "claims subject-1" in strategy.secure_rounds[1]["dropped"]["106"]
+
+
+def test_secure_with_a_robust_rule__refused() -> None:
+    from fedhar.errors import ConfigError
+    with pytest.raises(ConfigError, match="bounds.rule"):
+        QoMFedAvg(bounds=InfluenceBounds(rule="median"), known_examples=KNOWN,
+                  secure=SecureAggregation(SecureAggregationConfig(enabled=True), NODE_SUBJECT, 5.0, 0))
+
+
+def test_mod__message_without_the_protocol_record__passes_through() -> None:
+    msg = Message(RecordDict({keys.CONFIG: ConfigRecord({"x": 1})}), dst_node_id=101, message_type="train.pretrain")
+    context = Context(run_id=1, node_id=101, node_config={}, state=RecordDict(), run_config={})
+    reply = secure_aggregation_mod(msg, context, _handler(1))
+    assert keys.ARRAYS in reply.content.array_records
