@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Cost of secure aggregation (privacy.secure_aggregation, SecAgg+): the default federated run
+# with stage 2 `federated` (the mode it covers), UTD-MHAD, 6 clients, with and without secure
+# aggregation, and with one or two clients (subjects 3; 3 and 5) failing in every training round
+# after the key exchange ("dropping out mid-round": their masks are removed through the others'
+# shares). Each cell is one real `flwr run`; summary.json / table.md hold accuracy, wall time per
+# round and bytes per client and round, per stage.
+# Usage: bash benchmarks/privacy/secure_aggregation.sh OUT [label rate, default 5] [seed, default 0] [cell ...]
+set -euo pipefail
+out=${1:?usage: secure_aggregation.sh OUT [rate] [seed] [cell ...]}
+rate=${2:-5}
+seed=${3:-0}
+shift $(( $# < 3 ? $# : 3 ))
+base="federation.stage2_mode=federated"
+secure="privacy.secure_aggregation.enabled=true"
+declare -A cells=(
+  [plain]="$base"
+  [secure]="$base $secure"
+  [secure-drop-1]="$base $secure federation.inject_failures.subjects=[3]"
+  [secure-drop-2]="$base $secure federation.inject_failures.subjects=[3,5]"
+  [plain-drop-2]="$base federation.inject_failures.subjects=[3,5]"
+)
+all=(plain secure secure-drop-1 secure-drop-2 plain-drop-2)
+chosen=("${@:-${all[@]}}")
+port=39700
+for name in "${all[@]}"; do
+  port=$((port + 2))
+  [[ " ${chosen[*]} " == *" $name "* ]] || continue
+  cell="$out/lr$rate-seed$seed/$name"
+  mkdir -p "$cell"
+  if ! ls "$cell"/runs/*/results.json > /dev/null 2>&1; then
+    FEDHAR_OUTPUT_DIR="$cell/runs" FLWR_HOME="$cell/flwr-home" FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=$port \
+      FLWR_LOCAL_CONTROL_API_PORT=$((port + 1)) python -m simulations.run_federated . \
+      --run-config "seed=$seed label-rate=$rate" --run-config "hydra-overrides=\"${cells[$name]}\"" \
+      --federation-config "num-supernodes=6 client-resources-num-cpus=1" --timeout 3000 > "$cell/log" 2>&1 || true
+  fi
+  echo "$name: $(tail -1 "$cell/log")"
+done
+python - "$out" <<'PY'
+import json, statistics, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+rows = []
+for path in sorted(out.glob("lr*-seed*/*/runs/*/results.json")):
+    r = json.loads(path.read_text())
+    row = {"cell": path.parts[-4], "setting": path.parts[-5], "accuracy": 100 * r["final"]["accuracy"],
+           "macro_f1": 100 * r["final"]["macro_f1"], "wall_time_s": r["wall_time_s"]}
+    for stage in ("stage1", "stage2"):
+        s = r[stage]
+        secure = s.get("secure_aggregation") or {}
+        row[stage] = {"round_wall_s": statistics.mean(s["round_wall_s"]) if s["round_wall_s"] else None,
+                      "mb_down_per_client_round": s["bytes_down_per_client_round"] / 1e6,
+                      "mb_up_per_client_round": s["bytes_up_per_client_round"] / 1e6,
+                      "failed_rounds": len(s["failed_rounds"]),
+                      "summed_per_round": sorted({v.get("num_summed", 0) for v in secure.values()}) or None}
+    rows.append(row)
+(out / "summary.json").write_text(json.dumps({"rows": rows}, indent=1))
+lines = ["| setting | cell | accuracy % | macro-F1 % | stage-1 s/round | stage-2 s/round | stage-1 MB down / up per client round | stage-2 MB down / up | clients summed | failed rounds |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
+for row in rows:
+    s1, s2 = row["stage1"], row["stage2"]
+    lines.append(f"| {row['setting']} | {row['cell']} | {row['accuracy']:.1f} | {row['macro_f1']:.1f} | "
+                 f"{s1['round_wall_s']:.1f} | {s2['round_wall_s']:.1f} | "
+                 f"{s1['mb_down_per_client_round']:.2f} / {s1['mb_up_per_client_round']:.2f} | "
+                 f"{s2['mb_down_per_client_round']:.3f} / {s2['mb_up_per_client_round']:.3f} | "
+                 f"{s1['summed_per_round'] or '—'} | {s1['failed_rounds']} + {s2['failed_rounds']} |")
+(out / "table.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
