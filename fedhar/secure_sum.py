@@ -221,16 +221,21 @@ def unpack_sum(
     reference: Mapping[str, np.ndarray],
     weighting: Weighting,
     num_clients: int,
+    entry_bound: float | None = None,
     tolerance: float = 1e-3,
 ) -> SecureSumResult:
     """QoMFedAvg's new global arrays from the sum of ``num_clients`` contributions.
 
+    ``entry_bound`` is the clipping range each honest client clipped its entries to: a sum
+    entry beyond ``num_clients x entry_bound`` proves that a client sent more (it controls
+    its own quantisation), and the round must not be used.
+
     Raises
     ------
     ValueError
-        If ``total`` does not match the layout, or a weight sum is impossible for
-        ``num_clients`` honest clients (negative, or above ``num_clients``): a client sent
-        weights outside its range, and the round must not be used.
+        If ``total`` does not match the layout, a weight sum is impossible for
+        ``num_clients`` honest clients (negative, or above ``num_clients``), or an entry
+        exceeds ``num_clients x entry_bound``: a client sent values outside its range.
     """
     layout = SumLayout.of(reference)
     if len(total) != len(layout.keys) + 1:
@@ -246,6 +251,13 @@ def unpack_sum(
         if not -tolerance <= value <= num_clients + tolerance:
             raise ValueError(f"the weight sum of {group!r} is {value:.6g}, impossible for {num_clients} clients "
                              f"with weights in [0, 1]: a client sent weights out of range")
+    if entry_bound is not None:
+        limit = num_clients * entry_bound * (1 + 1e-6) + tolerance
+        for name, summed in zip((*layout.keys, "weights"), total, strict=True):
+            largest = float(np.max(np.abs(summed))) if np.size(summed) else 0.0
+            if largest > limit:
+                raise ValueError(f"{name}: a summed entry of {largest:.6g} exceeds {num_clients} clients x the "
+                                 f"clipping range {entry_bound:g}: a client sent values outside its range")
     new = {k: np.array(v, copy=True) for k, v in reference.items()}
     for name, summed in zip(layout.keys, total[:-1], strict=True):
         weight = sums[modality_of(name) or SHARED]

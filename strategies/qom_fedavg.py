@@ -333,7 +333,7 @@ class QoMFedAvg(FedAvg):
                     rejected[node] = f"claims {claimed}, the server knows subject {subjects.get(node)}"
             try:
                 total, count = secure.close(self._secure_grid, replies, rejected)  # type: ignore[arg-type]
-                result = unpack_sum(total, reference, self.weighting, count)
+                result = unpack_sum(total, reference, self.weighting, count, self.secure.cfg.clipping_range)  # type: ignore[union-attr]
             except (SecureAggregationError, ValueError) as err:
                 reason = str(err)
             else:

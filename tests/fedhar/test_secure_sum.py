@@ -106,3 +106,14 @@ def test_config__quantisation_step_and_client_capacity() -> None:
     cfg = SecureAggregationConfig()
     assert cfg.max_clients() == 1024
     assert cfg.quantization_step() == pytest.approx(16 / (2**22 - 1))
+
+
+def test_unpack__an_entry_beyond_what_clipped_clients_can_send__raises() -> None:
+    rng = np.random.default_rng(4)
+    reference = _reference(rng)
+    parts = secure_contribution(_clients(reference, rng)[0].arrays, reference, {"acc": 1.0, "gyro": 1.0}, 1.0, "qom",
+                                QOM_RANGE)
+    unpack_sum(parts, reference, "qom", num_clients=1, entry_bound=8.0)  # honest: accepted
+    parts[0] = parts[0] + 20.0  # a client that skipped clipping (it quantises its own vector)
+    with pytest.raises(ValueError, match="exceeds 2 clients x the clipping range 8"):
+        unpack_sum(parts, reference, "qom", num_clients=2, entry_bound=8.0)
