@@ -85,7 +85,7 @@ class SecureAggregation:
 
 
 def _last_line(reason: str | None) -> str:
-    lines = [line for line in str(reason).strip().splitlines() if line.strip()]
+    lines = [line.strip(" '>") for line in str(reason).splitlines() if line.strip(" '>")]
     return (lines[-1] if lines else str(reason))[:200]
 
 
