@@ -66,6 +66,10 @@ class DPConfig:
     noise_seed
         ``None`` (default): noise from the operating system's entropy. An integer makes the
         noise reproducible, and void as protection against whoever knows it.
+    target_epsilon
+        ``None`` (default): use ``noise_multiplier``. A number: the noise multiplier is
+        calibrated so that the run's planned releases spend exactly this epsilon at ``delta``
+        (it overrides ``noise_multiplier``).
     """
 
     enabled: bool = False
@@ -76,6 +80,7 @@ class DPConfig:
     max_epsilon: float | None = None
     on_budget: str = "stop"
     noise_seed: int | None = None
+    target_epsilon: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("noise_multiplier", "clip_norm"):
@@ -87,6 +92,9 @@ class DPConfig:
                               "privacy.dp.min_total_weight")
         if not 0.0 < self.delta < 1.0:
             raise ConfigError(f"delta must be in (0, 1), got {self.delta!r}", "privacy.dp.delta")
+        if self.target_epsilon is not None and not (math.isfinite(self.target_epsilon) and self.target_epsilon > 0):
+            raise ConfigError(f"target_epsilon must be null or a finite number > 0, got {self.target_epsilon!r}",
+                              "privacy.dp.target_epsilon")
         if self.max_epsilon is not None and not self.max_epsilon > 0:
             raise ConfigError(f"max_epsilon must be null or > 0, got {self.max_epsilon!r}", "privacy.dp.max_epsilon")
         if self.on_budget not in BUDGET_POLICIES:

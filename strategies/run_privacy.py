@@ -10,7 +10,9 @@ no amplification by sampling (every round samples every client by default).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,9 +22,47 @@ from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 from fedhar.aggregation import ClientUpdate
 from fedhar.privacy import DPConfig, DPResult, dp_aggregate, dp_noise_std
 
-__all__ = ["RunPrivacy"]
+__all__ = ["RunPrivacy", "calibrate_noise"]
 
 logger = logging.getLogger(__name__)
+
+
+def _accountant(delta: float, population: int) -> RdpAccountant:
+    return RdpAccountant(PrivacyConfig(target_delta=delta, population_size=population,
+                                       neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+                                       sampling_method=SamplingMethod.NO_AMPLIFICATION))
+
+
+def calibrate_noise(target_epsilon: float, delta: float, releases: int, population: int,
+                    rel_tol: float = 1e-4) -> float:
+    """The noise multiplier whose ``releases`` Gaussian releases spend ``target_epsilon`` at ``delta``.
+
+    Bisection (in log space) on Flower's RDP accountant, the one that reports the run's
+    epsilon; the result spends at most the target.
+
+    Raises
+    ------
+    ValueError
+        If ``releases`` < 1 or the target is out of reach for multipliers in [1e-4, 1e4].
+    """
+    if releases < 1:
+        raise ValueError(f"releases must be >= 1, got {releases}")
+
+    def epsilon(z: float) -> float:
+        accountant = _accountant(delta, population)
+        for _ in range(releases):
+            accountant.compose(GaussianPrivacyEvent(noise_multiplier=z, sample_size=population,
+                                                    population_size=population))
+        return float(accountant.get_epsilon(delta))
+
+    low, high = 1e-4, 1e4
+    if epsilon(high) > target_epsilon or epsilon(low) < target_epsilon:
+        raise ValueError(f"target epsilon {target_epsilon:g} at delta {delta:g} over {releases} releases is out of "
+                         "reach for noise multipliers in [1e-4, 1e4]")
+    while high / low > 1 + rel_tol:
+        mid = math.sqrt(low * high)
+        low, high = (mid, high) if epsilon(mid) > target_epsilon else (low, mid)
+    return high
 
 
 class RunPrivacy:
@@ -36,9 +76,19 @@ class RunPrivacy:
         Number of clients (training subjects) of the federation.
     num_sampled
         Clients sampled per round (sets the default ``W_min``).
+    planned_releases
+        The run's planned aggregations (needed when ``cfg.target_epsilon`` sets the noise).
     """
 
-    def __init__(self, cfg: DPConfig, population: int, num_sampled: int) -> None:
+    def __init__(self, cfg: DPConfig, population: int, num_sampled: int, planned_releases: int | None = None) -> None:
+        if cfg.target_epsilon is not None:
+            if planned_releases is None:
+                raise ValueError("privacy.dp.target_epsilon needs the run's planned number of releases")
+            z = calibrate_noise(cfg.target_epsilon, cfg.delta, planned_releases, population)
+            logger.info("privacy.dp: noise multiplier %.4g spends epsilon %g at delta %g over %d releases", z,
+                        cfg.target_epsilon, cfg.delta, planned_releases)
+            cfg = replace(cfg, noise_multiplier=z)
+        self.planned_releases = planned_releases
         self.cfg = cfg
         self.population = population
         self.min_total_weight = cfg.floor(num_sampled)
@@ -106,4 +156,5 @@ class RunPrivacy:
                 "population": self.population, "adjacency": "add or remove one client (subject)",
                 "sampling": "no amplification", "max_epsilon": self.cfg.max_epsilon,
                 "releases": self.releases, "refused": self.refused,
-                "reproducible_noise": self.cfg.noise_seed is not None}
+                "reproducible_noise": self.cfg.noise_seed is not None,
+                "target_epsilon": self.cfg.target_epsilon, "planned_releases": self.planned_releases}

@@ -124,8 +124,10 @@ def main(grid: Grid, context: Context) -> None:
                        len(grid.members), num_nodes, len(grid.members))
         num_nodes = len(grid.members)
     experiment = prepare_experiment(dataset, dataset_cfg, exp.label_rate, seed, stats=norm.federation.stats)
+    planned = int(fed.stage1_rounds) + (int(fed.stage2_rounds) if str(fed.stage2_mode) == "federated" else 0)
     privacy = (RunPrivacy(dp, population=len(protocol.train_subjects),
-                          num_sampled=max(1, round(num_nodes * float(fed.fraction_train)))) if dp.enabled else None)
+                          num_sampled=max(1, round(num_nodes * float(fed.fraction_train))), planned_releases=planned)
+               if dp.enabled else None)
     secure = (SecureAggregation(secure_cfg, dict(norm.node_subjects),
                                 float(secure_cfg.timeout_s or fed.round_timeout_s), seed)
               if secure_cfg.enabled else None)

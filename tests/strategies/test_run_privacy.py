@@ -16,7 +16,7 @@ from fedhar.secure_sum import SecureAggregationConfig
 from strategies import QoMFedAvg
 from strategies.qom_fedavg import check_stage
 from strategies.run_config import compose_config
-from strategies.run_privacy import RunPrivacy
+from strategies.run_privacy import RunPrivacy, calibrate_noise
 from strategies.server_app import check_privacy
 
 W = "encoders.imu.w"
@@ -99,3 +99,24 @@ def test_config__secure_aggregation_needs_a_covered_stage2_mode_and_not_dp() -> 
 def _privacy(cfg: DictConfig) -> tuple[DPConfig, SecureAggregationConfig]:
     return (DPConfig.from_mapping(dict(cfg.privacy.dp)),
             SecureAggregationConfig.from_mapping(dict(cfg.privacy.secure_aggregation)))
+
+
+@pytest.mark.parametrize(("target", "releases"), [(1.0, 14), (4.0, 14), (8.0, 6)])
+def test_calibrate_noise__spends_the_target_epsilon_by_dp_accounting(target: float, releases: int) -> None:
+    z = calibrate_noise(target, 1e-5, releases, population=6)
+    assert reference_epsilon(z, releases, 1e-5) == pytest.approx(target, rel=2e-3)
+    assert reference_epsilon(z, releases, 1e-5) <= target * (1 + 1e-6)  # never above the target
+
+
+def test_run_privacy__target_epsilon_sets_the_noise_and_is_reported() -> None:
+    privacy = RunPrivacy(DPConfig(enabled=True, target_epsilon=4.0, clip_norm=2.0), population=6, num_sampled=6,
+                         planned_releases=14)
+    z = calibrate_noise(4.0, 1e-5, 14, population=6)
+    assert privacy.cfg.noise_multiplier == pytest.approx(z)
+    assert privacy.noise_std == pytest.approx(z * 2 * 2.0 / 3.0)  # z * 2C / W_min, W_min = half of 6
+    summary = privacy.summary()
+    assert summary["target_epsilon"] == 4.0 and summary["planned_releases"] == 14
+    with pytest.raises(ValueError, match="planned number of releases"):
+        RunPrivacy(DPConfig(enabled=True, target_epsilon=4.0), population=6, num_sampled=6)
+    with pytest.raises(ConfigError, match="target_epsilon"):
+        DPConfig(target_epsilon=-1.0)
