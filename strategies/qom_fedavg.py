@@ -192,7 +192,7 @@ class QoMFedAvg(FedAvg):
         self._sent[server_round] = len(messages)
         out = [Message(content=m.content, dst_node_id=m.metadata.dst_node_id, message_type=self.message_type)
                for m in messages]
-        if self.secure is not None and out:
+        if self.secure is not None:
             return self._open_secure(server_round, out, grid)
         self.bytes_sent += arrays.count_bytes() * len(messages)
         return out
@@ -200,6 +200,10 @@ class QoMFedAvg(FedAvg):
     def _open_secure(self, server_round: int, messages: list[Message], grid: Grid) -> list[Message]:
         """Key stages of secure aggregation; the train messages with each node's weighting and key shares."""
         assert self.secure is not None and self.known_examples is not None
+        self._secure_round, self._secure_grid = None, grid
+        if not messages:
+            self._secure_failure = "no node was sampled"
+            return []
         top = max(self.known_examples.values())
         low, high = self.bounds.qom_range
         for msg in messages:
@@ -212,7 +216,7 @@ class QoMFedAvg(FedAvg):
             msg.content[keys.SECAGG_WEIGHTING] = ConfigRecord({
                 keys.EXAMPLE_SCALE: float(self.known_examples[subject] / top), keys.WEIGHTING: self.weighting,
                 keys.QOM_LOW: float(low), keys.QOM_HIGH: float(high)})
-        self._secure_grid, self._secure_failure = grid, None
+        self._secure_failure = None
         self._secure_round = SecureRound(self.secure.cfg, self.secure.timeout_s,
                                          derive_seed(self.secure.seed, "secagg", self.stage, server_round))
         try:
@@ -311,7 +315,6 @@ class QoMFedAvg(FedAvg):
         arrays = ArrayRecord({k: Array(v) for k, v in new_arrays.items()})
         return arrays, metrics
 
-
     def _aggregate_secure(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -323,7 +326,7 @@ class QoMFedAvg(FedAvg):
         subjects = self.secure.node_subjects if self.secure is not None else {}
         sent = self._sent.get(server_round, len(replies))
         metrics = MetricRecord({keys.NUM_TIMEOUTS: max(sent - len(replies), 0)})
-        reason = self._secure_failure
+        reason = self._secure_failure or (None if secure is not None else "no secure round was opened")
         if secure is not None and reason is None:
             rejected = {}
             for msg in replies:  # who a reply claims to be is checked against what the server knows

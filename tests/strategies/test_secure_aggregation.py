@@ -223,3 +223,12 @@ def test_mod__message_without_the_protocol_record__passes_through() -> None:
     context = Context(run_id=1, node_id=101, node_config={}, state=RecordDict(), run_config={})
     reply = secure_aggregation_mod(msg, context, _handler(1))
     assert keys.ARRAYS in reply.content.array_records
+
+
+def test_secure_round__one_node__fails_clearly_without_training() -> None:
+    grid = LoopbackGrid({101: _handler(1)})
+    strategy, arrays = _secure_round(grid)
+    assert "1 node(s) sampled: secure aggregation needs at least 2" in strategy.failed_rounds[1]
+    assert not any(Key.MASKED_PARAMETERS in r.content.config_records.get(RECORD_KEY_CONFIGS, {}) for r in grid.received)
+    for name, value in REFERENCE.items():
+        np.testing.assert_array_equal(arrays[name], value)
