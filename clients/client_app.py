@@ -252,12 +252,15 @@ def _class_stats_setup(msg: Message, context: Context) -> tuple[_Local, FusionCl
     info = part.labeled.info
     model = build_finetune_model(info, part.modalities, settings.model)
     load_global(model, _global_arrays(msg))
+    secure = msg.content.config_records.get(keys.SECAGG_CLASS_STATS)  # secure aggregation bounds the rows
+    clip = secure.get(keys.FEATURE_CLIP) if secure is not None else None
     stats = class_feature_stats(model, part.labeled, feature_layout_of(info, settings.model), local.num_classes,
-                                passes, settings.finetune.augment, seed=_client_seed(settings, part.subject))
+                                passes, settings.finetune.augment, seed=_client_seed(settings, part.subject),
+                                row_clip=float(clip) if isinstance(clip, (int, float)) else None)
     return local, model, stats, passes
 
 
-@app.query(keys.CLASS_STATS_ACTION)
+@app.query(keys.CLASS_STATS_ACTION, mods=[secure_aggregation_mod])
 def query_class_stats(msg: Message, context: Context) -> Message:
     """Stage 2 from class statistics: per-class counts and feature sums and the scatter of its labeled rows.
 

@@ -8,8 +8,10 @@ it acts on any message that carries the protocol's ConfigRecord, and in the
 ``collect_masked_vectors`` stage it masks the weighted contribution of
 :func:`fedhar.secure_sum.secure_contribution` (the handler's trained arrays minus the global
 ones, weighted by the client's own quality and the example scale the server sent), not
-the raw weights. The reply then holds only the masked vector and the subject id: no
-arrays, no quality scores, no loss. A message without the record passes straight through.
+the raw weights. The class-statistics query of stage 2 (``lda`` / ``ccvr``) goes the same way: its
+statistics, scaled into the fixed-point range (:func:`fedhar.secure_sum.class_stats_contribution`).
+The reply then holds only the masked vector and the subject id: no arrays, no quality
+scores, no loss. A message without the record passes straight through.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from fedhar import keys
 from fedhar.errors import ConfigError
-from fedhar.secure_sum import secure_contribution
+from fedhar.secure_sum import class_stats_contribution, secure_contribution
+from fedhar.train.class_stats import ClassFeatureStats
 
 __all__ = ["secure_aggregation_mod"]
 
@@ -77,7 +80,9 @@ def secure_aggregation_mod(msg: Message, ctxt: Context, call_next: ClientAppCall
 
 
 def _contribution(msg: Message, reply: Message, clipping: float) -> list[np.ndarray]:
-    """The handler's trained arrays as this client's weighted contribution to the sum."""
+    """The handler's reply as this client's contribution: its weighted update, or its scaled class statistics."""
+    if keys.CLASS_STATS in reply.content.array_records:
+        return _class_stats_contribution(msg, reply, clipping)
     weighting = msg.content.config_records.get(keys.SECAGG_WEIGHTING)
     if weighting is None:
         raise ConfigError(f"the collect message lacks the ConfigRecord {keys.SECAGG_WEIGHTING!r}",
@@ -98,3 +103,14 @@ def _contribution(msg: Message, reply: Message, clipping: float) -> list[np.ndar
         logger.warning("%d entries of this client's contribution exceed the clipping range %g and are clipped",
                        outside, clipping)
     return vector
+
+
+def _class_stats_contribution(msg: Message, reply: Message, clipping: float) -> list[np.ndarray]:
+    record = msg.content.config_records.get(keys.SECAGG_CLASS_STATS)
+    scale = record.get(keys.ROW_SCALE) if record is not None else None
+    bound = record.get(keys.FEATURE_CLIP) if record is not None else None
+    if not isinstance(scale, float) or not isinstance(bound, float):
+        raise ConfigError(f"the collect message lacks floats {keys.ROW_SCALE!r}, {keys.FEATURE_CLIP!r} in "
+                          f"{keys.SECAGG_CLASS_STATS!r}", keys.SECAGG_CLASS_STATS)
+    arrays = {k: v.numpy() for k, v in reply.content.array_records[keys.CLASS_STATS].items()}
+    return class_stats_contribution(ClassFeatureStats.from_arrays(arrays), scale, bound, clipping)

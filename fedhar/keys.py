@@ -77,3 +77,6 @@ EXAMPLE_SCALE = "example-scale"  # n_k / n_max from the counts the server knows
 WEIGHTING = "weighting"  # "qom" or "examples"
 QOM_LOW = "qom-low"  # the strategy's quality range the client clips its scores to
 QOM_HIGH = "qom-high"
+SECAGG_CLASS_STATS = "secagg-class-stats"  # ConfigRecord of a secure class-statistics query
+ROW_SCALE = "row-scale"  # the most rows (augmented copies counted) any client holds
+FEATURE_CLIP = "feature-clip"  # each feature row's L2 norm is scaled down to this

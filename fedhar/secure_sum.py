@@ -34,8 +34,17 @@ import numpy as np
 from fedhar.aggregation import SHARED, Weighting, group_keys, modality_of
 from fedhar.config_mapping import build
 from fedhar.errors import ConfigError
+from fedhar.train.class_stats import ClassFeatureStats
 
-__all__ = ["SecureAggregationConfig", "SecureSumResult", "SumLayout", "secure_contribution", "unpack_sum"]
+__all__ = [
+    "SecureAggregationConfig",
+    "SecureSumResult",
+    "SumLayout",
+    "class_stats_contribution",
+    "secure_contribution",
+    "unpack_class_stats",
+    "unpack_sum",
+]
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,9 @@ class SecureAggregationConfig:
     timeout_s
         Seconds to wait for each key-exchange stage's replies (``None``: the round
         timeout, ``federation.round_timeout_s``).
+    feature_clip
+        Stage 2 ``lda`` / ``ccvr``: each feature row is scaled to at most this L2 norm
+        before the class statistics are summed (their fixed-point range needs a bound).
     """
 
     enabled: bool = False
@@ -73,6 +85,7 @@ class SecureAggregationConfig:
     quantization_range: int = 2**22
     modulus_range: int = 2**32
     timeout_s: float | None = None
+    feature_clip: float = 32.0
 
     def __post_init__(self) -> None:
         key = "privacy.secure_aggregation"
@@ -93,6 +106,9 @@ class SecureAggregationConfig:
                 or self.modulus_range > 2**32:
             raise ConfigError(f"modulus_range must be a power of two above quantization_range and at most 2**32, "
                               f"got {self.modulus_range!r}", f"{key}.modulus_range")
+        if not (math.isfinite(self.feature_clip) and self.feature_clip > 0):
+            raise ConfigError(f"feature_clip must be a finite number > 0, got {self.feature_clip!r}",
+                              f"{key}.feature_clip")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise ConfigError(f"timeout_s must be null or > 0, got {self.timeout_s!r}", f"{key}.timeout_s")
 
@@ -268,3 +284,55 @@ def unpack_sum(
                      ).astype(ref.dtype)
     mean_qom = {m: float(a[i] / b[i]) for i, m in enumerate(layout.modalities) if b[i] > tolerance}
     return SecureSumResult(new, sums, mean_qom)
+
+
+def class_stats_contribution(stats: ClassFeatureStats, row_scale: float, feature_clip: float,
+                             clipping_range: float) -> list[np.ndarray]:
+    """One client's class statistics scaled into ``[-clipping_range, clipping_range]`` for the secure sum.
+
+    With at most ``row_scale`` rows (augmented copies counted), each of L2 norm at most
+    ``feature_clip``: counts / ``row_scale``, sums / (``row_scale`` x ``feature_clip``), scatter /
+    (``row_scale`` x ``feature_clip``^2), each times ``clipping_range``.
+
+    Raises
+    ------
+    ValueError
+        If the client holds more rows than ``row_scale``.
+    """
+    if stats.counts.sum() > row_scale:
+        raise ValueError(f"{int(stats.counts.sum())} rows exceed the row scale {row_scale:g} the server sent")
+    factor = clipping_range / row_scale
+    return [stats.counts * factor, stats.sums * (factor / feature_clip), stats.scatter * (factor / feature_clip**2)]
+
+
+def unpack_class_stats(total: Sequence[np.ndarray], row_scale: float, feature_clip: float, clipping_range: float,
+                       expected_counts: np.ndarray, num_clients: int) -> ClassFeatureStats:
+    """The merged class statistics from the sum of ``num_clients`` :func:`class_stats_contribution` vectors.
+
+    The server knows how many labeled rows of each class the summed clients hold (the label
+    split), so the summed counts must equal ``expected_counts``: a client that sent other
+    counts, or entries beyond its range, fails the round.
+
+    Raises
+    ------
+    ValueError
+        If the sum is malformed, exceeds what clipped clients can send, or its counts differ.
+    """
+    if len(total) != 3:
+        raise ValueError(f"the sum has {len(total)} arrays, expected counts, sums, scatter")
+    limit = num_clients * clipping_range * (1 + 1e-6) + 1e-3
+    for name, part in zip(("counts", "sums", "scatter"), total, strict=True):
+        if np.size(part) and float(np.max(np.abs(part))) > limit:
+            raise ValueError(f"{name}: a summed entry exceeds {num_clients} clients x the clipping range "
+                             f"{clipping_range:g}: a client sent values outside its range")
+    factor = row_scale / clipping_range
+    counts = np.asarray(total[0], np.float64) * factor
+    rounded = np.rint(counts)
+    if not np.array_equal(rounded, np.asarray(expected_counts, np.float64)) or np.abs(counts - rounded).max() > 0.1:
+        raise ValueError(f"summed class counts {np.round(counts, 2).tolist()} differ from the "
+                         f"{np.asarray(expected_counts).astype(int).tolist()} the server expects")
+    sums = np.asarray(total[1], np.float64) * (factor * feature_clip)
+    scatter = np.asarray(total[2], np.float64) * (factor * feature_clip**2)
+    scatter = (scatter + scatter.T) / 2.0  # quantisation breaks exact symmetry
+    np.fill_diagonal(scatter, np.maximum(np.diag(scatter), 0.0))
+    return ClassFeatureStats(rounded, sums, scatter)

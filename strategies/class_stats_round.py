@@ -5,7 +5,8 @@ Each node replies an ArrayRecord ``class-stats`` (:class:`fedhar.train.class_sta
 server knows every training subject's labeled rows per class, so a reply whose counts are not
 exactly ``(1 + passes)`` times those, whose shapes or values are malformed, whose subject is not
 a training subject or has replied already, is rejected and logged with its node id. The round
-fails only if no valid reply remains.
+fails only if no valid reply remains. With secure aggregation the nodes' statistics are
+summed by SecAgg+ and only the sum is checked (its counts against the label split).
 
 Personalisation (after the ``lda`` head, ``federation.class_stats.personalise``): the server
 sends the merged statistics; each client replies its personal head (``personal-head``:
@@ -26,7 +27,10 @@ from flwr.serverapp import Grid
 
 from fedhar import keys
 from fedhar.errors import FederationError
+from fedhar.secure_sum import unpack_class_stats
+from fedhar.train import derive_seed
 from fedhar.train.class_stats import ClassFeatureStats, check_class_stats
+from strategies.secure_aggregation import SecureAggregation, SecureRound
 
 __all__ = [
     "MESSAGE_TYPE",
@@ -96,8 +100,12 @@ def run_class_stats_round(
     passes: int,
     dim: int,
     timeout: float,
+    secure: SecureAggregation | None = None,
 ) -> ClassStatsRoundResult:
     """Ask every connected node for its class statistics under ``arrays``' encoders; validate; merge.
+
+    With ``secure`` the statistics are summed by secure aggregation (:func:`_secure_round`):
+    the server learns only the merged statistics.
 
     Parameters
     ----------
@@ -124,6 +132,8 @@ def run_class_stats_round(
     node_ids = sorted(grid.get_node_ids())
     messages = [Message(content=RecordDict({keys.CONFIG: config, keys.ARRAYS: arrays}), dst_node_id=node,
                         message_type=MESSAGE_TYPE) for node in node_ids]
+    if secure is not None:
+        return _secure_round(grid, messages, labeled_counts, passes, timeout, secure)
     replies = grid.send_and_receive(messages, timeout=timeout)
     accepted: dict[int, ClassFeatureStats] = {}
     rejected: dict[int, str] = {}
@@ -155,6 +165,42 @@ def run_class_stats_round(
     logger.info("class-statistics round: merged subjects %s, rejected %d", list(subjects), len(rejected))
     return ClassStatsRoundResult(ClassFeatureStats.merge([accepted[s] for s in subjects]), subjects, rejected,
                                  float(np.mean(sizes)))
+
+
+def _secure_round(grid: Grid, messages: list[Message], labeled_counts: Mapping[int, np.ndarray], passes: int,
+                  timeout: float, secure: SecureAggregation) -> ClassStatsRoundResult:
+    """The class-statistics round as a secure sum: each node scales its statistics into the fixed-point range.
+
+    The row scale is the most rows any node holds (the server knows every subject's labeled
+    counts); the summed counts must equal those of the nodes summed.
+    """
+    rows = {node: (1 + passes) * float(np.sum(labeled_counts[s])) for node, s in secure.node_subjects.items()
+            if s in labeled_counts}
+    scale = max(rows.values(), default=1.0) or 1.0
+    record = ConfigRecord({keys.ROW_SCALE: float(scale), keys.FEATURE_CLIP: float(secure.cfg.feature_clip)})
+    for msg in messages:
+        msg.content[keys.SECAGG_CLASS_STATS] = record
+    protocol = SecureRound(secure.cfg, secure.timeout_s, derive_seed(secure.seed, "secagg", "class-stats"))
+    collect = protocol.open(grid, messages)
+    replies = list(grid.send_and_receive(collect, timeout=timeout))
+    rejected = {}
+    for msg in replies:
+        node = msg.metadata.src_node_id
+        metrics = None if msg.has_error() else msg.content.metric_records.get(keys.METRICS)
+        claimed = metrics.get(keys.SUBJECT) if metrics is not None else None
+        if metrics is not None and claimed != secure.node_subjects.get(node):
+            rejected[node] = f"claims subject {claimed}, the server knows {secure.node_subjects.get(node)}"
+    total, count = protocol.close(grid, replies, rejected)
+    subjects = tuple(sorted(secure.node_subjects[n] for n in protocol.active))
+    expected = (1 + passes) * np.sum([np.asarray(labeled_counts[s], np.float64) for s in subjects], axis=0)
+    try:
+        stats = unpack_class_stats(total, scale, secure.cfg.feature_clip, secure.cfg.clipping_range, expected, count)
+    except ValueError as err:
+        raise FederationError(f"secure class-statistics round: {err}", "stage 2 class statistics") from err
+    dropped = {int(n): why for n, why in protocol.dropped.items()}
+    logger.info("class-statistics round (secure aggregation): merged subjects %s, dropped %d", list(subjects),
+                len(dropped))
+    return ClassStatsRoundResult(stats, subjects, dropped, protocol.bytes_received / max(1, len(subjects)))
 
 
 PERSONALISE_MESSAGE_TYPE = f"{MessageType.QUERY}.{keys.PERSONALISE_ACTION}"

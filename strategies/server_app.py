@@ -150,7 +150,8 @@ def main(grid: Grid, context: Context) -> None:
                         encoders=stage1_arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir, privacy=privacy,
                         secure=secure)
     compare = {mode: run_stage2(grid=grid, cfg=cfg, exp=exp, shared=shared, experiment=experiment,
-                                encoders=stage1_arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir, mode=mode)
+                                encoders=stage1_arrays, prior=prior, num_nodes=num_nodes, run_dir=run_dir, mode=mode,
+                                privacy=privacy, secure=secure)
                for mode in fed.get("stage2_compare") or () if mode != fed.stage2_mode}
     phases.mark("stage2")
     results = {
@@ -254,7 +255,8 @@ def _run_stage1(grid: Grid, cfg: DictConfig, experiment: ExperimentData, model_c
 
 
 def check_privacy(dp: DPConfig, secure: SecureAggregationConfig, fed: DictConfig) -> None:
-    """Reject DP or secure aggregation with a stage-2 mode they do not cover (lda / ccvr statistics, pooled labels).
+    """Reject DP or secure aggregation with a stage-2 mode they do not cover (DP: lda / ccvr statistics; both: local,
+    pooled labels, personalisation).
 
     Raises
     ------
@@ -268,13 +270,23 @@ def check_privacy(dp: DPConfig, secure: SecureAggregationConfig, fed: DictConfig
                           "privacy.secure_aggregation.enabled")
     if not (dp.enabled or secure.enabled):
         return
-    name, what = ("privacy.dp", "noise") if dp.enabled else ("privacy.secure_aggregation", "sum securely")
     modes = [str(fed.stage2_mode), *[str(m) for m in fed.get("stage2_compare") or ()]]
-    uncovered = [m for m in modes if m != "federated"]
+    if dp.enabled:
+        uncovered = [m for m in modes if m != "federated"]
+        if uncovered:
+            raise ConfigError(f"privacy.dp covers the QoMFedAvg rounds (stage 1 and stage2_mode=federated); stage-2 "
+                              f"mode(s) {uncovered} would release client data it does not noise. Set "
+                              "federation.stage2_mode=federated and stage2_compare=[]", "federation.stage2_mode")
+        return
+    uncovered = [m for m in modes if m not in ("federated", "lda", "ccvr")]
     if uncovered:
-        raise ConfigError(f"{name} covers the QoMFedAvg rounds (stage 1 and stage2_mode=federated); stage-2 "
-                          f"mode(s) {uncovered} would release client data it does not {what}. Set "
-                          "federation.stage2_mode=federated and stage2_compare=[]", "federation.stage2_mode")
+        raise ConfigError(f"privacy.secure_aggregation covers stage 1 and the stage-2 modes federated, lda and ccvr; "
+                          f"stage-2 mode(s) {uncovered} would release client data it does not sum securely",
+                          "federation.stage2_mode")
+    if "lda" in modes and fed.class_stats.get("personalise"):
+        raise ConfigError("privacy.secure_aggregation: personalisation sends the merged class statistics back and "
+                          "collects per-client heads in the clear; set federation.class_stats.personalise=false",
+                          "federation.class_stats.personalise")
 
 
 def check_federation(fed: DictConfig) -> None:

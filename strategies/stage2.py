@@ -232,7 +232,7 @@ def _run_stats_head(job: _Job, mode: str) -> dict[str, Any]:
     labeled = {s: np.bincount(p.labeled.labels, minlength=info.num_classes) for s, p in experiment.partitions.items()}
     started = time.perf_counter()
     merged = run_class_stats_round(grid, config, ArrayRecord(model.state_dict()), labeled, passes, dim,
-                                   float(fed.round_timeout_s))
+                                   float(fed.round_timeout_s), secure=job.secure)
     fitted = fit_stats_head(model, merged.stats, layout, mode, stats_cfg, seed=derive_seed(int(cfg.seed), "stage2", mode))
     final = _test(fitted, experiment)
     logger.info("stage 2 %s: test accuracy %.3f, macro-F1 %.3f", mode, final["accuracy"], final["macro_f1"])

@@ -265,12 +265,14 @@ def class_feature_stats(
     passes: int,
     augment: AugmentConfig,
     seed: int,
+    row_clip: float | None = None,
 ) -> ClassFeatureStats:
     """Statistics of ``model.encode`` features of ``data``'s rows: the clean rows and ``passes`` augmented copies.
 
     The encoders run in eval mode (BatchNorm statistics from stage 1, no dropout). Without
     augmentation (every ``augment`` setting 0) only the clean pass is taken. No rows give
-    zero statistics (a client without labels adds nothing).
+    zero statistics (a client without labels adds nothing). ``row_clip`` scales each feature
+    row down to that L2 norm at most (secure aggregation's fixed-point range needs a bound).
     """
     augmenter = build_augmenter(augment)
     total_passes = 1 + (passes if augmenter is not None else 0)
@@ -289,6 +291,9 @@ def class_feature_stats(
                 for inputs, labels in iterate_batches(tensors, _ENCODE_BATCH, shuffle=False):
                     batch = augmenter(inputs) if p > 0 and augmenter is not None else inputs
                     x = flatten_features(model.encode(batch), layout).double().numpy()  # type: ignore[operator]
+                    if row_clip is not None:
+                        norms = np.linalg.norm(x, axis=1, keepdims=True)
+                        x = x * np.minimum(1.0, row_clip / np.maximum(norms, 1e-12))
                     y = labels.numpy()
                     np.add.at(counts, y, 1.0)
                     np.add.at(sums, y, x)

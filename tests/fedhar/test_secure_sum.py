@@ -7,7 +7,15 @@ import pytest
 
 from fedhar.aggregation import ClientUpdate, aggregate_by_modality
 from fedhar.errors import ConfigError
-from fedhar.secure_sum import SecureAggregationConfig, SumLayout, secure_contribution, unpack_sum
+from fedhar.secure_sum import (
+    SecureAggregationConfig,
+    SumLayout,
+    class_stats_contribution,
+    secure_contribution,
+    unpack_class_stats,
+    unpack_sum,
+)
+from fedhar.train.class_stats import ClassFeatureStats
 
 QOM_RANGE = (0.1, 1.0)
 
@@ -117,3 +125,35 @@ def test_unpack__an_entry_beyond_what_clipped_clients_can_send__raises() -> None
     parts[0] = parts[0] + 20.0  # a client that skipped clipping (it quantises its own vector)
     with pytest.raises(ValueError, match="exceeds 2 clients x the clipping range 8"):
         unpack_sum(parts, reference, "qom", num_clients=2, entry_bound=8.0)
+
+
+def _class_stats(rng: np.random.Generator, counts: list[int], dim: int = 5) -> ClassFeatureStats:
+    rows = [(c, rng.normal(scale=2.0, size=dim)) for c, n in enumerate(counts) for _ in range(n)]
+    sums = np.zeros((len(counts), dim))
+    for c, x in rows:
+        sums[c] += x
+    xs = np.array([x for _, x in rows])
+    return ClassFeatureStats(np.asarray(counts, np.float64), sums, xs.T @ xs)
+
+
+def test_class_stats__scaled_contributions_sum_back_to_the_merged_statistics() -> None:
+    rng = np.random.default_rng(5)
+    parts = [_class_stats(rng, [3, 0, 2]), _class_stats(rng, [1, 4, 0]), _class_stats(rng, [0, 2, 2])]
+    scale, bound, clip = 6.0, 50.0, 8.0
+    vectors = [class_stats_contribution(p, scale, bound, clip) for p in parts]
+    assert all(float(np.abs(v).max()) <= clip for vec in vectors for v in vec)  # inside the fixed-point range
+    total = [sum(v[i] for v in vectors) for i in range(3)]
+    merged = unpack_class_stats(total, scale, bound, clip, np.array([4, 6, 4]), num_clients=3)
+    plain = ClassFeatureStats.merge(parts)
+    np.testing.assert_array_equal(merged.counts, plain.counts)
+    np.testing.assert_allclose(merged.sums, plain.sums, rtol=1e-12)
+    np.testing.assert_allclose(merged.scatter, plain.scatter, rtol=1e-12)
+
+
+def test_class_stats__counts_other_than_the_label_split__raise() -> None:
+    rng = np.random.default_rng(6)
+    vector = class_stats_contribution(_class_stats(rng, [2, 1]), 4.0, 50.0, 8.0)
+    with pytest.raises(ValueError, match=r"differ from the \[2, 2\]"):
+        unpack_class_stats(vector, 4.0, 50.0, 8.0, np.array([2, 2]), num_clients=1)
+    with pytest.raises(ValueError, match="exceed the row scale"):
+        class_stats_contribution(_class_stats(rng, [3, 3]), 4.0, 50.0, 8.0)

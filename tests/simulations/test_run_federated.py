@@ -339,8 +339,8 @@ def test_flwr_run__normalisation_round_dp_then_export(tmp_path: Path, capsys: py
 def test_flwr_run__secure_aggregation_sums_only(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # Every QoMFedAvg round (2 in stage 1, 4 federated in stage 2) runs SecAgg+: the clients mask
     # their weighted updates; the server sums and unmasks, and never holds one client's update.
-    results = _flwr_run(tmp_path, f"{SMOKE} federation.stage2_mode=federated privacy.secure_aggregation.enabled=true",
-                        capsys)
+    results = _flwr_run(tmp_path, f"{SMOKE} federation.stage2_mode=federated federation.stage2_compare=[lda] "
+                                  "privacy.secure_aggregation.enabled=true", capsys)
     assert results["privacy"]["secure_aggregation"]["enabled"] is True
     stage1, stage2 = results["stage1"]["secure_aggregation"], results["stage2"]["secure_aggregation"]
     assert sorted(stage1) == ["1", "2"] and sorted(stage2) == ["1", "2", "3", "4"]
@@ -351,6 +351,10 @@ def test_flwr_run__secure_aggregation_sums_only(tmp_path: Path, capsys: pytest.C
     assert results["stage1"]["rounds"]["2"]["num-aggregated"] == 2
     assert results["stage1"]["failed_rounds"] == {} and results["stage2"]["failed_rounds"] == {}
     assert 0.0 <= results["final"]["accuracy"] <= 1.0 and results["qom_prior"]
+    # The lda head from class statistics summed by the same protocol: the server got only their sum.
+    lda = results["stage2_compare"]["lda"]
+    assert lda["class_stats"]["num_merged"] == 2 and lda["class_stats"]["num_rejected"] == 0
+    assert sum(lda["class_stats"]["rows_per_class"]) > 0 and lda["final"]["accuracy"] > 0.0
 
 
 @pytest.mark.slow

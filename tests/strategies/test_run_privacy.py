@@ -85,11 +85,15 @@ def test_config__dp_needs_the_mean_rule_and_a_covered_stage2_mode() -> None:
 
 
 def test_config__secure_aggregation_needs_a_covered_stage2_mode_and_not_dp() -> None:
-    cfg = compose_config("privacy.secure_aggregation.enabled=true federation.stage2_compare=[ccvr]")
-    with pytest.raises(ConfigError, match=r"privacy.secure_aggregation covers .* \['lda', 'ccvr'\]"):
+    cfg = compose_config("privacy.secure_aggregation.enabled=true federation.stage2_compare=[ccvr,local]")
+    with pytest.raises(ConfigError, match=r"privacy.secure_aggregation covers .* \['local'\]"):
         check_privacy(*_privacy(cfg), cfg.federation)
-    cfg = compose_config("privacy.secure_aggregation.enabled=true federation.stage2_mode=federated")
-    check_privacy(*_privacy(cfg), cfg.federation)
+    cfg = compose_config("privacy.secure_aggregation.enabled=true federation.class_stats.personalise=true")
+    with pytest.raises(ConfigError, match="personalise=false"):
+        check_privacy(*_privacy(cfg), cfg.federation)
+    for mode in ("federated", "lda", "ccvr"):  # accepted
+        cfg = compose_config(f"privacy.secure_aggregation.enabled=true federation.stage2_mode={mode}")
+        check_privacy(*_privacy(cfg), cfg.federation)
     cfg = compose_config("privacy.secure_aggregation.enabled=true privacy.dp.enabled=true "
                          "federation.stage2_mode=federated")
     with pytest.raises(ConfigError, match="together are not built"):

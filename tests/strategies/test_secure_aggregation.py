@@ -21,6 +21,8 @@ from clients.secure_aggregation import secure_aggregation_mod
 from fedhar import keys
 from fedhar.aggregation import InfluenceBounds
 from fedhar.secure_sum import SecureAggregationConfig, secure_contribution
+from fedhar.train.class_stats import ClassFeatureStats
+from strategies.class_stats_round import run_class_stats_round
 from strategies.qom_fedavg import QoMFedAvg
 from strategies.secure_aggregation import SecureAggregation
 from tests.strategies.conftest import client_metrics, make_reply
@@ -232,3 +234,46 @@ def test_secure_round__one_node__fails_clearly_without_training() -> None:
     assert not any(Key.MASKED_PARAMETERS in r.content.config_records.get(RECORD_KEY_CONFIGS, {}) for r in grid.received)
     for name, value in REFERENCE.items():
         np.testing.assert_array_equal(arrays[name], value)
+
+
+LABELED = {s: np.array([s % 3, 1, 2]) for s in NODE_SUBJECT.values()}  # labeled rows per class of each subject
+
+
+def _subject_stats(subject: int, passes: int) -> ClassFeatureStats:
+    rng = np.random.default_rng(100 + subject)
+    counts = (1 + passes) * LABELED[subject]
+    rows = [(c, rng.normal(scale=3.0, size=4)) for c, n in enumerate(counts) for _ in range(int(n))]
+    sums = np.zeros((3, 4))
+    for c, x in rows:
+        sums[c] += x
+    xs = np.array([x for _, x in rows])
+    return ClassFeatureStats(counts.astype(np.float64), sums, xs.T @ xs)
+
+
+def _stats_handler(subject: int, fail: bool = False) -> Handler:
+    def query(msg: Message, ctxt: Context) -> Message:
+        if fail:
+            raise RuntimeError(f"subject {subject} lost power mid-round")
+        stats = _subject_stats(subject, passes=1)
+        content = RecordDict({keys.CLASS_STATS: ArrayRecord({k: Array(v) for k, v in stats.to_arrays().items()}),
+                              keys.METRICS: MetricRecord({keys.SUBJECT: subject})})
+        return Message(content, reply_to=msg)
+    return query
+
+
+@pytest.mark.parametrize("dropped", [[], [104]])
+def test_secure_class_stats_round__equals_the_merge_of_the_survivors(dropped: list[int]) -> None:
+    grid = LoopbackGrid({n: _stats_handler(s, fail=n in dropped) for n, s in NODE_SUBJECT.items()})
+    setting = SecureAggregation(SecureAggregationConfig(enabled=True, feature_clip=100.0), NODE_SUBJECT, 5.0, 0)
+    result = run_class_stats_round(grid, ConfigRecord(), ArrayRecord(), LABELED, passes=1, dim=4, timeout=5.0,
+                                   secure=setting)
+    survivors = [s for n, s in NODE_SUBJECT.items() if n not in dropped]
+    plain = ClassFeatureStats.merge([_subject_stats(s, passes=1) for s in survivors])
+    assert result.subjects == tuple(survivors) and sorted(result.rejected) == dropped
+    np.testing.assert_array_equal(result.stats.counts, plain.counts)
+    # at most one quantisation step (16 / 2**22 / 8 of the range) per client, in units of
+    # row scale (10 rows) x feature clip (100), and x 100 again for the scatter
+    np.testing.assert_allclose(result.stats.sums, plain.sums, atol=6 * 2**-21 * 10 * 100)
+    np.testing.assert_allclose(result.stats.scatter, plain.scatter, atol=6 * 2**-21 * 10 * 100**2)
+    for reply in grid.received:  # the server saw no client's statistics
+        assert reply.has_error() or not reply.content.array_records

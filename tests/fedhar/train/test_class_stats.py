@@ -229,6 +229,23 @@ class TestFeatureStatistics:
         again = class_feature_stats(model, synthetic_dataset, layout, info.num_classes, 2, aug, seed=0)
         np.testing.assert_array_equal(again.scatter, noisy.scatter)
 
+    def test_row_clip__bounds_every_rows_norm(self, synthetic_dataset: HARDataset) -> None:
+        torch.manual_seed(0)
+        info = synthetic_dataset.info
+        cfg = compact_model_config()
+        model = build_finetune_model(info, info.modality_names, cfg)
+        layout = feature_layout_of(info, cfg)
+        free = class_feature_stats(model, synthetic_dataset, layout, info.num_classes, 0, AugmentConfig(), seed=0)
+        rows = free.counts.sum()
+        mean_sq_norm = np.trace(free.scatter) / rows
+        bound = 0.5 * float(np.sqrt(mean_sq_norm))  # below the typical norm: most rows are scaled down
+        clipped = class_feature_stats(model, synthetic_dataset, layout, info.num_classes, 0, AugmentConfig(), seed=0,
+                                      row_clip=bound)
+        # trace(scatter) = sum of squared row norms: at most rows x bound^2, and every row at the bound here
+        assert np.trace(clipped.scatter) <= rows * bound**2 * (1 + 1e-9)
+        assert np.trace(clipped.scatter) > 0.9 * rows * bound**2
+        np.testing.assert_array_equal(clipped.counts, free.counts)
+
     def test_fit_stats_head__unknown_head_raises(self, synthetic_dataset: HARDataset) -> None:
         info = synthetic_dataset.info
         model = build_finetune_model(info, info.modality_names, compact_model_config())
