@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Cost of secure aggregation (privacy.secure_aggregation, SecAgg+): the default federated run
-# with stage 2 `federated` (the mode it covers), UTD-MHAD, 6 clients, with and without secure
-# aggregation, and with one or two clients (subjects 3; 3 and 5) failing in every training round
-# after the key exchange ("dropping out mid-round": their masks are removed through the others'
-# shares). Each cell is one real `flwr run`; summary.json / table.md hold accuracy, wall time per
+# with stage 2 `federated` (plain, secure, ...) or the default `lda` (lda, secure-lda, ...),
+# UTD-MHAD, 6 clients, with and without secure aggregation, and with one or two clients
+# (subjects 3; 3 and 5) failing in every training round after the key exchange ("dropping out
+# mid-round": their masks are removed through the others' shares). Each cell is one real `flwr run`; summary.json / table.md hold accuracy, wall time per
 # round and bytes per client and round, per stage.
 # Usage: bash benchmarks/privacy/secure_aggregation.sh OUT [label rate, default 5] [seed, default 0] [cell ...]
 set -euo pipefail
@@ -19,8 +19,11 @@ declare -A cells=(
   [secure-drop-1]="$base $secure federation.inject_failures.subjects=[3]"
   [secure-drop-2]="$base $secure federation.inject_failures.subjects=[3,5]"
   [plain-drop-2]="$base federation.inject_failures.subjects=[3,5]"
+  [lda]=""
+  [secure-lda]="$secure"
+  [secure-lda-drop-2]="$secure federation.inject_failures.subjects=[3,5]"
 )
-all=(plain secure secure-drop-1 secure-drop-2 plain-drop-2)
+all=(plain secure secure-drop-1 secure-drop-2 plain-drop-2 lda secure-lda secure-lda-drop-2)
 chosen=("${@:-${all[@]}}")
 port=39700
 for name in "${all[@]}"; do
@@ -47,6 +50,11 @@ for path in sorted(out.glob("lr*-seed*/*/runs/*/results.json")):
            "macro_f1": 100 * r["final"]["macro_f1"], "wall_time_s": r["wall_time_s"]}
     for stage in ("stage1", "stage2"):
         s = r[stage]
+        if "class_stats" in s:  # lda / ccvr: one class-statistics round
+            row[stage] = {"round_wall_s": s["wall_s"], "mb_down_per_client_round": s["bytes_down_per_client_round"] / 1e6,
+                          "mb_up_per_client_round": s["bytes_up_per_client_round"] / 1e6, "failed_rounds": 0,
+                          "summed_per_round": [s["class_stats"]["num_merged"]]}
+            continue
         secure = s.get("secure_aggregation") or {}
         row[stage] = {"round_wall_s": statistics.mean(s["round_wall_s"]) if s["round_wall_s"] else None,
                       "mb_down_per_client_round": s["bytes_down_per_client_round"] / 1e6,
