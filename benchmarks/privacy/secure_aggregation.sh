@@ -22,8 +22,12 @@ declare -A cells=(
   [lda]=""
   [secure-lda]="$secure"
   [secure-lda-drop-2]="$secure federation.inject_failures.subjects=[3,5]"
+  [lda-attack]="federation.inject_attack.subject=3"
+  [secure-lda-attack]="$secure federation.inject_attack.subject=3"
 )
-all=(plain secure secure-drop-1 secure-drop-2 plain-drop-2 lda secure-lda secure-lda-drop-2)
+# *-attack: subject 3 sends global + 1000 x its update in every stage-1 round (BENCHMARKS.md §3.4):
+# the plain server clips it against the round's median; under secure aggregation it cannot.
+all=(plain secure secure-drop-1 secure-drop-2 plain-drop-2 lda secure-lda secure-lda-drop-2 lda-attack secure-lda-attack)
 chosen=("${@:-${all[@]}}")
 port=39700
 for name in "${all[@]}"; do
