@@ -5,7 +5,9 @@ Flower's ``secaggplus_mod`` acts only on messages of type ``train`` and masks a 
 QoMFedAvg needs per-modality weights, so this mod runs Flower's own stage functions
 (key generation, Shamir shares, encryption, quantisation and masking) with two changes:
 it acts on any message that carries the protocol's ConfigRecord, and in the
-``collect_masked_vectors`` stage it masks the weighted contribution of
+``collect_masked_vectors`` stage (Flower's ``_collect_masked_vectors``, ported: masks from
+:func:`fedhar.secure_sum.mask_stream` instead of a 32-bit-seeded generator) it masks the
+weighted contribution of
 :func:`fedhar.secure_sum.secure_contribution` (the handler's trained arrays minus the global
 ones, weighted by the client's own quality and the example scale the server sent), not
 the raw weights. The class-statistics query of stage 2 (``lda`` / ``ccvr``) goes the same way: its
@@ -21,9 +23,9 @@ from typing import cast
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app.typing import ConfigRecordValues
 from flwr.client.mod.secure_aggregation.secaggplus_mod import (  # Flower's own client stages, unchanged
     SecAggPlusState,
-    _collect_masked_vectors,
     _setup,
     _share_keys,
     _unmask,
@@ -31,12 +33,22 @@ from flwr.client.mod.secure_aggregation.secaggplus_mod import (  # Flower's own 
     check_stage,
 )
 from flwr.clientapp.typing import ClientAppCallable
-from flwr.common import ndarrays_to_parameters
+from flwr.common import ndarray_to_bytes
+from flwr.common.secure_aggregation.crypto.symmetric_encryption import decrypt, generate_shared_key
+from flwr.common.secure_aggregation.ndarrays_arithmetic import (
+    factor_combine,
+    parameters_addition,
+    parameters_mod,
+    parameters_subtraction,
+)
+from flwr.common.secure_aggregation.quantization import quantize
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key, Stage
+from flwr.common.secure_aggregation.secaggplus_utils import share_keys_plaintext_separate
+from flwr.supercore.primitives.asymmetric import bytes_to_private_key, bytes_to_public_key
 
 from fedhar import keys
 from fedhar.errors import ConfigError
-from fedhar.secure_sum import class_stats_contribution, secure_contribution
+from fedhar.secure_sum import class_stats_contribution, mask_stream, secure_contribution
 from fedhar.train.class_stats import ClassFeatureStats
 
 __all__ = ["secure_aggregation_mod"]
@@ -65,8 +77,7 @@ def secure_aggregation_mod(msg: Message, ctxt: Context, call_next: ClientAppCall
         if reply.has_error():
             return reply
         vector = _contribution(msg, reply, state.clipping_range)
-        # Weight 1 of max weight 1: the contribution is already weighted (fedhar.secure_sum).
-        result = _collect_masked_vectors(state, configs, 1, ndarrays_to_parameters(vector))
+        result = _masked_vector(state, configs, vector)
         subject = reply.content.metric_records[keys.METRICS].get(keys.SUBJECT)
         if isinstance(subject, int):
             content[keys.METRICS] = MetricRecord({keys.SUBJECT: subject})
@@ -114,3 +125,34 @@ def _class_stats_contribution(msg: Message, reply: Message, clipping: float) -> 
                           f"{keys.SECAGG_CLASS_STATS!r}", keys.SECAGG_CLASS_STATS)
     arrays = {k: v.numpy() for k, v in reply.content.array_records[keys.CLASS_STATS].items()}
     return class_stats_contribution(ClassFeatureStats.from_arrays(arrays), scale, bound, clipping)
+
+
+def _masked_vector(state: SecAggPlusState, configs: ConfigRecord,
+                   vector: list[np.ndarray]) -> dict[str, ConfigRecordValues]:
+    """Flower's ``collect_masked_vectors`` stage for an already weighted ``vector``, with SHAKE-256 masks.
+
+    Stores the key shares forwarded from the neighbours, quantises the vector (weight factor
+    1: the contribution is weighted already), adds the private mask and the pairwise masks.
+    """
+    ciphertexts = cast(list[bytes], configs[Key.CIPHERTEXT_LIST])
+    sources = cast(list[int], configs[Key.SOURCE_LIST])
+    if len(ciphertexts) + 1 < state.threshold:
+        raise ValueError("Not enough available neighbour clients.")
+    neighbours = []
+    for src, ciphertext in zip(sources, ciphertexts, strict=True):
+        actual_src, dst, rd_seed_share, sk1_share = share_keys_plaintext_separate(
+            decrypt(state.ss2_dict[src], ciphertext))
+        if src != actual_src or dst != state.nid:
+            raise ValueError(f"node {state.nid}: a key share from {actual_src} for {dst} arrived as from {src}")
+        state.rd_seed_share_dict[src] = rd_seed_share
+        state.sk1_share_dict[src] = sk1_share
+        neighbours.append(src)
+    quantized = factor_combine(state.target_range, quantize(vector, state.clipping_range, state.target_range))
+    shapes = [a.shape for a in quantized]
+    quantized = parameters_addition(quantized, mask_stream(state.rd_seed, state.mod_range, shapes))
+    for node in neighbours:
+        shared = generate_shared_key(bytes_to_private_key(state.sk1), bytes_to_public_key(state.public_keys_dict[node][0]))
+        mask = mask_stream(shared, state.mod_range, shapes)
+        quantized = (parameters_addition(quantized, mask) if state.nid > node
+                     else parameters_subtraction(quantized, mask))
+    return {Key.MASKED_PARAMETERS: [ndarray_to_bytes(a) for a in parameters_mod(quantized, state.mod_range)]}

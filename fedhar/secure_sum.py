@@ -25,6 +25,7 @@ This module is framework-free: the protocol itself is Flower's (strategies/, cli
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ __all__ = [
     "SecureSumResult",
     "SumLayout",
     "class_stats_contribution",
+    "mask_stream",
     "secure_contribution",
     "unpack_class_stats",
     "unpack_sum",
@@ -336,3 +338,21 @@ def unpack_class_stats(total: Sequence[np.ndarray], row_scale: float, feature_cl
     scatter = (scatter + scatter.T) / 2.0  # quantisation breaks exact symmetry
     np.fill_diagonal(scatter, np.maximum(np.diag(scatter), 0.0))
     return ClassFeatureStats(rounded, sums, scatter)
+
+
+def mask_stream(seed: bytes, modulus_range: int, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:
+    """SecAgg+ masks of ``shapes`` from a secret ``seed``: SHAKE-256 output as uint32 words mod ``modulus_range``.
+
+    Replaces Flower's ``pseudo_rand_gen``, which folds the 256-bit secret into a 32-bit seed
+    for NumPy's Mersenne Twister: a server could search 2^32 seeds (docs/privacy.md). An
+    extendable-output hash keeps the secret's full strength; ``modulus_range`` (a power of
+    two, at most 2^32) makes the words uniform.
+    """
+    sizes = [math.prod(shape) for shape in shapes]
+    words = np.frombuffer(hashlib.shake_256(seed).digest(4 * sum(sizes)), dtype="<u4").astype(np.int64)
+    words %= modulus_range
+    out, start = [], 0
+    for shape, size in zip(shapes, sizes, strict=True):
+        out.append(words[start:start + size].reshape(shape))
+        start += size
+    return out

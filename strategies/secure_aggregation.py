@@ -12,7 +12,9 @@ cryptography, quantisation and masking arithmetic are Flower's own
 - the result is the plain *sum* of the clients' vectors (each already weighted by the
   client, :mod:`fedhar.secure_sum`), not Flower's mean by example count;
 - neighbours are drawn with a seeded generator (reruns are identical), and a failed
-  stage raises :class:`SecureAggregationError` naming why instead of logging and returning.
+  stage raises :class:`SecureAggregationError` naming why instead of logging and returning;
+- the masks come from :func:`fedhar.secure_sum.mask_stream` (SHAKE-256 of the full secret)
+  instead of Flower's ``pseudo_rand_gen`` (a 32-bit seed), on both sides.
 
 Stages: ``setup`` (public keys), ``share_keys`` (encrypted secret shares, forwarded by the
 server), ``collect_masked_vectors`` (the train message: each client trains and sends its
@@ -42,13 +44,12 @@ from flwr.common.secure_aggregation.ndarrays_arithmetic import (
 )
 from flwr.common.secure_aggregation.quantization import dequantize
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
-from flwr.common.secure_aggregation.secaggplus_utils import pseudo_rand_gen
 from flwr.serverapp import Grid
 from flwr.supercore.primitives.asymmetric import bytes_to_private_key, bytes_to_public_key
 
 from fedhar import keys
 from fedhar.errors import FederationError
-from fedhar.secure_sum import SecureAggregationConfig
+from fedhar.secure_sum import SecureAggregationConfig, mask_stream
 
 __all__ = ["SecureAggregation", "SecureAggregationError", "SecureRound", "message_bytes"]
 
@@ -255,14 +256,14 @@ class SecureRound:
                                              f"{self.threshold} needed")
             secret = combine_shares(shares)
             if node in self.active:  # its private mask
-                masked = parameters_subtraction(masked, pseudo_rand_gen(secret, self.cfg.modulus_range, shape))
+                masked = parameters_subtraction(masked, mask_stream(secret, self.cfg.modulus_range, shape))
                 continue
             for other in sorted(self.neighbours[node] - {node}):  # a dropped node: the pairwise masks it left
                 if other not in self.public_keys:
                     continue
                 shared = generate_shared_key(bytes_to_private_key(secret),
                                              bytes_to_public_key(self.public_keys[other][0]))
-                mask = pseudo_rand_gen(shared, self.cfg.modulus_range, shape)
+                mask = mask_stream(shared, self.cfg.modulus_range, shape)
                 masked = (parameters_addition(masked, mask) if node > other
                           else parameters_subtraction(masked, mask))
         total = parameters_mod(masked, self.cfg.modulus_range)

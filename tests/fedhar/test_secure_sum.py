@@ -11,6 +11,7 @@ from fedhar.secure_sum import (
     SecureAggregationConfig,
     SumLayout,
     class_stats_contribution,
+    mask_stream,
     secure_contribution,
     unpack_class_stats,
     unpack_sum,
@@ -157,3 +158,20 @@ def test_class_stats__counts_other_than_the_label_split__raise() -> None:
         unpack_class_stats(vector, 4.0, 50.0, 8.0, np.array([2, 2]), num_clients=1)
     with pytest.raises(ValueError, match="exceed the row scale"):
         class_stats_contribution(_class_stats(rng, [3, 3]), 4.0, 50.0, 8.0)
+
+
+def test_mask_stream__deterministic_per_secret_uniform_and_shaped() -> None:
+    shapes = [(3, 4), (), (1000,)]
+    a = mask_stream(b"k" * 32, 2**32, shapes)
+    assert [m.shape for m in a] == shapes
+    np.testing.assert_array_equal(np.concatenate([m.ravel() for m in a]),
+                                  np.concatenate([m.ravel() for m in mask_stream(b"k" * 32, 2**32, shapes)]))
+    other = mask_stream(b"k" * 31 + b"l", 2**32, shapes)  # one byte of the secret changes every word
+    assert np.mean(a[2] == other[2]) < 0.01
+    small = mask_stream(b"k" * 32, 2**22, [(100_000,)])[0]
+    assert small.min() >= 0 and small.max() < 2**22
+    assert abs(small.mean() / 2**22 - 0.5) < 0.01  # uniform over [0, 2^22)
+    # Flower's generator folds the secret into 32 bits: secrets equal after folding give equal masks;
+    # the SHAKE-256 stream does not.
+    folded_twin = b"k" * 28 + bytes(4) + b"k" * 4  # folds to the same 32 bits (checked against Flower 1.41)
+    assert not np.array_equal(mask_stream(folded_twin, 2**32, [(8,)])[0], mask_stream(b"k" * 32, 2**32, [(8,)])[0])
