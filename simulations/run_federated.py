@@ -26,15 +26,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +112,9 @@ def run(app: str, run_config: Sequence[str], federation_config: Sequence[str], e
         reader.join(READER_GRACE_S)
         logger.error("flwr run killed after %.0f s (--timeout)", timeout)
         return EXIT_TIMEOUT, list(lines)
+    except BaseException:  # this command was stopped (SIGTERM, Ctrl-C): do not leave `flwr run` behind
+        proc.kill()
+        raise
     reader.join()
     if proc.stdout is not None:
         proc.stdout.close()
@@ -180,23 +185,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = dict(os.environ)
     env.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
     try:
-        for attempt in range(args.retries + 1):
-            # A SuperLink per attempt: stopping it stops whatever the attempt left running.
-            with local_superlink(env) as link:
-                code, lines = run(args.app, args.run_config, args.federation_config, env, args.timeout)
-                if code == EXIT_TIMEOUT:
-                    if link is None:
-                        logger.error("the timed-out run's simulation may still run on the SuperLink this command did "
-                                     "not start")
-                    return EXIT_TIMEOUT
-                outcome = check_run(lines, root, run_config, lambda rid: run_status(rid, env))
-            logger.info("flwr run exit %d, run %s, status %s, results %s", code, outcome.run_id, outcome.status,
-                        outcome.results)
-            if not _lost_task(code, outcome) or attempt == args.retries:
-                break
-            logger.warning("run %s ended %s without results (Flower drops a simulation task whose heartbeats "
-                           "are late on a saturated machine); retry %d of %d", outcome.run_id, outcome.status,
-                           attempt + 1, args.retries)
+        with _sigterm_exits():  # `kill <pid>` of this command still stops the SuperLink it started
+            for attempt in range(args.retries + 1):
+                # A SuperLink per attempt: stopping it stops whatever the attempt left running.
+                with local_superlink(env) as link:
+                    code, lines = run(args.app, args.run_config, args.federation_config, env, args.timeout)
+                    if code == EXIT_TIMEOUT:
+                        if link is None:
+                            logger.error("the timed-out run's simulation may still run on the SuperLink this command did "
+                                         "not start")
+                        return EXIT_TIMEOUT
+                    outcome = check_run(lines, root, run_config, lambda rid: run_status(rid, env))
+                logger.info("flwr run exit %d, run %s, status %s, results %s", code, outcome.run_id, outcome.status,
+                            outcome.results)
+                if not _lost_task(code, outcome) or attempt == args.retries:
+                    break
+                logger.warning("run %s ended %s without results (Flower drops a simulation task whose heartbeats "
+                               "are late on a saturated machine); retry %d of %d", outcome.run_id, outcome.status,
+                               attempt + 1, args.retries)
     except SuperLinkError as err:
         logger.error("%s", err)
         print(failure_line(None, [f"SuperLinkError: {err}"]), flush=True)
@@ -222,6 +228,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("run %d completed; results in %s", outcome.run_id, outcome.results)
     print(_closing(results, outcome.results), flush=True)
     return 0
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    """Turn SIGTERM into SystemExit (128 + signal): context managers and finally blocks run."""
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """While inside, SIGTERM raises SystemExit (main thread only); the previous handler is restored after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 _ERROR_LINE = re.compile(r"\b(?:fedhar\.errors\.)?(\w*Error): (.+)$")

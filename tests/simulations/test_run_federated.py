@@ -196,6 +196,23 @@ class TestRunFederatedExitCodes:
         (link, child), = self._superlinks(tmp_path)
         assert _gone(link) and _gone(child)
 
+    def test_main__killed__stops_flwr_run_and_the_superlink_tree(self, fake_path: Path, tmp_path: Path) -> None:
+        # `kill <pid>` of the launcher (SIGTERM) must not leave the SuperLink and its simulation running.
+        script = fake_path / "flwr"
+        script.write_text(f"#!{sys.executable}\nimport os, time\nopen({str(tmp_path / 'flwr-pid')!r}, 'w')"
+                          f".write(str(os.getpid()))\nprint('Successfully started run 42', flush=True)\ntime.sleep(60)\n")
+        script.chmod(script.stat().st_mode | stat.S_IXUSR)
+        proc = subprocess.Popen([sys.executable, "-m", "simulations.run_federated", "."], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "flwr-pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (tmp_path / "flwr-pid").exists(), "flwr run was never started"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+        (link, child), = self._superlinks(tmp_path)
+        assert _gone(link) and _gone(child) and _gone(int((tmp_path / "flwr-pid").read_text()))
+
     def test_main__superlink_already_running__used_and_left_alone(self, fake_path: Path, tmp_path: Path) -> None:
         # Prepare: a SuperLink this command did not start answers on the port
         env = dict(os.environ)
