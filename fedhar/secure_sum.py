@@ -49,6 +49,10 @@ __all__ = [
 ]
 
 
+# Flower's quantiser rounds into int32: levels up to 2^30 leave headroom.
+_MAX_QUANTIZATION = 2**30
+
+
 @dataclass(frozen=True)
 class SecureAggregationConfig:
     """Secure aggregation settings (config group ``privacy.secure_aggregation``).
@@ -68,7 +72,10 @@ class SecureAggregationConfig:
         before quantisation: the most one client adds to one coordinate of the sum.
     quantization_range
         Levels of the fixed-point encoding (error per client and coordinate at most
-        ``2 * clipping_range / quantization_range``).
+        ``2 * clipping_range / quantization_range``). ``None`` (default): per round, the
+        largest power of two (at most 2^30) whose sum over the round's clients stays below
+        ``modulus_range`` (2^29 for 6 clients, 2^28 for 12): the lda round's covariance
+        needs the precision (2^22 left it indefinite on UTD-MHAD).
     modulus_range
         Modulus of the masked integers: a power of two above ``quantization_range``
         times the number of clients.
@@ -84,7 +91,7 @@ class SecureAggregationConfig:
     num_shares: float = 1.0
     reconstruction_threshold: float = 0.5
     clipping_range: float = 8.0
-    quantization_range: int = 2**22
+    quantization_range: int | None = None
     modulus_range: int = 2**32
     timeout_s: float | None = None
     feature_clip: float = 32.0
@@ -101,11 +108,11 @@ class SecureAggregationConfig:
         if not (math.isfinite(self.clipping_range) and self.clipping_range > 0):
             raise ConfigError(f"clipping_range must be a finite number > 0, got {self.clipping_range!r}",
                               f"{key}.clipping_range")
-        if self.quantization_range < 2:
-            raise ConfigError(f"quantization_range must be an integer >= 2, got {self.quantization_range!r}",
-                              f"{key}.quantization_range")
-        if self.modulus_range <= self.quantization_range or self.modulus_range & (self.modulus_range - 1) \
-                or self.modulus_range > 2**32:
+        if self.quantization_range is not None and not 2 <= self.quantization_range <= _MAX_QUANTIZATION:
+            raise ConfigError(f"quantization_range must be null or an integer in [2, 2**30], got "
+                              f"{self.quantization_range!r}", f"{key}.quantization_range")
+        if self.modulus_range < 4 or self.modulus_range & (self.modulus_range - 1) or self.modulus_range > 2**32 \
+                or self.modulus_range <= (self.quantization_range or 0):
             raise ConfigError(f"modulus_range must be a power of two above quantization_range and at most 2**32, "
                               f"got {self.modulus_range!r}", f"{key}.modulus_range")
         if not (math.isfinite(self.feature_clip) and self.feature_clip > 0):
@@ -119,13 +126,27 @@ class SecureAggregationConfig:
         """Build from a plain mapping; unknown keys raise :class:`ConfigError`."""
         return build(cls, cfg, "privacy.secure_aggregation")
 
-    def max_clients(self) -> int:
-        """How many clients the modulus sums without overflow."""
-        return self.modulus_range // self.quantization_range
+    def quantization_for(self, num_clients: int) -> int:
+        """The quantisation levels of a round with ``num_clients``: the configured ones or the most that fit.
 
-    def quantization_step(self) -> float:
-        """The fixed-point step: the most quantisation moves one client's entry."""
-        return 2.0 * self.clipping_range / (self.quantization_range - 1)
+        Raises
+        ------
+        ValueError
+            If ``num_clients`` quantised vectors would overflow ``modulus_range``.
+        """
+        fits = (self.modulus_range - 1) // max(num_clients, 1)
+        if self.quantization_range is None:
+            if fits < 2:
+                raise ValueError(f"{num_clients} clients overflow modulus_range {self.modulus_range}")
+            return min(1 << (fits.bit_length() - 1), _MAX_QUANTIZATION)
+        if self.quantization_range > fits:
+            raise ValueError(f"{num_clients} clients x quantization_range {self.quantization_range} overflow "
+                             f"modulus_range {self.modulus_range}")
+        return self.quantization_range
+
+    def quantization_step(self, num_clients: int) -> float:
+        """The fixed-point step of a round with ``num_clients``: the most quantisation moves one client's entry."""
+        return 2.0 * self.clipping_range / (self.quantization_for(num_clients) - 1)
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,7 @@ class SecureRound:
     active: set[int] = field(default_factory=set)
     num_shares: int = 0
     threshold: int = 0
+    quantization: int = 0
     neighbours: dict[int, set[int]] = field(default_factory=dict)
     public_keys: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     forwarded: dict[int, tuple[list[int], list[bytes]]] = field(default_factory=dict)
@@ -150,13 +151,14 @@ class SecureRound:
         nodes = sorted(by_node)
         if len(nodes) < 2:
             raise SecureAggregationError(f"{len(nodes)} node(s) sampled: secure aggregation needs at least 2")
-        if len(nodes) > self.cfg.max_clients():
-            raise SecureAggregationError(f"{len(nodes)} nodes exceed what modulus_range / quantization_range = "
-                                         f"{self.cfg.max_clients()} sums without overflow")
+        try:
+            self.quantization = self.cfg.quantization_for(len(nodes))
+        except ValueError as err:
+            raise SecureAggregationError(str(err)) from err
         self._configure(nodes)
         setup = {Key.STAGE: Stage.SETUP, Key.SAMPLE_NUMBER: len(nodes), Key.SHARE_NUMBER: self.num_shares,
                  Key.THRESHOLD: self.threshold, Key.CLIPPING_RANGE: float(self.cfg.clipping_range),
-                 Key.TARGET_RANGE: int(self.cfg.quantization_range), Key.MOD_RANGE: int(self.cfg.modulus_range),
+                 Key.TARGET_RANGE: int(self.quantization), Key.MOD_RANGE: int(self.cfg.modulus_range),
                  Key.MAX_WEIGHT: 1.0}
         replies = self._exchange(grid, {n: ConfigRecord(dict(setup)) for n in nodes}, message_type, Stage.SETUP)  # type: ignore[arg-type]
         for node, record in replies.items():
@@ -268,11 +270,11 @@ class SecureRound:
                           else parameters_subtraction(masked, mask))
         total = parameters_mod(masked, self.cfg.modulus_range)
         factor, quantized = factor_extract(total)
-        count = int(factor) // int(self.cfg.quantization_range)
+        count = int(factor) // int(self.quantization)
         if count != len(self.active):
             raise SecureAggregationError(f"unmask: the sum holds {count} contributions, {len(self.active)} were "
                                          "expected (a mask was not removed)")
-        summed = dequantize(quantized, self.cfg.clipping_range, self.cfg.quantization_range)
+        summed = dequantize(quantized, self.cfg.clipping_range, self.quantization)
         offset = -(count - 1) * self.cfg.clipping_range  # each contribution was shifted by +clipping_range
         return [np.asarray(v, np.float64) + offset for v in summed], count
 

@@ -113,8 +113,13 @@ def test_config__bad_value__names_the_key(key: str, value: float) -> None:
 
 def test_config__quantisation_step_and_client_capacity() -> None:
     cfg = SecureAggregationConfig()
-    assert cfg.max_clients() == 1024
-    assert cfg.quantization_step() == pytest.approx(16 / (2**22 - 1))
+    assert cfg.quantization_for(6) == 2**29 and cfg.quantization_for(12) == 2**28  # n x levels < 2^32
+    assert cfg.quantization_for(2) == 2**30 and cfg.quantization_for(4) == 2**29 and cfg.quantization_for(1000) == 2**22
+    assert cfg.quantization_step(6) == pytest.approx(16 / (2**29 - 1))
+    fixed = SecureAggregationConfig(quantization_range=2**22)
+    assert fixed.quantization_for(1023) == 2**22
+    with pytest.raises(ValueError, match="overflow"):
+        fixed.quantization_for(1024)
 
 
 def test_unpack__an_entry_beyond_what_clipped_clients_can_send__raises() -> None:

@@ -170,8 +170,8 @@ def test_secure_round__the_strategy_never_holds_one_clients_update() -> None:
         subject = NODE_SUBJECT[reply.metadata.src_node_id]
         masked = [bytes_to_ndarray(b) for b in reply.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]]
         # Read as if unmasked, the vector has nothing to do with the client's contribution.
-        decoded = dequantize([m % cfg.quantization_range for m in masked[1:]], cfg.clipping_range,
-                             cfg.quantization_range)
+        levels = cfg.quantization_for(6)
+        decoded = dequantize([m % levels for m in masked[1:]], cfg.clipping_range, levels)
         own = secure_contribution(_trained(subject), REFERENCE, QOM[subject], KNOWN[subject] / 120.0, "qom",
                                   (0.1, 1.0))
         error = np.concatenate([np.ravel(d - o) for d, o in zip(decoded, own, strict=True)])
@@ -239,22 +239,22 @@ def test_secure_round__one_node__fails_clearly_without_training() -> None:
 LABELED = {s: np.array([s % 3, 1, 2]) for s in NODE_SUBJECT.values()}  # labeled rows per class of each subject
 
 
-def _subject_stats(subject: int, passes: int) -> ClassFeatureStats:
+def _subject_stats(subject: int, passes: int, dim: int = 4, scale: float = 3.0) -> ClassFeatureStats:
     rng = np.random.default_rng(100 + subject)
     counts = (1 + passes) * LABELED[subject]
-    rows = [(c, rng.normal(scale=3.0, size=4)) for c, n in enumerate(counts) for _ in range(int(n))]
-    sums = np.zeros((3, 4))
+    rows = [(c, rng.normal(scale=scale, size=dim)) for c, n in enumerate(counts) for _ in range(int(n))]
+    sums = np.zeros((3, dim))
     for c, x in rows:
         sums[c] += x
     xs = np.array([x for _, x in rows])
     return ClassFeatureStats(counts.astype(np.float64), sums, xs.T @ xs)
 
 
-def _stats_handler(subject: int, fail: bool = False) -> Handler:
+def _stats_handler(subject: int, fail: bool = False, dim: int = 4, scale: float = 3.0, passes: int = 1) -> Handler:
     def query(msg: Message, ctxt: Context) -> Message:
         if fail:
             raise RuntimeError(f"subject {subject} lost power mid-round")
-        stats = _subject_stats(subject, passes=1)
+        stats = _subject_stats(subject, passes=passes, dim=dim, scale=scale)
         content = RecordDict({keys.CLASS_STATS: ArrayRecord({k: Array(v) for k, v in stats.to_arrays().items()}),
                               keys.METRICS: MetricRecord({keys.SUBJECT: subject})})
         return Message(content, reply_to=msg)
@@ -277,3 +277,19 @@ def test_secure_class_stats_round__equals_the_merge_of_the_survivors(dropped: li
     np.testing.assert_allclose(result.stats.scatter, plain.scatter, atol=6 * 2**-21 * 10 * 100**2)
     for reply in grid.received:  # the server saw no client's statistics
         assert reply.has_error() or not reply.content.array_records
+
+
+def test_secure_class_stats_round__rank_deficient_covariance_stays_positive_definite() -> None:
+    # Many features, few rows (as lda on UTD-MHAD: 1408 features, ~300 rows, up to 110 per client): the pooled covariance
+    # is the shrunk within-class scatter, and quantisation noise must stay below the shrinkage.
+    # Fixed 2^22 levels left it indefinite (lda at 0 % on UTD-MHAD); the default levels do not.
+    dim, scale = 1000, 10 / np.sqrt(1000)  # feature rows of norm ~10 against feature_clip 32
+    grid = LoopbackGrid({n: _stats_handler(s, dim=dim, scale=scale, passes=10) for n, s in NODE_SUBJECT.items()})
+    setting = SecureAggregation(SecureAggregationConfig(enabled=True), NODE_SUBJECT, 5.0, 0)
+    result = run_class_stats_round(grid, ConfigRecord(), ArrayRecord(), LABELED, passes=10, dim=dim, timeout=5.0,
+                                   secure=setting)
+    plain = ClassFeatureStats.merge([_subject_stats(s, 10, dim, scale) for s in NODE_SUBJECT.values()])
+    assert plain.counts.sum() < dim  # rank-deficient scatter
+    secure_cov, plain_cov = result.stats.pooled_covariance(0.3), plain.pooled_covariance(0.3)
+    assert np.linalg.eigvalsh(secure_cov).min() > 0.5 * np.linalg.eigvalsh(plain_cov).min() > 0
+    np.testing.assert_allclose(secure_cov, plain_cov, atol=1e-3 * np.abs(plain_cov).max())
