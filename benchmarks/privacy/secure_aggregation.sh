@@ -5,24 +5,29 @@
 # (subjects 3; 3 and 5) failing in every training round after the key exchange ("dropping out
 # mid-round": their masks are removed through the others' shares). Each cell is one real `flwr run`; summary.json / table.md hold accuracy, wall time per
 # round and bytes per client and round, per stage.
-# Usage: bash benchmarks/privacy/secure_aggregation.sh OUT [label rate, default 5] [seed, default 0] [cell ...]
+# Usage: [DATASET=usc-had] bash benchmarks/privacy/secure_aggregation.sh OUT [label rate, default 5] [seed, default 0] [cell ...]
 set -euo pipefail
 out=${1:?usage: secure_aggregation.sh OUT [rate] [seed] [cell ...]}
 rate=${2:-5}
 seed=${3:-0}
 shift $(( $# < 3 ? $# : 3 ))
-base="federation.stage2_mode=federated"
-secure="privacy.secure_aggregation.enabled=true"
+dataset=${DATASET:-utd-mhad}  # env DATASET=usc-had: 12 clients
+clients=6
+[[ $dataset == usc-had ]] && clients=12
+setting="lr$rate-seed$seed"
+[[ $dataset != utd-mhad ]] && setting="$dataset-$setting"
+base="dataset=$dataset federation.stage2_mode=federated"
+secure="dataset=$dataset privacy.secure_aggregation.enabled=true"
 declare -A cells=(
   [plain]="$base"
   [secure]="$base $secure"
   [secure-drop-1]="$base $secure federation.inject_failures.subjects=[3]"
   [secure-drop-2]="$base $secure federation.inject_failures.subjects=[3,5]"
   [plain-drop-2]="$base federation.inject_failures.subjects=[3,5]"
-  [lda]=""
+  [lda]="dataset=$dataset"
   [secure-lda]="$secure"
   [secure-lda-drop-2]="$secure federation.inject_failures.subjects=[3,5]"
-  [lda-attack]="federation.inject_attack.subject=3"
+  [lda-attack]="dataset=$dataset federation.inject_attack.subject=3"
   [secure-lda-attack]="$secure federation.inject_attack.subject=3"
 )
 # *-attack: subject 3 sends global + 1000 x its update in every stage-1 round (BENCHMARKS.md §3.4):
@@ -33,13 +38,13 @@ port=39700
 for name in "${all[@]}"; do
   port=$((port + 2))
   [[ " ${chosen[*]} " == *" $name "* ]] || continue
-  cell="$out/lr$rate-seed$seed/$name"
+  cell="$out/$setting/$name"
   mkdir -p "$cell"
   if ! ls "$cell"/runs/*/results.json > /dev/null 2>&1; then
     FEDHAR_OUTPUT_DIR="$cell/runs" FLWR_HOME="$cell/flwr-home" FLWR_LOCAL_SUPERLINK_HTTP_API_PORT=$port \
       FLWR_LOCAL_CONTROL_API_PORT=$((port + 1)) python -m simulations.run_federated . \
       --run-config "seed=$seed label-rate=$rate" --run-config "hydra-overrides=\"${cells[$name]}\"" \
-      --federation-config "num-supernodes=6 client-resources-num-cpus=1" --timeout 3000 > "$cell/log" 2>&1 || true
+      --federation-config "num-supernodes=$clients client-resources-num-cpus=1" --timeout 3000 > "$cell/log" 2>&1 || true
   fi
   echo "$name: $(tail -1 "$cell/log")"
 done
@@ -48,7 +53,7 @@ import json, statistics, sys
 from pathlib import Path
 out = Path(sys.argv[1])
 rows = []
-for path in sorted(out.glob("lr*-seed*/*/runs/*/results.json")):
+for path in sorted(out.glob("*lr*-seed*/*/runs/*/results.json")):
     r = json.loads(path.read_text())
     row = {"cell": path.parts[-4], "setting": path.parts[-5], "accuracy": 100 * r["final"]["accuracy"],
            "macro_f1": 100 * r["final"]["macro_f1"], "wall_time_s": r["wall_time_s"]}
