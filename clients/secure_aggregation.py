@@ -1,19 +1,21 @@
-"""Client side of secure aggregation: Flower's SecAgg+ client stages around fedhar's train handlers.
+"""Client side of secure aggregation: Flower's SecAgg+ client stages around fedhar's handlers.
 
 Flower's ``secaggplus_mod`` acts only on messages of type ``train`` and masks a legacy
-``FitRes`` (parameters x examples). fedhar's train messages are ``train.<stage>`` and
-QoMFedAvg needs per-modality weights, so this mod runs Flower's own stage functions
-(key generation, Shamir shares, encryption, quantisation and masking) with two changes:
-it acts on any message that carries the protocol's ConfigRecord, and in the
-``collect_masked_vectors`` stage (Flower's ``_collect_masked_vectors``, ported: masks from
-:func:`fedhar.secure_sum.mask_stream` instead of a 32-bit-seeded generator) it masks the
-weighted contribution of
-:func:`fedhar.secure_sum.secure_contribution` (the handler's trained arrays minus the global
-ones, weighted by the client's own quality and the example scale the server sent), not
-the raw weights. The class-statistics query of stage 2 (``lda`` / ``ccvr``) goes the same way: its
-statistics, scaled into the fixed-point range (:func:`fedhar.secure_sum.class_stats_contribution`).
+``FitRes`` (parameters x examples). This mod runs Flower's own stages (key generation,
+Shamir shares, share encryption, quantisation) with three changes:
+
+- it acts on any message that carries the protocol's ConfigRecord (fedhar's
+  ``train.<stage>`` and ``query.class_stats``); a message without it passes through;
+- in ``collect_masked_vectors`` it masks the handler's reply turned into this client's
+  contribution: the trained arrays minus the global ones, weighted by its own quality and
+  the example scale the server sent (:func:`fedhar.secure_sum.secure_contribution`), or its
+  class statistics scaled into the fixed-point range
+  (:func:`fedhar.secure_sum.class_stats_contribution`);
+- the masks come from :func:`fedhar.secure_sum.mask_stream` (SHAKE-256 of the full secret),
+  not Flower's 32-bit-seeded generator.
+
 The reply then holds only the masked vector and the subject id: no arrays, no quality
-scores, no loss. A message without the record passes straight through.
+scores, no loss.
 """
 
 from __future__ import annotations
