@@ -80,3 +80,4 @@ QOM_HIGH = "qom-high"
 SECAGG_CLASS_STATS = "secagg-class-stats"  # ConfigRecord of a secure class-statistics query
 ROW_SCALE = "row-scale"  # the most rows (augmented copies counted) any client holds
 FEATURE_CLIP = "feature-clip"  # each feature row's L2 norm is scaled down to this
+SECAGG_MASKED = "secagg-masked"  # reply ArrayRecord: the masked, quantised vector (int64 arrays "00000", ...)

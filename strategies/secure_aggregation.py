@@ -32,7 +32,6 @@ from typing import cast
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
-from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.crypto.shamir import combine_shares
 from flwr.common.secure_aggregation.crypto.symmetric_encryption import generate_shared_key
 from flwr.common.secure_aggregation.ndarrays_arithmetic import (
@@ -217,8 +216,8 @@ class SecureRound:
             self.bytes_received += message_bytes(msg)
             message_type = msg.metadata.message_type
             try:
-                record = msg.content.config_records[RECORD_KEY_CONFIGS]
-                vector = [bytes_to_ndarray(b) for b in cast(list[bytes], record[Key.MASKED_PARAMETERS])]
+                arrays = msg.content.array_records[keys.SECAGG_MASKED]
+                vector = [np.asarray(arrays[name].numpy(), dtype=np.int64) for name in sorted(arrays)]
                 if masked is not None and get_parameters_shape(vector) != get_parameters_shape(masked):
                     raise ValueError(f"shapes {get_parameters_shape(vector)[:3]}... differ from the others'")
             except (KeyError, TypeError, ValueError) as err:
@@ -245,9 +244,9 @@ class SecureRound:
         shares_of = self._exchange(grid, {n: unmask(n) for n in sorted(self.active)}, message_type or "train",
                                    Stage.UNMASK)
         collected: dict[int, list[bytes]] = {n: [] for n in self.sampled}
-        for record in shares_of.values():
-            for owner, share in zip(cast(list[int], record[Key.NODE_ID_LIST]),
-                                    cast(list[bytes], record[Key.SHARE_LIST]), strict=True):
+        for shares_record in shares_of.values():
+            for owner, share in zip(cast(list[int], shares_record[Key.NODE_ID_LIST]),
+                                    cast(list[bytes], shares_record[Key.SHARE_LIST]), strict=True):
                 if owner in collected:
                     collected[owner].append(share)
         shape = get_parameters_shape(masked)

@@ -44,7 +44,7 @@ OVERRIDES = ("dataset=synthetic dataset.preprocess.num_subjects=3 dataset.prepro
              "dataset.preprocess.samples_per_subject_class=8 dataset.protocols.default.test_subjects=[3] "
              "label_rate=50 model=compact federation=smoke federation.stage1_rounds=1 federation.stage2_rounds=1 "
              "federation.stage2_local_epochs=2 federation.client_eval=false budget=tiny stage2.t_iter=2 "
-             "privacy.min_merged_subjects=2")
+             "privacy.min_merged_subjects=2 privacy.secure_aggregation.enabled=true")
 #: Largest request body the test's gateway passes (the compact model's objects are far smaller).
 GATEWAY_MAX_BODY = "8m"
 STARTUP_TIMEOUT_S = 90.0
@@ -254,8 +254,10 @@ def test_superlink_tls_auth__federated_run_through_gateway_and_refusals(
     results = json.loads(results_file.read_text())
     assert results["train_subjects"] == [1, 2] and results["test_subjects"] == [3]
     assert set(results["stage1"]["rounds"]) == {"1"}
-    subjects = set(results["stage1"]["client_weights"]["1"]["imu"])
-    assert subjects == {"subject-1", "subject-2"}  # both devices took part
+    # Both devices took part, through secure aggregation over TLS and the gateway: the server got sums only.
+    assert results["stage1"]["secure_aggregation"]["1"]["num_summed"] == 2
+    assert results["stage1"]["client_weights"] == {}
+    assert results["stage2"]["class_stats"]["subjects"] == [1, 2]
     assert 0.0 <= results["final"]["accuracy"] <= 1.0
     # The devices' Fleet traffic went through the gateway.
     access = (tmp_path / "gateway" / "access.log").read_text()

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
-from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.quantization import dequantize
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.serverapp import Grid
@@ -161,14 +160,15 @@ def test_secure_round__the_strategy_never_holds_one_clients_update() -> None:
     strategy, _ = _secure_round(grid)
     cfg = SecureAggregationConfig(enabled=True)
     for reply in grid.received:
-        assert not reply.content.array_records  # no weights in the clear
+        assert set(reply.content.array_records) <= {keys.SECAGG_MASKED}  # no weights in the clear
         metrics = reply.content.metric_records.get(keys.METRICS)
         assert metrics is None or set(metrics) == {keys.SUBJECT}  # no quality, loss or example count
-    collected = [r for r in grid.received if Key.MASKED_PARAMETERS in r.content.config_records[RECORD_KEY_CONFIGS]]
+    collected = [r for r in grid.received if keys.SECAGG_MASKED in r.content.array_records]
     assert len(collected) == 6
     for reply in collected:
         subject = NODE_SUBJECT[reply.metadata.src_node_id]
-        masked = [bytes_to_ndarray(b) for b in reply.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]]
+        record = reply.content.array_records[keys.SECAGG_MASKED]
+        masked = [record[name].numpy() for name in sorted(record)]
         # Read as if unmasked, the vector has nothing to do with the client's contribution.
         levels = cfg.quantization_for(6)
         decoded = dequantize([m % levels for m in masked[1:]], cfg.clipping_range, levels)
@@ -231,7 +231,7 @@ def test_secure_round__one_node__fails_clearly_without_training() -> None:
     grid = LoopbackGrid({101: _handler(1)})
     strategy, arrays = _secure_round(grid)
     assert "1 node(s) sampled: secure aggregation needs at least 2" in strategy.failed_rounds[1]
-    assert not any(Key.MASKED_PARAMETERS in r.content.config_records.get(RECORD_KEY_CONFIGS, {}) for r in grid.received)
+    assert not any(keys.SECAGG_MASKED in r.content.array_records for r in grid.received if not r.has_error())
     for name, value in REFERENCE.items():
         np.testing.assert_array_equal(arrays[name], value)
 
@@ -276,7 +276,7 @@ def test_secure_class_stats_round__equals_the_merge_of_the_survivors(dropped: li
     np.testing.assert_allclose(result.stats.sums, plain.sums, atol=6 * 2**-21 * 10 * 100)
     np.testing.assert_allclose(result.stats.scatter, plain.scatter, atol=6 * 2**-21 * 10 * 100**2)
     for reply in grid.received:  # the server saw no client's statistics
-        assert reply.has_error() or not reply.content.array_records
+        assert reply.has_error() or set(reply.content.array_records) <= {keys.SECAGG_MASKED}
 
 
 def test_secure_class_stats_round__rank_deficient_covariance_stays_positive_definite() -> None:
