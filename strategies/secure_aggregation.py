@@ -84,6 +84,29 @@ class SecureAggregation:
     seed: int
 
 
+_EXPECTED: dict[str, dict[str, object]] = {  # each stage's reply: key -> bytes, or the type of a list
+    Stage.SETUP: {Key.PUBLIC_KEY_1: bytes, Key.PUBLIC_KEY_2: bytes},
+    Stage.SHARE_KEYS: {Key.DESTINATION_LIST: list[int], Key.CIPHERTEXT_LIST: list[bytes]},
+    Stage.UNMASK: {Key.NODE_ID_LIST: list[int], Key.SHARE_LIST: list[bytes]},
+}
+
+
+def _malformed(stage: str, record: ConfigRecord) -> str | None:
+    """Why a key stage's reply record breaks the protocol, or ``None``."""
+    lengths = set()
+    for key, kind in _EXPECTED[stage].items():
+        value = record.get(key)
+        if kind is bytes:
+            if not isinstance(value, bytes) or not value:
+                return f"{key!r} must be non-empty bytes"
+            continue
+        element = int if kind == list[int] else bytes
+        if not isinstance(value, list) or any(type(v) is not element for v in value):
+            return f"{key!r} must be a list of {element.__name__}"
+        lengths.add(len(value))
+    return "lists of different lengths" if len(lengths) > 1 else None
+
+
 def _last_line(reason: str | None) -> str:
     lines = [line.strip(" '>") for line in str(reason).splitlines() if line.strip(" '>")]
     return (lines[-1] if lines else str(reason))[:200]
@@ -179,6 +202,9 @@ class SecureRound:
                 if dst in self.forwarded:
                     self.forwarded[dst][0].append(src)
                     self.forwarded[dst][1].append(ciphertext)
+        # From here on the round is the nodes that shared their keys: one that dropped earlier left no
+        # mask in anyone's vector, so there is nothing of it to remove (and nobody holds its key shares).
+        self.sampled = set(self.active)
         self._check_threshold(Stage.SHARE_KEYS)
         out = []
         for node in sorted(self.active):
@@ -255,7 +281,11 @@ class SecureRound:
             if len(shares) < self.threshold:
                 raise SecureAggregationError(f"unmask: {len(shares)} shares of node {node}'s secret, "
                                              f"{self.threshold} needed")
-            secret = combine_shares(shares)
+            try:
+                secret = combine_shares(shares)
+            except (ValueError, TypeError, IndexError) as err:
+                raise SecureAggregationError(f"unmask: node {node}'s secret cannot be rebuilt from its shares: "
+                                             f"{err}") from err
             if node in self.active:  # its private mask
                 masked = parameters_subtraction(masked, mask_stream(secret, self.cfg.modulus_range, shape))
                 continue
@@ -312,9 +342,13 @@ class SecureRound:
             if msg.has_error():
                 self.dropped[str(node)] = f"{stage}: " + _last_line(msg.error.reason)
                 continue
-            if node in records and RECORD_KEY_CONFIGS in msg.content.config_records:
-                self.bytes_received += message_bytes(msg)
-                out[node] = msg.content.config_records[RECORD_KEY_CONFIGS]
+            record = msg.content.config_records.get(RECORD_KEY_CONFIGS) if node in records else None
+            reason = "no protocol record" if record is None else _malformed(stage, record)
+            if reason is not None:  # a reply that breaks the protocol: the node is out of the round
+                self.dropped[str(node)] = f"{stage}: malformed reply: {reason}"
+                continue
+            self.bytes_received += message_bytes(msg)
+            out[node] = record  # type: ignore[assignment]
         for node in set(records) - set(out):
             self.dropped.setdefault(str(node), f"{stage}: no reply before the timeout")
         self.active = set(out)

@@ -293,3 +293,24 @@ def test_secure_class_stats_round__rank_deficient_covariance_stays_positive_defi
     secure_cov, plain_cov = result.stats.pooled_covariance(0.3), plain.pooled_covariance(0.3)
     assert np.linalg.eigvalsh(secure_cov).min() > 0.5 * np.linalg.eigvalsh(plain_cov).min() > 0
     np.testing.assert_allclose(secure_cov, plain_cov, atol=1e-3 * np.abs(plain_cov).max())
+
+
+def test_secure_round__a_client_breaking_the_protocol__dropped_not_a_crash() -> None:
+    # A node whose share_keys reply lacks its ciphertexts is taken out of the round (as a dropout);
+    # the others' sum is still exact.
+    handlers = {n: _handler(s) for n, s in NODE_SUBJECT.items()}
+    grid = LoopbackGrid(handlers)
+    deliver = grid.send_and_receive
+
+    def tamper(messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        replies = list(deliver(messages, timeout=timeout))
+        for reply in replies:
+            record = None if reply.has_error() else reply.content.config_records.get(RECORD_KEY_CONFIGS)
+            if reply.metadata.src_node_id == 102 and record is not None and Key.CIPHERTEXT_LIST in record:
+                del record[Key.CIPHERTEXT_LIST]
+        return replies
+
+    grid.send_and_receive = tamper  # type: ignore[method-assign]
+    strategy, arrays = _secure_round(grid)
+    assert "malformed reply" in strategy.secure_rounds[1]["dropped"]["102"]
+    _assert_close(arrays, _plain_round([n for n in sorted(NODE_SUBJECT) if n != 102]))
