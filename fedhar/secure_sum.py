@@ -291,12 +291,7 @@ def unpack_sum(
             raise ValueError(f"the weight sum of {group!r} is {value:.6g}, impossible for {num_clients} clients "
                              f"with weights in [0, 1]: a client sent weights out of range")
     if entry_bound is not None:
-        limit = num_clients * entry_bound * (1 + 1e-6) + tolerance
-        for name, summed in zip((*layout.keys, "weights"), total, strict=True):
-            largest = float(np.max(np.abs(summed))) if np.size(summed) else 0.0
-            if largest > limit:
-                raise ValueError(f"{name}: a summed entry of {largest:.6g} exceeds {num_clients} clients x the "
-                                 f"clipping range {entry_bound:g}: a client sent values outside its range")
+        _check_entry_bound((*layout.keys, "weights"), total, num_clients, entry_bound, tolerance)
     new = {k: np.array(v, copy=True) for k, v in reference.items()}
     for name, summed in zip(layout.keys, total[:-1], strict=True):
         weight = sums[modality_of(name) or SHARED]
@@ -343,11 +338,7 @@ def unpack_class_stats(total: Sequence[np.ndarray], row_scale: float, feature_cl
     """
     if len(total) != 3:
         raise ValueError(f"the sum has {len(total)} arrays, expected counts, sums, scatter")
-    limit = num_clients * clipping_range * (1 + 1e-6) + 1e-3
-    for name, part in zip(("counts", "sums", "scatter"), total, strict=True):
-        if np.size(part) and float(np.max(np.abs(part))) > limit:
-            raise ValueError(f"{name}: a summed entry exceeds {num_clients} clients x the clipping range "
-                             f"{clipping_range:g}: a client sent values outside its range")
+    _check_entry_bound(("counts", "sums", "scatter"), total, num_clients, clipping_range)
     factor = row_scale / clipping_range
     counts = np.asarray(total[0], np.float64) * factor
     rounded = np.rint(counts)
@@ -377,3 +368,17 @@ def mask_stream(seed: bytes, modulus_range: int, shapes: Sequence[tuple[int, ...
         out.append(words[start:start + size].reshape(shape))
         start += size
     return out
+
+
+def _check_entry_bound(names: Sequence[str], total: Sequence[np.ndarray], num_clients: int, clipping_range: float,
+                       tolerance: float = 1e-3) -> None:
+    """Raise if a summed entry exceeds what ``num_clients`` clients clipped to ``clipping_range`` can send.
+
+    A client quantises its own vector, so clipping alone bounds nothing: the sum shows a breach.
+    """
+    limit = num_clients * clipping_range * (1 + 1e-6) + tolerance
+    for name, summed in zip(names, total, strict=True):
+        largest = float(np.max(np.abs(summed))) if np.size(summed) else 0.0
+        if largest > limit:
+            raise ValueError(f"{name}: a summed entry of {largest:.6g} exceeds {num_clients} clients x the clipping "
+                             f"range {clipping_range:g}: a client sent values outside its range")

@@ -183,14 +183,7 @@ def _secure_round(grid: Grid, messages: list[Message], labeled_counts: Mapping[i
     protocol = SecureRound(secure.cfg, secure.timeout_s, derive_seed(secure.seed, "secagg", "class-stats"))
     collect = protocol.open(grid, messages)
     replies = list(grid.send_and_receive(collect, timeout=timeout))
-    rejected = {}
-    for msg in replies:
-        node = msg.metadata.src_node_id
-        metrics = None if msg.has_error() else msg.content.metric_records.get(keys.METRICS)
-        claimed = metrics.get(keys.SUBJECT) if metrics is not None else None
-        if metrics is not None and claimed != secure.node_subjects.get(node):
-            rejected[node] = f"claims subject {claimed}, the server knows {secure.node_subjects.get(node)}"
-    total, count = protocol.close(grid, replies, rejected)
+    total, count = protocol.close(grid, replies, secure.impostors(replies))
     subjects = tuple(sorted(secure.node_subjects[n] for n in protocol.active))
     expected = (1 + passes) * np.sum([np.asarray(labeled_counts[s], np.float64) for s in subjects], axis=0)
     try:

@@ -323,19 +323,13 @@ class QoMFedAvg(FedAvg):
             raise RuntimeError("aggregate_train called before configure_train: no global arrays")
         reference = {k: v.numpy() for k, v in self._global.items()}
         replies, secure = list(replies), self._secure_round
-        subjects = self.secure.node_subjects if self.secure is not None else {}
         sent = self._sent.get(server_round, len(replies))
         metrics = MetricRecord({keys.NUM_TIMEOUTS: max(sent - len(replies), 0)})
         reason = self._secure_failure or (None if secure is not None else "no secure round was opened")
         if secure is not None and reason is None:
-            rejected = {}
-            for msg in replies:  # who a reply claims to be is checked against what the server knows
-                node = msg.metadata.src_node_id
-                claimed = None if msg.has_error() else _claimed_client(msg)
-                if claimed is not None and claimed != f"subject-{subjects.get(node)}":
-                    rejected[node] = f"claims {claimed}, the server knows subject {subjects.get(node)}"
             try:
-                total, count = secure.close(self._secure_grid, replies, rejected)  # type: ignore[arg-type]
+                total, count = secure.close(self._secure_grid, replies,  # type: ignore[arg-type]
+                                            self.secure.impostors(replies))  # type: ignore[union-attr]
                 result = unpack_sum(total, reference, self.weighting, count, self.secure.cfg.clipping_range)  # type: ignore[union-attr]
             except (SecureAggregationError, ValueError) as err:
                 reason = str(err)

@@ -27,10 +27,11 @@ __all__ = ["RunPrivacy", "calibrate_noise"]
 logger = logging.getLogger(__name__)
 
 
-def _accountant(delta: float, population: int) -> RdpAccountant:
+def _accountant(delta: float, population: int, max_epsilon: float | None = None) -> RdpAccountant:
+    """Flower's RDP accountant as fedhar uses it: add or remove one subject, no sampling amplification."""
     return RdpAccountant(PrivacyConfig(target_delta=delta, population_size=population,
                                        neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-                                       sampling_method=SamplingMethod.NO_AMPLIFICATION))
+                                       sampling_method=SamplingMethod.NO_AMPLIFICATION, max_epsilon=max_epsilon))
 
 
 def calibrate_noise(target_epsilon: float, delta: float, releases: int, population: int,
@@ -93,10 +94,7 @@ class RunPrivacy:
         self.population = population
         self.min_total_weight = cfg.floor(num_sampled)
         self.noise_std = dp_noise_std(cfg, self.min_total_weight)
-        self.accountant = RdpAccountant(PrivacyConfig(
-            target_delta=cfg.delta, population_size=population,
-            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-            sampling_method=SamplingMethod.NO_AMPLIFICATION, max_epsilon=cfg.max_epsilon))
+        self.accountant = _accountant(cfg.delta, population, cfg.max_epsilon)
         self._rng = np.random.default_rng(cfg.noise_seed)
         #: One entry per release: stage, round, clients aggregated, epsilon so far.
         self.releases: list[dict[str, Any]] = []

@@ -83,6 +83,23 @@ class SecureAggregation:
     timeout_s: float
     seed: int
 
+    def impostors(self, replies: Iterable[Message]) -> dict[int, str]:
+        """Node -> why: replies that claim another subject than the one their node was merged as.
+
+        They are left out of the sum (as dropouts): the server cannot inspect a masked vector,
+        but it knows who each node is.
+        """
+        out = {}
+        for msg in replies:
+            if msg.has_error():
+                continue
+            node = msg.metadata.src_node_id
+            metrics = msg.content.metric_records.get(keys.METRICS)
+            claimed, known = (metrics.get(keys.SUBJECT) if metrics is not None else None), self.node_subjects.get(node)
+            if claimed != known:
+                out[node] = f"claims subject-{claimed}, the server knows subject {known}"
+        return out
+
 
 _EXPECTED: dict[str, dict[str, object]] = {  # each stage's reply: key -> bytes, or the type of a list
     Stage.SETUP: {Key.PUBLIC_KEY_1: bytes, Key.PUBLIC_KEY_2: bytes},
