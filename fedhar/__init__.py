@@ -10,7 +10,10 @@ Flower, Ray or Hydra, so the same code runs centralised and inside Flower client
 # (scikit-learn's ``sklearn`` <-> ``sklearn.base``) can hand one thread a half-initialised
 # module ("cannot import name 'clone' from partially initialized module 'sklearn.base'").
 # Importing them here, under the ``fedhar`` package's import lock, lets the first thread
-# finish them while the other waits.
+# finish them while the other waits. fedhar's own modules likewise (a thread got a
+# half-initialised fedhar.models.attention): the whole library loads under that lock.
+__version__ = "0.1.0"
+
 import scipy.io  # noqa: F401
 import sklearn.base
 import sklearn.cluster
@@ -26,4 +29,7 @@ import torch
 import torch.nn.functional  # noqa: F401
 import tqdm.auto  # noqa: F401
 
-__version__ = "0.1.0"
+import fedhar.config
+import fedhar.federated
+import fedhar.privacy
+import fedhar.secure_sum  # noqa: F401
