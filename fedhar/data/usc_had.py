@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.signal import decimate
 from tqdm import tqdm
 
 from fedhar.config_mapping import build
 from fedhar.data.dataset import DatasetInfo, HARDataset, ModalitySpec
+from fedhar.data.orientation import IMU_FRAMES, to_gravity_frame
 from fedhar.data.preprocess import seconds_to_samples, sliding_windows
 from fedhar.data.raw_io import LoadReport, check_subject_filter, read_mat_array
-from fedhar.errors import DataFormatError, DatasetNotFoundError
+from fedhar.errors import ConfigError, DataFormatError, DatasetNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ GYRO_CHANNELS = ("gyro_x", "gyro_y", "gyro_z")
 SAMPLE_RATE_HZ = 100.0
 NUM_SUBJECTS = 14
 NUM_TRIALS = 5
-#: Per-window extra array: start sample of the window within its trial.
+#: Per-window extra array: start sample of the window within its trial (at the windows' rate).
 START_INDEX = "start_index"
 
 _SUBJECT_DIR = re.compile(r"Subject(\d+)")
@@ -67,24 +69,45 @@ class USCPreprocess:
         Window length in seconds (2 s = 200 samples, Harmony's input length).
     stride_s
         Step between window starts in seconds.
+    downsample
+        Keep every ``downsample``-th sample after an anti-aliasing filter (``scipy.signal.decimate``,
+        zero-phase FIR): 1 keeps the recorded 100 Hz, 2 gives 50 Hz (the same seconds in half
+        the samples, so a convolution sees twice as long a stretch of movement).
+    imu_frame
+        ``device``: the phone's axes as recorded; ``gravity``: each window turned so that
+        its mean acceleration points along +z, the gyroscope by the same rotation
+        (:mod:`fedhar.data.orientation`).
     """
 
     window_s: float = 2.0
     stride_s: float = 1.0
+    downsample: int = 1
+    imu_frame: str = "device"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.downsample, int) or isinstance(self.downsample, bool) or self.downsample < 1:
+            raise ConfigError(f"downsample must be a whole number >= 1, got {self.downsample!r}",
+                              "dataset.preprocess.downsample")
+        if self.imu_frame not in IMU_FRAMES:
+            raise ConfigError(f"imu_frame must be one of {IMU_FRAMES}, got {self.imu_frame!r}",
+                              "dataset.preprocess.imu_frame")
         # ConfigError unless both are a positive, whole number of samples
         _ = (self.window_samples, self.stride_samples)
 
     @property
     def window_samples(self) -> int:
         """Window length in samples at the dataset's rate."""
-        return seconds_to_samples(self.window_s, SAMPLE_RATE_HZ, "dataset.preprocess.window_s")
+        return seconds_to_samples(self.window_s, self.sample_rate_hz, "dataset.preprocess.window_s")
 
     @property
     def stride_samples(self) -> int:
         """Stride in samples at the dataset's rate."""
-        return seconds_to_samples(self.stride_s, SAMPLE_RATE_HZ, "dataset.preprocess.stride_s")
+        return seconds_to_samples(self.stride_s, self.sample_rate_hz, "dataset.preprocess.stride_s")
+
+    @property
+    def sample_rate_hz(self) -> float:
+        """Sampling rate of the windows after ``downsample``."""
+        return SAMPLE_RATE_HZ / self.downsample
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> USCPreprocess:
@@ -98,8 +121,8 @@ def build_info(preprocess: USCPreprocess, subjects: tuple[int, ...]) -> DatasetI
     return DatasetInfo(
         name=NAME,
         modalities=(
-            ModalitySpec("acc", (window, len(ACC_CHANNELS)), SAMPLE_RATE_HZ, ACC_CHANNELS),
-            ModalitySpec("gyro", (window, len(GYRO_CHANNELS)), SAMPLE_RATE_HZ, GYRO_CHANNELS),
+            ModalitySpec("acc", (window, len(ACC_CHANNELS)), preprocess.sample_rate_hz, ACC_CHANNELS),
+            ModalitySpec("gyro", (window, len(GYRO_CHANNELS)), preprocess.sample_rate_hz, GYRO_CHANNELS),
         ),
         class_names=ACTIVITY_NAMES,
         subjects=subjects,
@@ -210,12 +233,16 @@ def read_usc_had(
             report.record_skip(path, err.reason)
             continue
         report.files_read += 1
+        if pre.downsample > 1 and len(readings) >= window * pre.downsample:  # shorter: no window either way
+            readings = decimate(readings, pre.downsample, ftype="fir", axis=0, zero_phase=True)
         windows, starts = sliding_windows(readings.astype(np.float32), window, stride)
         if len(starts) == 0:
             logger.warning("%s: %s has %d samples, fewer than one window (%d): no sample", NAME, path,
                            len(readings), window)  # fmt: skip
             report.too_short.append(str(path))
             continue
+        if pre.imu_frame == "gravity":
+            windows = to_gravity_frame(windows)  # acc then gyro: one phone, one rotation
         chunks.append(windows)
         rows.append(np.column_stack([np.full((len(starts), 3), (subject, activity - 1, trial)), starts]))
     if not chunks:

@@ -11,7 +11,9 @@ learning, e.g. Um et al. 2017, Tang et al. 2020):
   modalities (USC-HAD's acc and gyro), ``rotation_scope`` says whether each modality draws
   its own rotation (``modality``, the default: measured better on USC-HAD, see
   docs/learning.md) or all IMU modalities of a sample share one (``device``, the physical
-  re-orientation). A rotation keeps each triad's norm.
+  re-orientation). ``rotation_axis=vertical`` turns about z only (the heading), for data in a
+  gravity frame (``dataset.preprocess.imu_frame=gravity``, :mod:`fedhar.data.orientation`),
+  where the tilt is already removed. A rotation keeps each triad's norm.
 - ``views = 2`` (stage 1 only): every batch is augmented twice and the copies are stacked
   along the batch axis (rows ``[A; B]``), so a contrastive objective that knows it
   (:class:`fedhar.losses.CosmoFusionLoss` with ``copies=2``) also has positives that differ
@@ -42,6 +44,7 @@ from fedhar.errors import ConfigError
 __all__ = ["AugmentConfig", "Augmenter", "build_augmenter", "random_rotations", "rotate_triads", "rotate_vertical"]
 
 ROTATION_SCOPES = ("modality", "device")
+ROTATION_AXES = ("any", "vertical")
 _STRENGTHS = ("rotation_deg", "skeleton_rotation_deg", "scale", "jitter")
 
 Augmenter = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
@@ -65,6 +68,9 @@ class AugmentConfig:
     rotation_scope
         ``modality``: each IMU modality draws its own rotation; ``device``: the IMU
         modalities of a sample share one.
+    rotation_axis
+        ``any``: about a uniformly random axis; ``vertical``: about z (IMU data in a
+        gravity frame).
     views
         Augmented copies of each batch, stacked along the batch axis (1: the batch itself
         augmented once; 2: two independent augmentations, for a two-view contrastive loss).
@@ -75,6 +81,7 @@ class AugmentConfig:
     scale: float = 0.0
     jitter: float = 0.0
     rotation_scope: str = "modality"
+    rotation_axis: str = "any"
     views: int = 1
 
     def __post_init__(self) -> None:
@@ -87,6 +94,9 @@ class AugmentConfig:
         if self.rotation_scope not in ROTATION_SCOPES:
             raise ConfigError(f"rotation_scope must be one of {ROTATION_SCOPES}, got {self.rotation_scope!r}",
                               "augment.rotation_scope")
+        if self.rotation_axis not in ROTATION_AXES:
+            raise ConfigError(f"rotation_axis must be one of {ROTATION_AXES}, got {self.rotation_axis!r}",
+                              "augment.rotation_axis")
         if self.views not in (1, 2):
             raise ConfigError(f"views must be 1 or 2, got {self.views}", "augment.views")
         if self.views == 2 and not self.enabled:
@@ -104,9 +114,15 @@ class AugmentConfig:
         return build(cls, cfg, "augment")
 
 
-def random_rotations(n: int, max_deg: float, device: torch.device | None = None) -> torch.Tensor:
-    """``(n, 3, 3)`` rotation matrices: uniform random axes, angles uniform in ``[-max_deg, max_deg]``."""
-    axis = torch.randn(n, 3, device=device)
+def random_rotations(n: int, max_deg: float, device: torch.device | None = None,
+                     vertical: bool = False) -> torch.Tensor:
+    """``(n, 3, 3)`` rotation matrices: uniform random axes (``vertical``: the z axis), angles uniform in
+    ``[-max_deg, max_deg]``."""
+    if vertical:
+        axis = torch.zeros(n, 3, device=device)
+        axis[:, 2] = 1.0
+    else:
+        axis = torch.randn(n, 3, device=device)
     axis = axis / axis.norm(dim=1, keepdim=True).clamp_min(1e-12)
     angle = (torch.rand(n, device=device) * 2 - 1) * math.radians(max_deg)
     k = torch.zeros(n, 3, 3, device=device)
@@ -145,7 +161,8 @@ def _augment_one(x: torch.Tensor, cfg: AugmentConfig, rotations: dict[str, torch
     if x.dim() == 3 and cfg.rotation_deg > 0 and x.shape[2] % 3 == 0:
         # rotation_scope "device": drawn at the first IMU modality and reused by the others.
         if cfg.rotation_scope == "modality" or "imu" not in rotations:
-            rotations["imu"] = random_rotations(x.shape[0], cfg.rotation_deg, x.device)
+            rotations["imu"] = random_rotations(x.shape[0], cfg.rotation_deg, x.device,
+                                                vertical=cfg.rotation_axis == "vertical")
         x = rotate_triads(x, rotations["imu"])
     if x.dim() == 4 and cfg.skeleton_rotation_deg > 0:
         x = rotate_vertical(x, cfg.skeleton_rotation_deg)

@@ -71,6 +71,7 @@ def test_jitter_only__zero_mean_noise_of_the_configured_std() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"rotation_deg": 200.0}, {"jitter": -0.1}, {"warp": 1.0}, {"rotation_scope": "phone"},
+                                 {"rotation_axis": "up"},
                                  {"views": 3}, {"views": 2}])  # views 2 with nothing on: identical copies
 def test_config__bad_values_rejected(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
@@ -88,6 +89,19 @@ def test_build_augmenter__rotation_scope(scope: str) -> None:
     assert not torch.allclose(out["acc"], x, atol=1e-3)  # it did rotate
     torch.testing.assert_close(out["acc"].norm(dim=-1), out["gyro"].norm(dim=-1))
     assert torch.allclose(out["acc"], out["gyro"]) == (scope == "device")
+
+
+def test_build_augmenter__vertical_axis_turns_the_heading_only() -> None:
+    """rotation_axis=vertical: z (the gravity frame's vertical) is untouched, the horizontal norm kept."""
+    torch.manual_seed(0)
+    augment = build_augmenter(AugmentConfig(rotation_deg=180.0, rotation_axis="vertical"))
+    assert augment is not None
+    x = torch.randn(16, 20, 6)
+    out = augment({"acc": x})["acc"].reshape(16, 20, 2, 3)
+    triads = x.reshape(16, 20, 2, 3)
+    torch.testing.assert_close(out[..., 2], triads[..., 2])
+    torch.testing.assert_close(out[..., :2].norm(dim=-1), triads[..., :2].norm(dim=-1))
+    assert not torch.allclose(out[..., :2], triads[..., :2], atol=1e-3)
 
 
 def test_build_augmenter__two_views_stack_two_rotations_of_each_sample() -> None:
