@@ -26,6 +26,7 @@ it trained; otherwise the mod passes the message through.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,6 +47,7 @@ from fedhar.errors import ConfigError
 from fedhar.federated import build_finetune_model, feature_layout_of
 from fedhar.models import FusionClassifierModel
 from fedhar.quality import compute_client_qom
+from fedhar.secure_sum import moments_contribution
 from fedhar.train import (
     derive_seed,
     evaluate,
@@ -200,18 +202,44 @@ def _client_seed(settings: ClientSettings, subject: int) -> int:
     return derive_seed(settings.seed, "client", subject, settings.stage, settings.server_round)
 
 
-@app.query(keys.NORM_STATS_ACTION)
+@app.query(keys.NORM_STATS_ACTION, mods=[secure_aggregation_mod])
 def query_norm_stats(msg: Message, context: Context) -> Message:
-    """Normalisation round: moments and per-class row counts of this subject's training rows (its modalities)."""
-    settings = parse_config(msg.content.config_records[keys.CONFIG])
+    """Normalisation round: moments and per-class row counts of this subject's training rows (its modalities).
+
+    Under secure aggregation the server asks twice: first for the census alone (``census-only``:
+    class counts and value counts), then, in the protocol's collect stage (a ``secagg-moments``
+    record), for the moments of values clipped to ``dataset.value_bounds``, scaled into the
+    fixed-point range; the client mod masks them.
+    """
+    config = msg.content.config_records[keys.CONFIG]
+    settings = parse_config(config)
     subject = resolve_subject(context, settings.train_subjects)
     dataset = load_own_dataset(context, settings, subject)
-    summary = summarize_subject(dataset, subject, subject_modalities(dataset, settings.dataset, subject))
-    arrays = ArrayRecord({k: Array(v) for k, v in summary.to_arrays().items()})
-    metrics = MetricRecord({keys.SUBJECT: subject, keys.NUM_EXAMPLES: int(summary.class_counts.sum())})
-    logger.info("subject %d: sent statistics of %d rows, modalities %s", subject, int(summary.class_counts.sum()),
-                sorted(summary.stats.moments))
-    return Message(content=RecordDict({keys.NORM_STATS: arrays, keys.METRICS: metrics}), reply_to=msg)
+    modalities = subject_modalities(dataset, settings.dataset, subject)
+    metrics = MetricRecord({keys.SUBJECT: subject})
+    secure = msg.content.config_records.get(keys.SECAGG_MOMENTS)
+    if secure is not None:
+        row_scale = secure.get(keys.ROW_SCALE)
+        if not isinstance(row_scale, float):
+            raise ConfigError(f"{keys.SECAGG_MOMENTS!r} lacks a float {keys.ROW_SCALE!r}", keys.SECAGG_MOMENTS)
+        info = dataset.info
+        bounds = {m.name: settings.dataset.channel_bounds(m.name, m.shape[-1]) for m in info.modalities}
+        summary = summarize_subject(dataset, subject, modalities, bounds)
+        per_row = {m.name: math.prod(m.shape[:-1]) for m in info.modalities}
+        # In [-1, 1]: the client mod multiplies by the protocol's clipping range before masking.
+        vector = moments_contribution(summary.stats, info.modality_names, per_row, bounds, row_scale, 1.0)
+        arrays = ArrayRecord({f"{i:05d}": Array(v) for i, v in enumerate(vector)})
+        logger.info("subject %d: secure moments of %d rows, modalities %s", subject, int(summary.class_counts.sum()),
+                    list(modalities))
+        return Message(content=RecordDict({keys.MOMENTS_CONTRIBUTION: arrays, keys.METRICS: metrics}), reply_to=msg)
+    summary = summarize_subject(dataset, subject, modalities)
+    census_only = bool(config.get(keys.CENSUS_ONLY, False))
+    report = summary.census.to_arrays() if census_only else summary.to_arrays()
+    metrics[keys.NUM_EXAMPLES] = int(summary.class_counts.sum())
+    logger.info("subject %d: sent %s of %d rows, modalities %s", subject, "the census" if census_only else "statistics",
+                int(summary.class_counts.sum()), list(modalities))
+    return Message(content=RecordDict({keys.NORM_STATS: ArrayRecord({k: Array(v) for k, v in report.items()}),
+                                       keys.METRICS: metrics}), reply_to=msg)
 
 
 @app.train("pretrain", mods=[secure_aggregation_mod])

@@ -5,12 +5,14 @@ Flower's ``secaggplus_mod`` acts only on messages of type ``train`` and masks a 
 Shamir shares, share encryption, quantisation) with three changes:
 
 - it acts on any message that carries the protocol's ConfigRecord (fedhar's
-  ``train.<stage>`` and ``query.class_stats``); a message without it passes through;
+  ``train.<stage>``, ``query.class_stats`` and ``query.norm_stats``); a message without it
+  passes through;
 - in ``collect_masked_vectors`` it masks the handler's reply turned into this client's
   contribution: the trained arrays minus the global ones, weighted by its own quality and
   the example scale the server sent (:func:`fedhar.secure_sum.secure_contribution`), or its
   class statistics scaled into the fixed-point range
-  (:func:`fedhar.secure_sum.class_stats_contribution`);
+  (:func:`fedhar.secure_sum.class_stats_contribution`), or the normalisation moments the
+  handler already scaled into [-1, 1] (:func:`fedhar.secure_sum.moments_contribution`);
 - the masks come from :func:`fedhar.secure_sum.mask_stream` (SHAKE-256 of the full secret),
   not Flower's 32-bit-seeded generator.
 
@@ -94,7 +96,10 @@ def secure_aggregation_mod(msg: Message, ctxt: Context, call_next: ClientAppCall
 
 
 def _contribution(msg: Message, reply: Message, clipping: float) -> list[np.ndarray]:
-    """The handler's reply as this client's contribution: its weighted update, or its scaled class statistics."""
+    """The handler's reply as this client's contribution: its weighted update, scaled class statistics or moments."""
+    if keys.MOMENTS_CONTRIBUTION in reply.content.array_records:
+        record = reply.content.array_records[keys.MOMENTS_CONTRIBUTION]
+        return [record[k].numpy() * clipping for k in sorted(record)]
     if keys.CLASS_STATS in reply.content.array_records:
         return _class_stats_contribution(msg, reply, clipping)
     weighting = msg.content.config_records.get(keys.SECAGG_WEIGHTING)

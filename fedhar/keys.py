@@ -54,6 +54,7 @@ CLASS_COUNTS = "class-counts"  # reply array: (num_classes,) rows of each class 
 COUNT_SUFFIX = ".count"  # reply array "<modality>.count": (1,) values per channel
 SUM_SUFFIX = ".sum"  # reply array "<modality>.sum": (C,) sum per channel
 SUM_SQ_SUFFIX = ".sum-sq"  # reply array "<modality>.sum-sq": (C,) sum of squares per channel
+CENSUS_ONLY = "census-only"  # ConfigRecord: reply class counts and value counts only (the sums go through secagg)
 
 # Stage 2 from class statistics (federation.stage2_mode lda / ccvr): the server queries each
 # client's per-class feature statistics under the global encoders.
@@ -80,4 +81,6 @@ QOM_HIGH = "qom-high"
 SECAGG_CLASS_STATS = "secagg-class-stats"  # ConfigRecord of a secure class-statistics query
 ROW_SCALE = "row-scale"  # the most rows (augmented copies counted) any client holds
 FEATURE_CLIP = "feature-clip"  # each feature row's L2 norm is scaled down to this
+SECAGG_MOMENTS = "secagg-moments"  # ConfigRecord of a secure normalisation-moments query (holds ROW_SCALE)
+MOMENTS_CONTRIBUTION = "moments-contribution"  # reply ArrayRecord: the scaled moments, masked by the client mod
 SECAGG_MASKED = "secagg-masked"  # reply ArrayRecord: the masked, quantised vector (int64 arrays "00000", ...)

@@ -34,6 +34,7 @@ import numpy as np
 
 from fedhar.aggregation import SHARED, Weighting, group_keys, modality_of
 from fedhar.config_mapping import build
+from fedhar.data.normalization import ChannelMoments, NormStats
 from fedhar.errors import ConfigError
 from fedhar.train.class_stats import ClassFeatureStats
 
@@ -43,8 +44,10 @@ __all__ = [
     "SumLayout",
     "class_stats_contribution",
     "mask_stream",
+    "moments_contribution",
     "secure_contribution",
     "unpack_class_stats",
+    "unpack_moments",
     "unpack_sum",
 ]
 
@@ -350,6 +353,75 @@ def unpack_class_stats(total: Sequence[np.ndarray], row_scale: float, feature_cl
     scatter = (scatter + scatter.T) / 2.0  # quantisation breaks exact symmetry
     np.fill_diagonal(scatter, np.maximum(np.diag(scatter), 0.0))
     return ClassFeatureStats(rounded, sums, scatter)
+
+
+def moments_contribution(stats: NormStats, modalities: Sequence[str], per_row: Mapping[str, int],
+                         bounds: Mapping[str, np.ndarray], row_scale: float, clipping_range: float) -> list[np.ndarray]:
+    """One client's normalisation moments scaled into ``[-clipping_range, clipping_range]`` for the secure sum.
+
+    Per modality of ``modalities`` (in that order): the sums divided by ``row_scale x per_row x
+    bound`` and the sums of squares by ``row_scale x per_row x bound^2`` (per channel), zeros for a
+    modality the client does not hold. With values clipped to ``bounds`` (what
+    :func:`fedhar.data.federation.summarize_subject` does with them) and at most ``row_scale``
+    rows, every entry lies in the range. The counts stay out: the server knows them.
+
+    Raises
+    ------
+    ValueError
+        If the client holds more rows than ``row_scale``.
+    """
+    out: list[np.ndarray] = []
+    for name in modalities:
+        bound = np.asarray(bounds[name], np.float64)
+        mom = stats.moments.get(name)
+        if mom is None:
+            out += [np.zeros_like(bound), np.zeros_like(bound)]
+            continue
+        values = row_scale * per_row[name]
+        if mom.count > values:
+            raise ValueError(f"{name}: {mom.count} values per channel exceed the row scale {row_scale:g} x "
+                             f"{per_row[name]} the server sent")
+        out += [mom.sum / (values * bound) * clipping_range, mom.sum_sq / (values * bound**2) * clipping_range]
+    return out
+
+
+def unpack_moments(total: Sequence[np.ndarray], modalities: Sequence[str], counts: Mapping[str, int],
+                   per_row: Mapping[str, int], bounds: Mapping[str, np.ndarray], row_scale: float,
+                   clipping_range: float, num_clients: int, tolerance: float = 1e-6) -> NormStats:
+    """The merged moments from the sum of ``num_clients`` :func:`moments_contribution` vectors.
+
+    ``counts`` are the summed clients' values per channel, from their census (which the
+    server checked against their class counts). A modality no summed client holds is left
+    out. A mean beyond the bound, or a mean square beyond the bound squared, can only come
+    from a client that sent values outside its range: it fails the round.
+
+    Raises
+    ------
+    ValueError
+        If the sum is malformed or holds moments no clipped client can produce.
+    """
+    if len(total) != 2 * len(modalities):
+        raise ValueError(f"the sum has {len(total)} arrays, expected a sum and a sum of squares for each of "
+                         f"{list(modalities)}")
+    names = [f"{m}{part}" for m in modalities for part in (".sum", ".sum-sq")]
+    _check_entry_bound(names, total, num_clients, clipping_range)
+    moments: dict[str, ChannelMoments] = {}
+    for i, name in enumerate(modalities):
+        if not counts.get(name):
+            continue
+        bound = np.asarray(bounds[name], np.float64)
+        values = row_scale * per_row[name] / clipping_range
+        sums = np.asarray(total[2 * i], np.float64) * values * bound
+        squares = np.asarray(total[2 * i + 1], np.float64) * values * bound**2
+        if sums.shape != bound.shape or squares.shape != bound.shape:
+            raise ValueError(f"{name}: summed moments of shape {sums.shape}/{squares.shape}, expected {bound.shape}")
+        n = counts[name]
+        if np.any(np.abs(sums) / n > bound * (1 + tolerance)) or np.any(squares / n > bound**2 * (1 + tolerance)) \
+                or np.any(squares / n < -bound**2 * tolerance):
+            raise ValueError(f"{name}: merged moments beyond the value bounds {bound.tolist()}: a client sent values "
+                             "outside its range")
+        moments[name] = ChannelMoments(int(n), sums, np.maximum(squares, 0.0))
+    return NormStats(moments)
 
 
 def mask_stream(seed: bytes, modulus_range: int, shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray]:

@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,9 @@ def main(grid: Grid, context: Context) -> None:
     dp = DPConfig.from_mapping(_group(cfg.privacy, "dp"))
     secure_cfg = SecureAggregationConfig.from_mapping(_group(cfg.privacy, "secure_aggregation"))
     check_privacy(dp, secure_cfg, fed)
+    # Secure aggregation sums the normalisation moments in a fixed-point range: every modality needs its bounds.
+    bounds = ({m.name: dataset_cfg.channel_bounds(m.name, m.shape[-1]) for m in dataset.info.modalities}
+              if secure_cfg.enabled else None)
     num_nodes = int(fed.min_nodes or len(protocol.train_subjects))
     logger.info("run %s: %d training subjects %s, test subjects %s, output %s", context.run_id,
                 len(protocol.train_subjects), list(protocol.train_subjects), list(protocol.test_subjects), run_dir)
@@ -108,11 +111,15 @@ def main(grid: Grid, context: Context) -> None:
     wait_for_nodes(grid, num_nodes, float(fed.node_wait_s))
     phases.mark("wait_for_nodes")
 
-    # ---- normalisation round: every client's moments and class counts, merged
+    # ---- normalisation round: every client's moments and class counts, merged (the moments as a secure sum
+    # under secure aggregation)
     shared: dict[str, Any] = {keys.SETUP: json.dumps(setup), keys.SEED: seed,
                               keys.TRAIN_SUBJECTS: list(protocol.train_subjects)}
+    secure = (SecureAggregation(secure_cfg, {}, float(secure_cfg.timeout_s or fed.round_timeout_s), seed)
+              if secure_cfg.enabled else None)
     norm = run_norm_round(grid, ConfigRecord(shared), dataset.info, protocol.train_subjects,
-                          float(fed.round_timeout_s), min_subjects=int(cfg.privacy.min_merged_subjects))
+                          float(fed.round_timeout_s), min_subjects=int(cfg.privacy.min_merged_subjects),
+                          secure=secure, bounds=bounds)
     normalizer = Normalizer(norm.federation.stats)
     normalizer.save(run_dir / NORMALIZER_FILE)
     # From here on each member node receives the merged statistics and its own label share only.
@@ -128,9 +135,7 @@ def main(grid: Grid, context: Context) -> None:
     privacy = (RunPrivacy(dp, population=len(protocol.train_subjects),
                           num_sampled=max(1, round(num_nodes * float(fed.fraction_train))), planned_releases=planned)
                if dp.enabled else None)
-    secure = (SecureAggregation(secure_cfg, dict(norm.node_subjects),
-                                float(secure_cfg.timeout_s or fed.round_timeout_s), seed)
-              if secure_cfg.enabled else None)
+    secure = replace(secure, node_subjects=dict(norm.node_subjects)) if secure is not None else None
     phases.mark("normalisation_round")
 
     # ---- stage 1: federated contrastive fusion pretraining (from the last complete round when resuming)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from fedhar.config_mapping import build
 from fedhar.errors import ConfigError
@@ -48,6 +51,11 @@ class DatasetConfig:
         How far the IMU's orientation varies between wearers, in degrees: the range of the
         rotation augmentation of the fedhar recipe (configs/recipe/fedhar.yaml). A wrist
         band worn one way (UTD-MHAD) varies little; a hip-worn phone (USC-HAD) a lot.
+    value_bounds
+        Modality -> the largest absolute raw value of each channel (one number for all, or
+        one per channel), e.g. the sensor's range. Only secure aggregation uses them: each
+        client clips its values to them and scales its normalisation moments into the
+        fixed-point range (:func:`fedhar.secure_sum.moments_contribution`).
     """
 
     name: str
@@ -61,6 +69,7 @@ class DatasetConfig:
     modality_subsets: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     skip_bad_files: bool = False
     orientation_spread_deg: float = 30.0
+    value_bounds: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
@@ -74,6 +83,10 @@ class DatasetConfig:
         if not 0.0 <= float(self.orientation_spread_deg) <= 180.0:
             raise ConfigError(f"orientation_spread_deg must be in [0, 180], got {self.orientation_spread_deg}",
                               "dataset.orientation_spread_deg")
+        for name, bound in self.value_bounds.items():
+            if not bound or not all(math.isfinite(b) and b > 0 for b in bound):
+                raise ConfigError(f"value_bounds of {name!r} must be positive numbers, got {list(bound)}",
+                                  f"dataset.value_bounds.{name}")
         if self.label_scheme == "per_class" and not self.sequences_per_class:
             raise ConfigError("label_scheme 'per_class' needs sequences_per_class > 0", "dataset.sequences_per_class")
         if self.protocols and self.protocol not in self.protocols:
@@ -89,6 +102,24 @@ class DatasetConfig:
             return ()
         return tuple(int(s) for s in self.protocols[self.protocol].get("test_subjects", ()))
 
+    def channel_bounds(self, modality: str, channels: int) -> np.ndarray:
+        """``(channels,)`` largest absolute value of each channel of ``modality``.
+
+        Raises
+        ------
+        ConfigError
+            If ``value_bounds`` lacks the modality or gives another number of channels.
+        """
+        if modality not in self.value_bounds:
+            raise ConfigError(f"dataset.value_bounds has no entry for modality {modality!r} (it has "
+                              f"{sorted(self.value_bounds)}): secure aggregation of the normalisation round needs "
+                              "each modality's value range", f"dataset.value_bounds.{modality}")
+        bound = self.value_bounds[modality]
+        if len(bound) not in (1, channels):
+            raise ConfigError(f"value_bounds of {modality!r} has {len(bound)} numbers; give 1 or one per channel "
+                              f"({channels})", f"dataset.value_bounds.{modality}")
+        return np.broadcast_to(np.asarray(bound, dtype=np.float64), (channels,)).copy()
+
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any], cache_dir: str | Path | None = None) -> DatasetConfig:
         """Build from a plain mapping (a resolved ``configs/dataset/*.yaml``); unknown keys raise."""
@@ -96,6 +127,9 @@ class DatasetConfig:
         kw["preprocess"] = _plain(kw.get("preprocess") or {})
         kw["protocols"] = _plain(kw.get("protocols") or {})
         kw["label_rates"] = kw.get("label_rates") or ()
+        kw["value_bounds"] = {str(m): tuple(float(v) for v in (b if isinstance(b, Sequence) and not isinstance(b, str)
+                                                                else [b]))
+                              for m, b in _plain(kw.get("value_bounds") or {}).items()}
         kw["modality_subsets"] = {  # YAML keys may be strings
             int(s): tuple(str(m) for m in mods) for s, mods in (kw.get("modality_subsets") or {}).items()
         }

@@ -36,6 +36,7 @@ from fedhar.data.splits import LabelShare, label_share, split_from_share
 from fedhar.errors import ConfigError
 
 __all__ = [
+    "Census",
     "ClientFederation",
     "DataSummary",
     "FederationData",
@@ -43,8 +44,64 @@ __all__ = [
     "merge_summaries",
     "subject_modalities",
     "summarize_subject",
+    "validate_census",
     "validate_summary",
 ]
+
+
+@dataclass(frozen=True)
+class Census:
+    """What a client reports in the clear when its moments go through secure aggregation.
+
+    Parameters
+    ----------
+    subject
+        The client's subject.
+    class_counts
+        ``(num_classes,)`` int64 rows of each class (the server draws the label split from them).
+    counts
+        Modality -> values per channel (rows x values per row), for the modalities its device exposes.
+    """
+
+    subject: int
+    class_counts: np.ndarray
+    counts: Mapping[str, int]
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Flat arrays for an ArrayRecord: ``class-counts`` and ``<modality>.count``."""
+        arrays = {keys.CLASS_COUNTS: np.asarray(self.class_counts, dtype=np.int64)}
+        arrays.update({f"{name}{keys.COUNT_SUFFIX}": np.asarray([n], dtype=np.int64) for name, n in self.counts.items()})
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, subject: int, arrays: Mapping[str, np.ndarray]) -> Census:
+        """Inverse of :meth:`to_arrays`.
+
+        Raises
+        ------
+        ValueError
+            If an array is missing, unexpected (a sum included), or of the wrong kind or shape.
+        """
+        counts = _class_counts(arrays)
+        extra = sorted(k for k in arrays if k != keys.CLASS_COUNTS and not k.endswith(keys.COUNT_SUFFIX))
+        if extra:
+            raise ValueError(f"unexpected arrays {extra}: a census holds class counts and value counts only")
+        per_modality = {}
+        for key in sorted(set(arrays) - {keys.CLASS_COUNTS}):
+            count = np.asarray(arrays[key])
+            if count.shape != (1,) or count.dtype.kind not in "iu":
+                raise ValueError(f"{key} must be one integer, got {count.dtype} {count.shape}")
+            per_modality[key[: -len(keys.COUNT_SUFFIX)]] = int(count[0])
+        return cls(int(subject), counts.astype(np.int64), per_modality)
+
+
+def _class_counts(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    if keys.CLASS_COUNTS not in arrays:
+        raise ValueError(f"array {keys.CLASS_COUNTS!r} is missing")
+    counts = np.asarray(arrays[keys.CLASS_COUNTS])
+    if counts.ndim != 1 or counts.dtype.kind not in "iu":
+        raise ValueError(f"{keys.CLASS_COUNTS!r} must be a 1-D integer array, got {counts.dtype} {counts.shape}")
+    return counts
 
 
 @dataclass(frozen=True)
@@ -65,6 +122,11 @@ class DataSummary:
     stats: NormStats
     class_counts: np.ndarray
 
+    @property
+    def census(self) -> Census:
+        """The summary without its sums: what the server sees under secure aggregation."""
+        return Census(self.subject, self.class_counts, {name: mom.count for name, mom in self.stats.moments.items()})
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat arrays for an ArrayRecord: ``class-counts`` and ``<modality>.count|.sum|.sum-sq``."""
         arrays = {keys.CLASS_COUNTS: np.asarray(self.class_counts, dtype=np.int64)}
@@ -83,11 +145,7 @@ class DataSummary:
         ValueError
             If an array is missing, unexpected, of the wrong kind or shape (the message says which).
         """
-        if keys.CLASS_COUNTS not in arrays:
-            raise ValueError(f"array {keys.CLASS_COUNTS!r} is missing")
-        counts = np.asarray(arrays[keys.CLASS_COUNTS])
-        if counts.ndim != 1 or counts.dtype.kind not in "iu":
-            raise ValueError(f"{keys.CLASS_COUNTS!r} must be a 1-D integer array, got {counts.dtype} {counts.shape}")
+        counts = _class_counts(arrays)
         suffixes = (keys.COUNT_SUFFIX, keys.SUM_SUFFIX, keys.SUM_SQ_SUFFIX)
         names = sorted({k[: -len(sfx)] for k in arrays for sfx in suffixes if k.endswith(sfx)})
         expected = {keys.CLASS_COUNTS} | {f"{n}{sfx}" for n in names for sfx in suffixes}
@@ -107,8 +165,12 @@ class DataSummary:
         return cls(int(subject), NormStats(moments), counts.astype(np.int64))
 
 
-def summarize_subject(dataset: HARDataset, subject: int, modalities: Sequence[str]) -> DataSummary:
+def summarize_subject(dataset: HARDataset, subject: int, modalities: Sequence[str],
+                      bounds: Mapping[str, np.ndarray] | None = None) -> DataSummary:
     """The :class:`DataSummary` of ``subject``'s rows of ``dataset``, over ``modalities`` only.
+
+    With ``bounds`` (modality -> ``(C,)`` largest absolute value per channel, for secure
+    aggregation) every value is clipped to them first.
 
     Raises
     ------
@@ -121,38 +183,52 @@ def summarize_subject(dataset: HARDataset, subject: int, modalities: Sequence[st
                           f"{sorted(set(dataset.subjects.tolist()))}", f"subject {subject}")
     own = dataset.subset(rows).with_modalities(modalities)
     counts = np.bincount(own.labels, minlength=dataset.info.num_classes).astype(np.int64)
-    return DataSummary(int(subject), NormStats.from_dataset(own), counts)
+    if bounds is None:
+        return DataSummary(int(subject), NormStats.from_dataset(own), counts)
+    moments = {m: ChannelMoments.from_array(np.clip(x, -bounds[m], bounds[m])) for m, x in own.data.items()}
+    return DataSummary(int(subject), NormStats(moments), counts)
+
+
+def validate_census(census: Census, info: DatasetInfo, train_subjects: Iterable[int]) -> str | None:
+    """Why a client's census cannot be merged, or ``None`` if it can.
+
+    Checks: the subject is a training subject; one non-negative class count per class, at
+    least one row; at least one modality, each known to ``info``, its count > 0 and equal
+    to the rows in the class counts times the values per row.
+    """
+    if census.subject not in {int(s) for s in train_subjects}:
+        return f"subject {census.subject} is not a training subject {sorted(train_subjects)}"
+    counts = census.class_counts
+    if counts.shape != (info.num_classes,):
+        return f"{keys.CLASS_COUNTS} has shape {counts.shape}, expected ({info.num_classes},)"
+    if np.any(counts < 0) or counts.sum() <= 0:
+        return f"{keys.CLASS_COUNTS} must be >= 0 with at least one row, got {counts.tolist()}"
+    if not census.counts:
+        return "no modality in the statistics"
+    for name, count in census.counts.items():
+        if name not in info.modality_names:
+            return f"unknown modality {name!r}; {info.name} has {list(info.modality_names)}"
+        per_row = math.prod(info.modality(name).shape[:-1])
+        if count <= 0:
+            return f"{name}: count must be > 0, got {count}"
+        if count != int(counts.sum()) * per_row:
+            return f"{name}: count {count} != {int(counts.sum())} rows x {per_row} values per channel of each row"
+    return None
 
 
 def validate_summary(summary: DataSummary, info: DatasetInfo, train_subjects: Iterable[int]) -> str | None:
     """Why a client's summary cannot be merged, or ``None`` if it can.
 
-    Checks: the subject is a training subject; at least one modality, each known to
-    ``info`` with its number of channels; counts > 0 and equal to the rows in the class
-    counts times the values per row; sums finite, sums of squares finite and >= 0; one
-    non-negative class count per class, at least one row.
+    Checks :func:`validate_census`, then: one sum and sum of squares per channel of each
+    modality, sums finite, sums of squares finite and >= 0.
     """
-    if summary.subject not in {int(s) for s in train_subjects}:
-        return f"subject {summary.subject} is not a training subject {sorted(train_subjects)}"
-    counts = summary.class_counts
-    if counts.shape != (info.num_classes,):
-        return f"{keys.CLASS_COUNTS} has shape {counts.shape}, expected ({info.num_classes},)"
-    if np.any(counts < 0) or counts.sum() <= 0:
-        return f"{keys.CLASS_COUNTS} must be >= 0 with at least one row, got {counts.tolist()}"
-    if not summary.stats.moments:
-        return "no modality in the statistics"
+    reason = validate_census(summary.census, info, train_subjects)
+    if reason is not None:
+        return reason
     for name, mom in summary.stats.moments.items():
-        if name not in info.modality_names:
-            return f"unknown modality {name!r}; {info.name} has {list(info.modality_names)}"
-        spec = info.modality(name)
-        channels, per_row = spec.shape[-1], math.prod(spec.shape[:-1])
+        channels = info.modality(name).shape[-1]
         if mom.sum.shape != (channels,) or mom.sum_sq.shape != (channels,):
             return f"{name}: moments of shape {mom.sum.shape}/{mom.sum_sq.shape}, expected ({channels},)"
-        if mom.count <= 0:
-            return f"{name}: count must be > 0, got {mom.count}"
-        if mom.count != int(counts.sum()) * per_row:
-            return (f"{name}: count {mom.count} != {int(counts.sum())} rows x {per_row} values per channel "
-                    "of each row")
         if not (np.all(np.isfinite(mom.sum)) and np.all(np.isfinite(mom.sum_sq))):
             return f"{name}: sums hold NaN or Inf"
         if np.any(mom.sum_sq < 0):

@@ -6,14 +6,18 @@ import numpy as np
 import pytest
 
 from fedhar.aggregation import ClientUpdate, aggregate_by_modality
+from fedhar.data.config import DatasetConfig
+from fedhar.data.normalization import ChannelMoments, NormStats
 from fedhar.errors import ConfigError
 from fedhar.secure_sum import (
     SecureAggregationConfig,
     SumLayout,
     class_stats_contribution,
     mask_stream,
+    moments_contribution,
     secure_contribution,
     unpack_class_stats,
+    unpack_moments,
     unpack_sum,
 )
 from fedhar.train.class_stats import ClassFeatureStats
@@ -180,3 +184,59 @@ def test_mask_stream__deterministic_per_secret_uniform_and_shaped() -> None:
     # the SHAKE-256 stream does not.
     folded_twin = b"k" * 28 + bytes(4) + b"k" * 4  # folds to the same 32 bits (checked against Flower 1.41)
     assert not np.array_equal(mask_stream(folded_twin, 2**32, [(8,)])[0], mask_stream(b"k" * 32, 2**32, [(8,)])[0])
+
+
+MODALITIES = ("acc", "skel")
+PER_ROW = {"acc": 10, "skel": 40}  # values per channel in one row
+BOUNDS = {"acc": np.array([8.0, 8.0, 1000.0]), "skel": np.array([5.0])}
+
+
+def _client_moments(rng: np.random.Generator, rows: int, skeleton: bool = True) -> NormStats:
+    acc = np.clip(rng.normal(size=(rows * PER_ROW["acc"], 3)) * [1.0, 0.5, 200.0] + [0.3, -1.0, 5.0], -BOUNDS["acc"],
+                  BOUNDS["acc"])
+    moments = {"acc": ChannelMoments.from_array(acc)}
+    if skeleton:
+        moments["skel"] = ChannelMoments.from_array(rng.uniform(-5, 5, size=(rows * PER_ROW["skel"], 1)))
+    return NormStats(moments)
+
+
+def test_moments__contributions_in_range_sum_back_to_the_merged_moments() -> None:
+    rng = np.random.default_rng(0)
+    clients = [_client_moments(rng, rows, skeleton=i != 1) for i, rows in enumerate((30, 50, 20))]
+    parts = [moments_contribution(c, MODALITIES, PER_ROW, BOUNDS, 50.0, 8.0) for c in clients]
+    assert all(np.abs(a).max() <= 8.0 for p in parts for a in p)
+    np.testing.assert_array_equal(parts[1][2], 0.0)  # client 1 holds no skeleton: zeros
+    total = [sum(p[i] for p in parts) for i in range(4)]
+    merged = NormStats.merge(clients)
+    counts = {m: merged.moments[m].count for m in MODALITIES}
+    got = unpack_moments(total, MODALITIES, counts, PER_ROW, BOUNDS, 50.0, 8.0, num_clients=3)
+    for m in MODALITIES:
+        np.testing.assert_allclose(got.moments[m].sum, merged.moments[m].sum, rtol=1e-9)
+        np.testing.assert_allclose(got.moments[m].sum_sq, merged.moments[m].sum_sq, rtol=1e-9)
+        assert got.moments[m].count == counts[m]
+
+
+def test_moments__more_rows_than_the_row_scale__raises() -> None:
+    with pytest.raises(ValueError, match="row scale"):
+        moments_contribution(_client_moments(np.random.default_rng(0), 60), MODALITIES, PER_ROW, BOUNDS, 50.0, 8.0)
+
+
+def test_moments__a_mean_beyond_the_bounds__fails_the_sum() -> None:
+    # One client claiming few values but sending the largest sums it can: the mean exceeds what clipped values allow.
+    total = [np.full(3, 8.0), np.zeros(3), np.zeros(1), np.zeros(1)]
+    with pytest.raises(ValueError, match="value bounds"):
+        unpack_moments(total, MODALITIES, {"acc": 100, "skel": 0}, PER_ROW, BOUNDS, 50.0, 8.0, num_clients=1)
+    with pytest.raises(ValueError, match="exceeds"):
+        unpack_moments([np.full(3, 9.0)] + total[1:], MODALITIES, {"acc": 500}, PER_ROW, BOUNDS, 50.0, 8.0, 1)
+
+
+def test_dataset_value_bounds__scalar_or_per_channel_and_named_when_missing() -> None:
+    cfg = DatasetConfig.from_mapping({"name": "synthetic", "value_bounds": {"imu": 10, "skel": [1, 2, 3]}})
+    np.testing.assert_array_equal(cfg.channel_bounds("imu", 4), [10.0] * 4)
+    np.testing.assert_array_equal(cfg.channel_bounds("skel", 3), [1.0, 2.0, 3.0])
+    with pytest.raises(ConfigError, match="noise"):
+        cfg.channel_bounds("noise", 3)
+    with pytest.raises(ConfigError, match="one per channel"):
+        cfg.channel_bounds("skel", 4)
+    with pytest.raises(ConfigError, match="positive"):
+        DatasetConfig.from_mapping({"name": "synthetic", "value_bounds": {"imu": -1}})
