@@ -67,16 +67,20 @@ class NormRoundResult:
         Node id -> subject, for every accepted reply: the federation's members.
     rejected
         Node id -> why its reply was rejected (an error reply included).
+    secure_sum
+        Whether the moments came as a secure sum (the server never held one subject's).
     """
 
     federation: FederationData
     node_subjects: dict[int, int] = field(default_factory=dict)
     rejected: dict[int, str] = field(default_factory=dict)
+    secure_sum: bool = False
 
     def summary(self) -> dict[str, Any]:
-        """For results.json: subjects merged, replies rejected (node id -> reason)."""
+        """For results.json: subjects merged, replies rejected (node id -> reason), whether the moments were a secure sum."""
         return {"subjects": list(self.federation.subjects), "num_merged": len(self.federation.subjects),
-                "num_rejected": len(self.rejected), "rejected": {str(n): r for n, r in self.rejected.items()}}
+                "num_rejected": len(self.rejected), "rejected": {str(n): r for n, r in self.rejected.items()},
+                "secure_sum": self.secure_sum}
 
 
 def parse_summary_reply(msg: Message) -> tuple[DataSummary | None, str | None]:
@@ -154,7 +158,7 @@ def run_norm_round(
     rejected.update(dropped)
     kept = {n: c for n, c in census.items() if n not in dropped}
     _check_enough(kept, min_subjects)
-    return _result(federation, kept, rejected, info)
+    return replace(_result(federation, kept, rejected, info), secure_sum=True)
 
 
 def _collect(grid: Grid, config: ConfigRecord, timeout: float, parse: Callable[[Message], tuple[_Reply | None, str | None]],

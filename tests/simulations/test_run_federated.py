@@ -359,6 +359,11 @@ def test_flwr_run__secure_aggregation_sums_only(tmp_path: Path, capsys: pytest.C
     results = _flwr_run(tmp_path, f"{SMOKE} federation.stage2_mode=federated federation.stage2_compare=[lda] "
                                   "privacy.secure_aggregation.enabled=true", capsys)
     assert results["privacy"]["secure_aggregation"]["enabled"] is True
+    # The normalisation moments too: a census in the clear, the sums through SecAgg+.
+    norm = results["normalization"]
+    assert norm["secure_sum"] is True and norm["num_merged"] == 2 and norm["num_rejected"] == 0
+    assert sorted(norm["stats"]) == ["imu", "noise"]
+    assert all(m["count"] > 0 and min(m["sum_sq"]) > 0 for m in norm["stats"].values())
     stage1, stage2 = results["stage1"]["secure_aggregation"], results["stage2"]["secure_aggregation"]
     assert sorted(stage1) == ["1", "2"] and sorted(stage2) == ["1", "2", "3", "4"]
     for record in [*stage1.values(), *stage2.values()]:

@@ -108,6 +108,7 @@ def test_secure_norm_round__equals_the_plain_round_and_the_server_sees_no_sums()
     grid = AppGrid()
     secure = _round(grid, secure=True)
     assert secure.node_subjects == plain.node_subjects and not secure.rejected
+    assert secure.summary()["secure_sum"] is True and plain.summary()["secure_sum"] is False
     for name, mom in plain.federation.stats.moments.items():
         got = secure.federation.stats.moments[name]
         assert got.count == mom.count
