@@ -1,19 +1,22 @@
-"""Reply factory for strategy tests: hand-made Flower replies from a given node."""
+"""Strategy test helpers: hand-made Flower replies from a given node, and a grid that delivers to client mods in process."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from unittest.mock import Mock
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
+from clients.secure_aggregation import secure_aggregation_mod
 from fedhar import keys
 
 ReplyFactory = Callable[..., Message]
+Handler = Callable[[Message, Context], Message]
 
 
 def make_reply(
@@ -74,3 +77,55 @@ def configure() -> Callable[..., list[Message]]:
         return list(strategy.configure_train(1, record, ConfigRecord(), mock_grid(ids)))
 
     return _configure
+
+
+class LoopbackGrid(Grid):
+    """Delivers each message to its node's mod + handler; a node in ``silent`` never answers ``silent_stage``."""
+
+    def __init__(self, handlers: dict[int, Handler], silent: Iterable[int] = (), silent_stage: str = "") -> None:
+        self.handlers = handlers
+        self.contexts = {n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(), run_config={})
+                         for n in handlers}
+        self.silent, self.silent_stage = set(silent), silent_stage
+        self.received: list[Message] = []
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        out = []
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            msg.metadata.__dict__["_src_node_id"] = 0
+            stage = msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE) \
+                if RECORD_KEY_CONFIGS in msg.content.config_records else None
+            if node in self.silent and stage == self.silent_stage:
+                continue
+            try:
+                reply = self.deliver(msg, node)
+            except Exception as err:  # noqa: BLE001 (the ClientApp runtime turns it into an error reply)
+                reply = Message(Error(code=0, reason=str(err)), reply_to=msg)
+            out.append(reply)
+        self.received.extend(out)
+        return out
+
+    def deliver(self, msg: Message, node: int) -> Message:
+        """The node's reply: its secure-aggregation mod around its handler."""
+        return secure_aggregation_mod(msg, self.contexts[node], self.handlers[node])
+
+    # Unused by the strategy in these tests.
+    def create_message(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.handlers)
+
+    def push_messages(self, messages):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def set_run(self, run):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    @property
+    def run(self):  # type: ignore[no-untyped-def]
+        raise NotImplementedError

@@ -7,14 +7,13 @@ global arrays plus a known update. What reaches the strategy is recorded and ins
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common.secure_aggregation.quantization import dequantize
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
-from flwr.serverapp import Grid
 
 from clients.secure_aggregation import secure_aggregation_mod
 from fedhar import keys
@@ -24,9 +23,7 @@ from fedhar.train.class_stats import ClassFeatureStats
 from strategies.class_stats_round import run_class_stats_round
 from strategies.qom_fedavg import QoMFedAvg
 from strategies.secure_aggregation import SecureAggregation
-from tests.strategies.conftest import client_metrics, make_reply
-
-Handler = Callable[[Message, Context], Message]
+from tests.strategies.conftest import Handler, LoopbackGrid, client_metrics, make_reply
 
 REFERENCE = {
     "encoders.acc.w": np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4),
@@ -55,54 +52,6 @@ def _handler(subject: int, fail: bool = False, claim: int | None = None) -> Hand
                               keys.METRICS: MetricRecord(metrics)})
         return Message(content, reply_to=msg)
     return train
-
-
-class LoopbackGrid(Grid):
-    """Delivers each message to its node's mod + handler; a node in ``silent`` never answers ``silent_stage``."""
-
-    def __init__(self, handlers: dict[int, Handler], silent: Iterable[int] = (), silent_stage: str = "") -> None:
-        self.handlers = handlers
-        self.contexts = {n: Context(run_id=1, node_id=n, node_config={}, state=RecordDict(), run_config={})
-                         for n in handlers}
-        self.silent, self.silent_stage = set(silent), silent_stage
-        self.received: list[Message] = []
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        out = []
-        for msg in messages:
-            node = msg.metadata.dst_node_id
-            msg.metadata.__dict__["_src_node_id"] = 0
-            stage = msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE) \
-                if RECORD_KEY_CONFIGS in msg.content.config_records else None
-            if node in self.silent and stage == self.silent_stage:
-                continue
-            try:
-                reply = secure_aggregation_mod(msg, self.contexts[node], self.handlers[node])
-            except Exception as err:  # noqa: BLE001 (the ClientApp runtime turns it into an error reply)
-                reply = Message(Error(code=0, reason=str(err)), reply_to=msg)
-            out.append(reply)
-        self.received.extend(out)
-        return out
-
-    # Unused by the strategy in these tests.
-    def create_message(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.handlers)
-
-    def push_messages(self, messages):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def set_run(self, run):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    @property
-    def run(self):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
 
 
 def _strategy(secure: SecureAggregationConfig | None, nodes: list[int]) -> QoMFedAvg:

@@ -13,10 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
-from flwr.serverapp import Grid
-from flwr.supercore.task_identity import TaskIdentity
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 
 from clients.client_app import app
 from fedhar import keys
@@ -27,6 +24,7 @@ from strategies.norm_round import run_norm_round
 from strategies.run_config import compose_config
 from strategies.secure_aggregation import SecureAggregation
 from strategies.server_app import _setup_record
+from tests.strategies.conftest import LoopbackGrid
 
 BASE = "dataset=synthetic model=compact budget=tiny label_rate=50"
 TRAIN = (1, 2, 3, 4, 5)  # synthetic: subject 6 is held out
@@ -34,58 +32,20 @@ NODES = {101 + i: i for i in range(len(TRAIN))}  # node -> partition id
 
 
 @pytest.fixture(autouse=True)
-def task_identity(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Messages can only be built inside a run: pretend to be task 1 of run 1 on node 0."""
+def private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("FEDHAR_CACHE_DIR", str(tmp_path / "cache"))
-    for name in ("_task_id", "_run_id", "_node_id"):
-        monkeypatch.setattr(TaskIdentity, name, 1 if name != "_node_id" else 0)
 
 
-class AppGrid(Grid):
-    """Delivers each message to the ClientApp with its node's Context; ``silent`` nodes never answer ``silent_stage``."""
+class AppGrid(LoopbackGrid):
+    """Delivers each message to the ClientApp (its mods included) with its node's Context (a partition id)."""
 
     def __init__(self, silent: Iterable[int] = (), silent_stage: str = "") -> None:
+        super().__init__({n: app for n in NODES}, silent, silent_stage)
         self.contexts = {n: Context(run_id=1, node_id=n, node_config={keys.PARTITION_ID: pid}, state=RecordDict(),
                                     run_config={}) for n, pid in NODES.items()}
-        self.silent, self.silent_stage = set(silent), silent_stage
-        self.received: list[Message] = []
 
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        out = []
-        for msg in messages:
-            node = msg.metadata.dst_node_id
-            msg.metadata.__dict__["_src_node_id"] = 0
-            stage = msg.content.config_records[RECORD_KEY_CONFIGS].get(Key.STAGE) \
-                if RECORD_KEY_CONFIGS in msg.content.config_records else None
-            if node in self.silent and stage == self.silent_stage:
-                continue
-            try:
-                reply = app(msg, self.contexts[node])
-            except Exception as err:  # noqa: BLE001 (the ClientApp runtime turns it into an error reply)
-                reply = Message(Error(code=0, reason=str(err)), reply_to=msg)
-            out.append(reply)
-        self.received.extend(out)
-        return out
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.contexts)
-
-    # Unused by the round.
-    def create_message(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def push_messages(self, messages):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    def set_run(self, run):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
-
-    @property
-    def run(self):  # type: ignore[no-untyped-def]
-        raise NotImplementedError
+    def deliver(self, msg: Message, node: int) -> Message:
+        return app(msg, self.contexts[node])
 
 
 def _round(grid: AppGrid, secure: bool, extra: str = ""):  # type: ignore[no-untyped-def]
