@@ -56,7 +56,10 @@ rows = []
 for path in sorted(out.glob("*lr*-seed*/*/runs/*/results.json")):
     r = json.loads(path.read_text())
     row = {"cell": path.parts[-4], "setting": path.parts[-5], "accuracy": 100 * r["final"]["accuracy"],
-           "macro_f1": 100 * r["final"]["macro_f1"], "wall_time_s": r["wall_time_s"]}
+           "macro_f1": 100 * r["final"]["macro_f1"], "wall_time_s": r["wall_time_s"],
+           # the normalisation round (a census and a secure sum of the moments under secure aggregation)
+           "norm_round_s": r.get("phases_s", {}).get("normalisation_round"),
+           "norm_secure_sum": r["normalization"].get("secure_sum", False)}
     for stage in ("stage1", "stage2"):
         s = r[stage]
         if "class_stats" in s:  # lda / ccvr: one class-statistics round
@@ -72,11 +75,12 @@ for path in sorted(out.glob("*lr*-seed*/*/runs/*/results.json")):
                       "summed_per_round": sorted({v.get("num_summed", 0) for v in secure.values()}) or None}
     rows.append(row)
 (out / "summary.json").write_text(json.dumps({"rows": rows}, indent=1))
-lines = ["| setting | cell | accuracy % | macro-F1 % | stage-1 s/round | stage-2 s/round | stage-1 MB down / up per client round | stage-2 MB down / up | clients summed | failed rounds |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
+lines = ["| setting | cell | accuracy % | macro-F1 % | normalisation round s (secure sum) | stage-1 s/round | stage-2 s/round | stage-1 MB down / up per client round | stage-2 MB down / up | clients summed | failed rounds |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
 for row in rows:
     s1, s2 = row["stage1"], row["stage2"]
-    lines.append(f"| {row['setting']} | {row['cell']} | {row['accuracy']:.1f} | {row['macro_f1']:.1f} | "
+    norm = "—" if row["norm_round_s"] is None else f"{row['norm_round_s']:.1f} ({'yes' if row['norm_secure_sum'] else 'no'})"
+    lines.append(f"| {row['setting']} | {row['cell']} | {row['accuracy']:.1f} | {row['macro_f1']:.1f} | {norm} | "
                  f"{s1['round_wall_s']:.1f} | {s2['round_wall_s']:.1f} | "
                  f"{s1['mb_down_per_client_round']:.2f} / {s1['mb_up_per_client_round']:.2f} | "
                  f"{s2['mb_down_per_client_round']:.3f} / {s2['mb_up_per_client_round']:.3f} | "
