@@ -57,11 +57,11 @@ from fedhar.train.checkpoint import save_checkpoint
 from fedhar.train.config import FinetuneConfig, PretrainConfig, SupervisedConfig
 from fedhar.train.device import device_name, resolve_device
 from fedhar.train.evaluate import evaluate, score_predictions
-from fedhar.train.finetune import finetune_iterative
 from fedhar.train.history import History
 from fedhar.train.loop import TEST_ACCURACY
 from fedhar.train.pretrain import pretrain
 from fedhar.train.seeding import derive_seed, seed_everything
+from fedhar.train.stage2 import run_stage2
 from fedhar.train.supervised import train_supervised
 
 __all__ = ["METHODS", "MethodConfig", "compute_modality_prior", "count_parameters", "run_method"]
@@ -289,8 +289,8 @@ def _run_contrastive(
                            "classifier": count_parameters(classifier),
                            "stage1_model": count_parameters(stage1_model),
                            "stage2_model": count_parameters(model)}
-    h2 = finetune_iterative(model, experiment.labeled, stage2, derive_seed(seed, "stage2"), eval_data=experiment.test,
-                            device=device)
+    model, h2 = run_stage2(model, experiment.labeled, stage2, derive_seed(seed, "stage2"), eval_data=experiment.test,
+                           device=device)
     return model, [h1, h2], extra
 
 

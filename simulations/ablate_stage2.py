@@ -40,10 +40,10 @@ from fedhar.models.fusion_classifier import build_fusion_classifier_model
 from fedhar.pipeline import compute_modality_prior
 from fedhar.train.checkpoint import atomic_write_text
 from fedhar.train.evaluate import evaluate
-from fedhar.train.finetune import finetune_iterative
 from fedhar.train.loop import TEST_ACCURACY
 from fedhar.train.pretrain import pretrain
 from fedhar.train.seeding import derive_seed, seed_everything
+from fedhar.train.stage2 import run_stage2
 from simulations.centralized import CONFIG_DIR
 from simulations.grid import mean_std
 
@@ -94,8 +94,8 @@ def run(out: Path, base: Sequence[str], stage1_extra: Sequence[str], variants: d
         model = build_fusion_classifier_model(specs, experiment.info.num_classes, variant.model,
                                               encoders=stage1.encoders, qom_prior=prior)
         t0 = time.perf_counter()
-        history = finetune_iterative(model, experiment.labeled, variant.stage2, derive_seed(seed, "stage2"),
-                                     eval_data=experiment.test)
+        model, history = run_stage2(model, experiment.labeled, variant.stage2, derive_seed(seed, "stage2"),
+                                    eval_data=experiment.test)
         final = evaluate(model, experiment.test)
         _, best = history.best(TEST_ACCURACY)
         results["variants"][name] = {"overrides": overrides, "accuracy": final.accuracy,

@@ -15,6 +15,7 @@ __all__ = ["FinetuneConfig", "OptimConfig", "PretrainConfig", "SupervisedConfig"
 OptimizerName = Literal["sgd", "adam"]
 _OPTIMIZERS = ("sgd", "adam")
 ENCODER_MODES = ("train", "bn_eval", "frozen")
+STAGE2_HEADS = ("iterative", "lda")
 
 T = TypeVar("T")
 
@@ -140,6 +141,16 @@ class FinetuneConfig(_LoopConfig):
         updated but BatchNorm statistics (from stage 1's large unlabeled pool) and dropout
         stay fixed (eval mode). ``"frozen"``: never updated; every epoch trains the
         classifier (a probe of the stage-1 features).
+    head
+        ``"iterative"`` (Cosmo): the fusion classifier trained as above. ``"lda"``: the
+        encoders stay frozen and a linear head is fitted in closed form from the labeled
+        rows' class statistics (:func:`fedhar.train.finetune.run_stage2`), as the default
+        federated stage 2 does from the clients' statistics; the epoch and optimiser
+        settings are then unused.
+    lda_passes
+        ``lda``: augmented copies of each labeled row besides the clean one (``augment``).
+    lda_shrinkage
+        ``lda``: shrinkage of the pooled covariance towards a scaled identity, in [0, 1].
     """
 
     epochs: int = 500
@@ -150,9 +161,18 @@ class FinetuneConfig(_LoopConfig):
     gradient_modulation: bool = False
     modulation_alpha: float = 1.0
     encoder_mode: Literal["train", "bn_eval", "frozen"] = "train"
+    head: Literal["iterative", "lda"] = "iterative"
+    lda_passes: int = 10
+    lda_shrinkage: float = 0.3
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.head not in STAGE2_HEADS:
+            raise ConfigError(f"head must be one of {STAGE2_HEADS}, got {self.head!r}", "stage2.head")
+        if self.lda_passes < 0:
+            raise ConfigError(f"lda_passes must be >= 0, got {self.lda_passes}", "stage2.lda_passes")
+        if not 0.0 <= self.lda_shrinkage <= 1.0:
+            raise ConfigError(f"lda_shrinkage must be in [0, 1], got {self.lda_shrinkage}", "stage2.lda_shrinkage")
         if self.encoder_mode not in ENCODER_MODES:
             raise ConfigError(f"encoder_mode must be one of {ENCODER_MODES}, got {self.encoder_mode!r}",
                               "stage2.encoder_mode")
