@@ -60,6 +60,12 @@ class TestRunMethod:
             assert scores[m] == pytest.approx(qom["hopkins"][m] / cluster_penalty(qom["clusters"][m], NUM_CLASSES, cfg))
             assert weights[m] == pytest.approx(scores[m] / sum(scores.values()))
 
+    def test_cosmo_lda_head__beats_chance_with_one_stage2_record(self, mixed: ExperimentData) -> None:
+        results = _run(MethodConfig(name="cosmo"), mixed, stage2=FinetuneConfig(head="lda", lda_passes=2))
+        assert results["accuracy"] > 2.0 / NUM_CLASSES
+        assert [r["phase"] for r in results["history"]["finetune"]] == ["lda"]
+        assert results["best_epoch"] == 1 and results["best_epoch_accuracy"] == results["accuracy"]
+
     def test_results__keys_and_json(self, mixed: ExperimentData) -> None:
         results = _run(MethodConfig(name="cosmo"), mixed)
         for key in ("accuracy", "macro_f1", "best_epoch_accuracy", "best_epoch", "confusion", "wall_time_s",
