@@ -23,3 +23,32 @@ privacy.dp.clip_norm=$clip privacy.dp.noise_seed=0 ${EXTRA:-}"
 source "$(dirname "$0")/cells.sh"
 run_cells "$out/synthetic$clients${TAG:+-$TAG}-c$clip" 20 "num-supernodes=$clients client-resources-num-cpus=1" "$data" \
   "${noises[@]}"
+python - "$out" <<'PY'
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+rows = []
+for path in sorted(out.glob("synthetic*-z*/runs/*/results.json")):
+    r = json.loads(path.read_text())
+    dp = (r.get("privacy") or {}).get("dp")
+    fed = r["config"]["federation"]
+    rows.append({"cell": path.parts[-4], "clients": len(r["train_subjects"]), "label_rate": r["config"]["label_rate"],
+                 "stage1_rounds": fed["stage1_rounds"], "stage2_rounds": fed["stage2_rounds"],
+                 "stage2_local_epochs": fed["stage2_local_epochs"],
+                 "noise_multiplier": dp["noise_multiplier"] if dp else None,
+                 "noise_std": dp["noise_std"] if dp else None, "epsilon": dp["epsilon"] if dp else None,
+                 "delta": dp["delta"] if dp else None, "accuracy": 100 * r["final"]["accuracy"],
+                 "macro_f1": 100 * r["final"]["macro_f1"], "wall_time_s": r["wall_time_s"]})
+(out / "summary.json").write_text(json.dumps({"rows": rows}, indent=1))
+lines = ["| cell | clients | labels % | rounds (stage 1 + 2 x epochs) | noise multiplier | noise std | epsilon (delta 1e-5) | "
+         "accuracy % | macro-F1 % | server wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+for row in rows:
+    eps = "∞ (no DP)" if row["epsilon"] is None else f"{row['epsilon']:.3g}"
+    z = "—" if row["noise_multiplier"] is None else f"{row['noise_multiplier']:.4g}"
+    std = "—" if row["noise_std"] is None else f"{row['noise_std']:.3g}"
+    lines.append(f"| {row['cell']} | {row['clients']} | {row['label_rate']} | {row['stage1_rounds']} + "
+                 f"{row['stage2_rounds']} x {row['stage2_local_epochs']} | {z} | {std} | {eps} | {row['accuracy']:.1f} | "
+                 f"{row['macro_f1']:.1f} | {row['wall_time_s']:.0f} |")
+(out / "table.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
