@@ -26,7 +26,6 @@ it trained; otherwise the mod passes the message through.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -223,9 +222,9 @@ def query_norm_stats(msg: Message, context: Context) -> Message:
         if not isinstance(row_scale, float):
             raise ConfigError(f"{keys.SECAGG_MOMENTS!r} lacks a float {keys.ROW_SCALE!r}", keys.SECAGG_MOMENTS)
         info = dataset.info
-        bounds = {m.name: settings.dataset.channel_bounds(m.name, m.shape[-1]) for m in info.modalities}
+        bounds = settings.dataset.bounds_of(info.modalities)
         summary = summarize_subject(dataset, subject, modalities, bounds)
-        per_row = {m.name: math.prod(m.shape[:-1]) for m in info.modalities}
+        per_row = {m.name: m.values_per_channel for m in info.modalities}
         # In [-1, 1]: the client mod multiplies by the protocol's clipping range before masking.
         vector = moments_contribution(summary.stats, info.modality_names, per_row, bounds, row_scale, 1.0)
         arrays = ArrayRecord({f"{i:05d}": Array(v) for i, v in enumerate(vector)})

@@ -21,7 +21,6 @@ secure round is left out of the federation.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -249,7 +248,7 @@ def run_secure_moments(grid: Grid, config: ConfigRecord, info: DatasetInfo, cens
     for c in members.values():
         for name, n in c.counts.items():
             counts[name] = counts.get(name, 0) + n
-    per_row = {m.name: math.prod(m.shape[:-1]) for m in info.modalities}
+    per_row = {m.name: m.values_per_channel for m in info.modalities}
     try:
         stats = unpack_moments(total, info.modality_names, counts, per_row, bounds, rows,
                                secure.cfg.clipping_range, count)

@@ -101,8 +101,7 @@ def main(grid: Grid, context: Context) -> None:
     secure_cfg = SecureAggregationConfig.from_mapping(_group(cfg.privacy, "secure_aggregation"))
     check_privacy(dp, secure_cfg, fed)
     # Secure aggregation sums the normalisation moments in a fixed-point range: every modality needs its bounds.
-    bounds = ({m.name: dataset_cfg.channel_bounds(m.name, m.shape[-1]) for m in dataset.info.modalities}
-              if secure_cfg.enabled else None)
+    bounds = dataset_cfg.bounds_of(dataset.info.modalities) if secure_cfg.enabled else None
     num_nodes = int(fed.min_nodes or len(protocol.train_subjects))
     logger.info("run %s: %d training subjects %s, test subjects %s, output %s", context.run_id,
                 len(protocol.train_subjects), list(protocol.train_subjects), list(protocol.test_subjects), run_dir)

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from fedhar.config_mapping import build
 from fedhar.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedhar.data.dataset import ModalitySpec
 
 LabelScheme = Literal["per_class", "fraction"]
 DATASET_NAMES = ("utd-mhad", "usc-had", "synthetic")
@@ -119,6 +122,10 @@ class DatasetConfig:
             raise ConfigError(f"value_bounds of {modality!r} has {len(bound)} numbers; give 1 or one per channel "
                               f"({channels})", f"dataset.value_bounds.{modality}")
         return np.broadcast_to(np.asarray(bound, dtype=np.float64), (channels,)).copy()
+
+    def bounds_of(self, modalities: Iterable[ModalitySpec]) -> dict[str, np.ndarray]:
+        """Modality -> :meth:`channel_bounds` for each of ``modalities`` (raises as it does)."""
+        return {m.name: self.channel_bounds(m.name, m.shape[-1]) for m in modalities}
 
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any], cache_dir: str | Path | None = None) -> DatasetConfig:

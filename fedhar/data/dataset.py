@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +29,11 @@ class ModalitySpec:
     shape: tuple[int, ...]
     sample_rate_hz: float
     channel_names: tuple[str, ...] = ()
+
+    @property
+    def values_per_channel(self) -> int:
+        """Values of each channel in one sample: every axis but the last (time x joints ...)."""
+        return math.prod(self.shape[:-1])
 
 
 @dataclass(frozen=True)

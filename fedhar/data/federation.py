@@ -20,7 +20,6 @@ label split from them; no client receives another subject's counts (docs/privacy
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -88,11 +87,15 @@ class Census:
             raise ValueError(f"unexpected arrays {extra}: a census holds class counts and value counts only")
         per_modality = {}
         for key in sorted(set(arrays) - {keys.CLASS_COUNTS}):
-            count = np.asarray(arrays[key])
-            if count.shape != (1,) or count.dtype.kind not in "iu":
-                raise ValueError(f"{key} must be one integer, got {count.dtype} {count.shape}")
-            per_modality[key[: -len(keys.COUNT_SUFFIX)]] = int(count[0])
+            per_modality[key[: -len(keys.COUNT_SUFFIX)]] = _value_count(arrays, key)
         return cls(int(subject), counts.astype(np.int64), per_modality)
+
+
+def _value_count(arrays: Mapping[str, np.ndarray], key: str) -> int:
+    count = np.asarray(arrays[key])
+    if count.shape != (1,) or count.dtype.kind not in "iu":
+        raise ValueError(f"{key} must be one integer, got {count.dtype} {count.shape}")
+    return int(count[0])
 
 
 def _class_counts(arrays: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -129,9 +132,8 @@ class DataSummary:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Flat arrays for an ArrayRecord: ``class-counts`` and ``<modality>.count|.sum|.sum-sq``."""
-        arrays = {keys.CLASS_COUNTS: np.asarray(self.class_counts, dtype=np.int64)}
+        arrays = self.census.to_arrays()
         for name, mom in self.stats.moments.items():
-            arrays[f"{name}{keys.COUNT_SUFFIX}"] = np.asarray([mom.count], dtype=np.int64)
             arrays[f"{name}{keys.SUM_SUFFIX}"] = np.asarray(mom.sum, dtype=np.float64)
             arrays[f"{name}{keys.SUM_SQ_SUFFIX}"] = np.asarray(mom.sum_sq, dtype=np.float64)
         return arrays
@@ -154,14 +156,12 @@ class DataSummary:
             raise ValueError(f"unexpected arrays {extra} / missing arrays {missing}")
         moments = {}
         for name in names:
-            count = np.asarray(arrays[f"{name}{keys.COUNT_SUFFIX}"])
+            count = _value_count(arrays, f"{name}{keys.COUNT_SUFFIX}")
             total, squares = (np.asarray(arrays[f"{name}{sfx}"]) for sfx in suffixes[1:])
-            if count.shape != (1,) or count.dtype.kind not in "iu":
-                raise ValueError(f"{name}{keys.COUNT_SUFFIX} must be one integer, got {count.dtype} {count.shape}")
             if total.ndim != 1 or total.shape != squares.shape or total.dtype.kind != "f" or squares.dtype.kind != "f":
                 raise ValueError(f"{name}: sum {total.dtype} {total.shape} and sum of squares {squares.dtype} "
                                  f"{squares.shape} must be float arrays of one shape (C,)")
-            moments[name] = ChannelMoments(int(count[0]), total.astype(np.float64), squares.astype(np.float64))
+            moments[name] = ChannelMoments(count, total.astype(np.float64), squares.astype(np.float64))
         return cls(int(subject), NormStats(moments), counts.astype(np.int64))
 
 
@@ -208,7 +208,7 @@ def validate_census(census: Census, info: DatasetInfo, train_subjects: Iterable[
     for name, count in census.counts.items():
         if name not in info.modality_names:
             return f"unknown modality {name!r}; {info.name} has {list(info.modality_names)}"
-        per_row = math.prod(info.modality(name).shape[:-1])
+        per_row = info.modality(name).values_per_channel
         if count <= 0:
             return f"{name}: count must be > 0, got {count}"
         if count != int(counts.sum()) * per_row:

@@ -16,10 +16,10 @@ import time
 import torch
 
 from fedhar.data.dataset import HARDataset
+from fedhar.models.encoders import encoder_out_shape
 from fedhar.models.fusion_classifier import FusionClassifierModel
 from fedhar.train.class_stats import class_feature_stats, feature_layout, fit_lda_head
 from fedhar.train.config import FinetuneConfig
-from fedhar.train.evaluate import eval_mode
 from fedhar.train.finetune import STAGE, finetune_iterative
 from fedhar.train.history import EpochRecord, History
 from fedhar.train.loop import evaluate_into
@@ -44,10 +44,7 @@ def run_stage2(
     if cfg.head == "iterative":
         return model, finetune_iterative(model, data, cfg, seed, eval_data=eval_data, device=device)
     started = time.perf_counter()  # lda: a closed form on a few hundred rows, on the CPU where the model lives
-    with eval_mode(model), torch.no_grad():
-        probe = {m: torch.as_tensor(data.data[m][:1]) for m in data.modalities if m in model.encoders}
-        shapes = {m: (int(f.shape[1]), int(f.shape[2])) for m, f in model.encode(probe).items()}
-    layout = feature_layout(shapes)
+    layout = feature_layout({m: encoder_out_shape(enc) for m, enc in model.encoders.items()})
     stats = class_feature_stats(model, data, layout, data.info.num_classes, cfg.lda_passes, cfg.augment, seed)
     fitted = FusionClassifierModel(model.encoders, fit_lda_head(stats, layout, cfg.lda_shrinkage))
     history = History(STAGE)

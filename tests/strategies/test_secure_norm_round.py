@@ -53,7 +53,7 @@ def _round(grid: AppGrid, secure: bool, extra: str = ""):  # type: ignore[no-unt
     dataset_cfg = DatasetConfig.from_mapping(setup["dataset"])
     info = load_dataset(dataset_cfg).info
     config = ConfigRecord({keys.SETUP: json.dumps(setup), keys.SEED: 0, keys.TRAIN_SUBJECTS: list(TRAIN)})
-    bounds = {m.name: dataset_cfg.channel_bounds(m.name, m.shape[-1]) for m in info.modalities}
+    bounds = dataset_cfg.bounds_of(info.modalities)
     setting = SecureAggregation(SecureAggregationConfig(enabled=True), {}, 5.0, 0) if secure else None
     return run_norm_round(grid, config, info, TRAIN, timeout=5.0, secure=setting, bounds=bounds)
 

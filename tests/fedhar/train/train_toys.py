@@ -33,6 +33,7 @@ class ToyEncoder(nn.Module):
         super().__init__()
         self.net = nn.Sequential(nn.Conv1d(SHAPE[1], 4, 3, padding=1), nn.BatchNorm1d(4), nn.ReLU(), nn.Dropout(0.2),
                                  nn.AdaptiveAvgPool1d(FEATURES))
+        self.out_shape = (4, FEATURES)  # as fedhar's encoders report it (fedhar.models.encoders.encoder_out_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.transpose(1, 2))
