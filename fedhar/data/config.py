@@ -54,6 +54,12 @@ class DatasetConfig:
         How far the IMU's orientation varies between wearers, in degrees: the range of the
         rotation augmentation of the fedhar recipe (configs/recipe/fedhar.yaml). A wrist
         band worn one way (UTD-MHAD) varies little; a hip-worn phone (USC-HAD) a lot.
+    imu_layout
+        The IMU encoder that suits this dataset's activities, which the fedhar recipe uses
+        (``model.encoder.imu_layout``): ``"temporal"`` (1-D convs over time, mean and max
+        pooled: periodic activities and postures, the order of events inside a window does
+        not matter; USC-HAD) or ``"grid"`` (Cosmo's 2-D convs, which keep the time course:
+        gestures; UTD-MHAD). docs/learning.md section 13 has the measurements.
     value_bounds
         Modality -> the largest absolute raw value of each channel (one number for all, or
         one per channel), e.g. the sensor's range. Only secure aggregation uses them: each
@@ -72,6 +78,7 @@ class DatasetConfig:
     modality_subsets: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
     skip_bad_files: bool = False
     orientation_spread_deg: float = 30.0
+    imu_layout: str = "grid"
     value_bounds: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     cache_dir: Path | None = None
 
@@ -86,6 +93,8 @@ class DatasetConfig:
         if not 0.0 <= float(self.orientation_spread_deg) <= 180.0:
             raise ConfigError(f"orientation_spread_deg must be in [0, 180], got {self.orientation_spread_deg}",
                               "dataset.orientation_spread_deg")
+        if self.imu_layout not in ("grid", "temporal"):
+            raise ConfigError(f"imu_layout must be 'grid' or 'temporal', got {self.imu_layout!r}", "dataset.imu_layout")
         for name, bound in self.value_bounds.items():
             if not bound or not all(math.isfinite(b) and b > 0 for b in bound):
                 raise ConfigError(f"value_bounds of {name!r} must be positive numbers, got {list(bound)}",

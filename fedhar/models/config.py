@@ -10,6 +10,8 @@ from fedhar.config_mapping import build
 
 Padding = Literal["valid", "same"]
 HeadPool = Literal["flatten", "mean_s", "adaptive"]
+Layout = Literal["grid", "temporal"]
+Pooling = Literal["adaptive", "mean_max"]
 Fusion = Literal["concat", "sum"]
 VARIANTS = ("reference", "compact")
 
@@ -44,6 +46,16 @@ class ConvStackConfig:
     magnitude
         IMU only: append each (x, y, z) triad's norm as an extra input channel (a signal no
         rotation of the sensor changes). Off in Cosmo.
+    layout
+        IMU only. ``"grid"`` (Cosmo): the window ``(T, C)`` is a one-channel image and 2-D
+        kernels ``(time, channel)`` slide over both axes. ``"temporal"``: the C sensor axes
+        are the input channels of 1-D convolutions over time (kernels and pools are
+        ``(time,)``), so the first layer mixes x, y and z, which a rotated sensor needs;
+        on USC-HAD it is the difference between 33 and 71 % (docs/learning.md section 13).
+    pooling
+        After the last block: ``"adaptive"`` (``out_size``) or ``"mean_max"`` (temporal
+        layout only): the mean and the maximum over time of every channel, features
+        ``(channels[-1], 2)`` that do not depend on where in the window a movement happens.
     """
 
     channels: tuple[int, ...]
@@ -53,6 +65,8 @@ class ConvStackConfig:
     pools: tuple[tuple[int, ...], ...] = ()
     out_size: tuple[int | None, ...] | None = None
     magnitude: bool = False
+    layout: Layout = "grid"
+    pooling: Pooling = "adaptive"
 
     def __post_init__(self) -> None:
         if not self.channels or any(c < 1 for c in self.channels):
@@ -72,11 +86,24 @@ class ConvStackConfig:
             raise ValueError(f"padding must be 'valid' or 'same', got {self.padding!r}")
         if self.padding == "same" and any(s % 2 == 0 for k in self.kernels for s in k):
             raise ValueError(f"padding 'same' needs odd kernel sizes, got {self.kernels}")
+        if self.layout not in ("grid", "temporal"):
+            raise ValueError(f"layout must be 'grid' or 'temporal', got {self.layout!r}")
+        if self.pooling not in ("adaptive", "mean_max"):
+            raise ValueError(f"pooling must be 'adaptive' or 'mean_max', got {self.pooling!r}")
+        if self.layout == "temporal" and self.ndim != 1:
+            raise ValueError(f"layout 'temporal' needs 1-D (time,) kernels, got {self.kernels}")
+        if self.pooling == "mean_max" and (self.layout != "temporal" or self.out_size is not None):
+            raise ValueError("pooling 'mean_max' needs layout 'temporal' and out_size null")
 
     @property
     def ndim(self) -> int:
-        """Number of convolved axes (2 for IMU, 3 for skeleton)."""
+        """Number of convolved axes (2 for grid IMU, 1 for temporal IMU, 3 for skeleton)."""
         return len(self.kernels[0])
+
+    @property
+    def input_rank(self) -> int:
+        """Rank of one input sample this stack takes: ``(T, C)`` is 2, ``(T, J, 3)`` is 3."""
+        return 2 if self.layout == "temporal" else self.ndim
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> ConvStackConfig:
@@ -102,6 +129,17 @@ COMPACT_SKELETON = ConvStackConfig(
     kernels=((5, 5, 3), (3, 3, 1), (3, 3, 1), (3, 3, 1)),
     pools=((2, 1, 1), (2, 1, 1), (1, 1, 1), (1, 1, 1)),
 )
+# fedhar's temporal IMU encoder (docs/learning.md section 13): 1-D convs over time with the
+# sensor axes as channels, mean and max over time; ~44 k parameters for a (200, 3) modality.
+TEMPORAL_IMU = ConvStackConfig(
+    channels=(32, 64, 64, 64),
+    kernels=((5,), (5,), (5,), (3,)),
+    dropout=0.0,
+    padding="same",
+    pools=((2,), (2,), (2,), (1,)),
+    layout="temporal",
+    pooling="mean_max",
+)
 _ENCODER_PRESETS = {
     "reference": (REFERENCE_IMU, REFERENCE_SKELETON),
     "compact": (COMPACT_IMU, COMPACT_SKELETON),
@@ -118,13 +156,22 @@ class EncoderConfig:
         ``"reference"`` (Cosmo's sizes) or ``"compact"``; fills ``imu``/``skeleton``
         when they are not given.
     imu
-        The 2-D conv stack used for every ``(T, C)`` modality (inertial, acc, gyro).
+        Cosmo's 2-D conv stack for ``(T, C)`` modalities (inertial, acc, gyro).
+    temporal_imu
+        The 1-D temporal stack for ``(T, C)`` modalities (layout ``"temporal"``).
+    imu_layout
+        Which of the two every ``(T, C)`` modality gets: ``"grid"`` (``imu``, Cosmo) or
+        ``"temporal"`` (``temporal_imu``). The fedhar recipe takes it from the dataset
+        (``dataset.imu_layout``): periodic activities and postures of a phone worn in any
+        orientation (USC-HAD) suit the temporal stack, gestures (UTD-MHAD) the grid.
     skeleton
         The 3-D conv stack used for every ``(T, J, 3)`` modality.
     """
 
     variant: str = "reference"
     imu: ConvStackConfig | None = None
+    temporal_imu: ConvStackConfig = TEMPORAL_IMU
+    imu_layout: Layout = "grid"
     skeleton: ConvStackConfig | None = None
 
     def __post_init__(self) -> None:
@@ -132,12 +179,25 @@ class EncoderConfig:
         imu, skeleton = _ENCODER_PRESETS[self.variant]
         object.__setattr__(self, "imu", self.imu or imu)
         object.__setattr__(self, "skeleton", self.skeleton or skeleton)
-        if self.imu.ndim != 2:  # type: ignore[union-attr]
-            raise ValueError(f"encoder.imu kernels must be 2-D (time, channel), got {self.imu.kernels}")  # type: ignore[union-attr]
-        if self.skeleton.ndim != 3:  # type: ignore[union-attr]
+        if self.imu.input_rank != 2:  # type: ignore[union-attr]
+            raise ValueError(
+                f"encoder.imu kernels must be 2-D (time, channel), or 1-D (time,) with layout 'temporal', got {self.imu.kernels}"  # type: ignore[union-attr]
+            )
+        if self.imu_layout not in ("grid", "temporal"):
+            raise ValueError(f"encoder.imu_layout must be 'grid' or 'temporal', got {self.imu_layout!r}")
+        if self.temporal_imu.layout != "temporal":
+            raise ValueError("encoder.temporal_imu must have layout 'temporal'")
+        if self.skeleton.layout != "grid" or self.skeleton.ndim != 3:  # type: ignore[union-attr]
             raise ValueError(
                 f"encoder.skeleton kernels must be 3-D (time, joint, coord), got {self.skeleton.kernels}"  # type: ignore[union-attr]
             )
+
+    @property
+    def imu_stack(self) -> ConvStackConfig:
+        """The stack every ``(T, C)`` modality gets, as chosen by ``imu_layout``."""
+        stack = self.temporal_imu if self.imu_layout == "temporal" else self.imu
+        assert stack is not None  # __post_init__ fills imu
+        return stack
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any]) -> EncoderConfig:

@@ -10,21 +10,32 @@ from torch import Tensor, nn
 from fedhar.data.dataset import ModalitySpec
 from fedhar.models.config import ConvStackConfig, EncoderConfig
 
-# By rank (2: (T, C) input, 3: (T, J, 3)); typed loosely: the kernel tuple's length matches the rank at run time.
-_CONV: dict[int, Callable[..., nn.Module]] = {2: nn.Conv2d, 3: nn.Conv3d}
-_BATCH_NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
-_MAX_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
-_ADAPTIVE_POOL = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+# By number of convolved axes (1: temporal (C, T), 2: grid (T, C), 3: (T, J, 3)); typed
+# loosely: the kernel tuple's length matches it at run time.
+_CONV: dict[int, Callable[..., nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_MAX_POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+_ADAPTIVE_POOL = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+
+
+class MeanMaxPool(nn.Module):
+    """``(B, S, T)`` -> ``(B, S, 2)``: the mean and the maximum over time of every channel."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([x.mean(dim=-1), x.amax(dim=-1)], dim=-1)
 
 
 class ConvEncoder(nn.Module):
     """A stack of Conv-BatchNorm-ReLU(-Dropout) blocks over one time-first modality.
 
     Cosmo (Ouyang et al., MobiCom 2022), Sec. 4 / public UTD code: each block is
-    ``Conv -> BatchNorm -> ReLU`` with dropout after all blocks but the last. The input
-    ``(B, *input_shape)`` gets a singleton channel axis, the output
+    ``Conv -> BatchNorm -> ReLU`` with dropout after all blocks but the last. In Cosmo's
+    ``grid`` layout the input ``(B, *input_shape)`` gets a singleton channel axis, the output
     ``(B, S, *spatial)`` is reshaped to sequence features ``(B, S, F)`` with ``S`` the
-    last block's channels and ``F`` the product of the remaining axes.
+    last block's channels and ``F`` the product of the remaining axes. In the ``temporal``
+    layout (IMU) the C sensor axes are the channels of 1-D convolutions over time; with
+    ``pooling="mean_max"`` the two remaining features of each channel are its mean and its
+    maximum over time: ``(B, S, 2)``.
 
     Parameters
     ----------
@@ -48,18 +59,20 @@ class ConvEncoder(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...], cfg: ConvStackConfig) -> None:
         super().__init__()
-        ndim = len(input_shape)
-        if ndim not in _CONV or cfg.ndim != ndim:
+        rank = len(input_shape)
+        if rank not in (2, 3) or cfg.input_rank != rank:
             raise ValueError(
-                f"input shape {input_shape} needs {ndim}-D kernels, got kernels {cfg.kernels}; "
-                "use the imu stack for (T, C) and the skeleton stack for (T, J, 3)"
+                f"input shape {input_shape} needs a stack for rank-{rank} samples, got kernels {cfg.kernels} "
+                f"(layout {cfg.layout!r}); use the imu stack for (T, C) and the skeleton stack for (T, J, 3)"
             )
         self.input_shape = tuple(input_shape)
         self.magnitude = bool(cfg.magnitude)
-        if self.magnitude and (ndim != 2 or input_shape[1] % 3):
+        self.temporal = cfg.layout == "temporal"
+        if self.magnitude and (rank != 2 or input_shape[1] % 3):
             raise ValueError(f"magnitude channels need IMU input (T, C) with C in (x, y, z) triads, got {input_shape}")
+        ndim = cfg.ndim
         layers: list[nn.Module] = []
-        in_channels = 1
+        in_channels = self._with_magnitude(torch.zeros(1, *self.input_shape)).shape[-1] if self.temporal else 1
         last = len(cfg.channels) - 1
         for i, (channels, kernel) in enumerate(zip(cfg.channels, cfg.kernels, strict=True)):
             layers += [
@@ -74,6 +87,8 @@ class ConvEncoder(nn.Module):
             in_channels = channels
         if cfg.out_size is not None:
             layers.append(_ADAPTIVE_POOL[ndim](cfg.out_size))
+        if cfg.pooling == "mean_max":
+            layers.append(MeanMaxPool())
         self.features = nn.Sequential(*layers)
         self.out_shape: tuple[int, int] = self._infer_out_shape()
 
@@ -82,7 +97,7 @@ class ConvEncoder(nn.Module):
         self.eval()
         try:
             with torch.no_grad():
-                out = self.features(self._with_magnitude(torch.zeros(1, *self.input_shape)).unsqueeze(1))
+                out = self.features(self._layout(torch.zeros(1, *self.input_shape)))
         except RuntimeError as err:
             raise ValueError(
                 f"input shape {self.input_shape} is too small for this conv stack ({err}); "
@@ -99,8 +114,13 @@ class ConvEncoder(nn.Module):
                 f"encoder expects input of shape (B, {', '.join(map(str, self.input_shape))}), "
                 f"got {tuple(x.shape)}"
             )
-        out = self.features(self._with_magnitude(x).unsqueeze(1))
+        out = self.features(self._layout(x))
         return out.reshape(out.shape[0], out.shape[1], -1)
+
+    def _layout(self, x: Tensor) -> Tensor:
+        """The convolutions' input: ``(B, C, T)`` (temporal) or ``(B, 1, *input_shape)`` (grid)."""
+        x = self._with_magnitude(x)
+        return x.transpose(1, 2) if self.temporal else x.unsqueeze(1)
 
     def _with_magnitude(self, x: Tensor) -> Tensor:
         """``(B, T, C)`` -> ``(B, T, C + C / 3)`` with each triad's norm appended (when ``magnitude`` is on)."""
@@ -142,7 +162,7 @@ def build_encoder(spec: ModalitySpec, cfg: EncoderConfig) -> ConvEncoder:
     """
     shape = tuple(spec.shape)
     if len(shape) == 2:
-        return ImuEncoder(shape, cfg.imu)  # type: ignore[arg-type]
+        return ImuEncoder(shape, cfg.imu_stack)
     if len(shape) == 3:
         return SkeletonEncoder(shape, cfg.skeleton)  # type: ignore[arg-type]
     raise ValueError(

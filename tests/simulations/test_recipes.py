@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from fedhar.data.config import DatasetConfig
+from fedhar.models.config import ModelConfig
 from fedhar.train.config import FinetuneConfig, PretrainConfig
 from simulations.centralized import CONFIG_DIR
 
@@ -49,6 +50,18 @@ def test_recipe__composes_into_typed_configs(entry: str, dataset: str, recipe: s
         assert stage1.augment == stage2.augment
         assert stage1.augment.rotation_deg == data.orientation_spread_deg > 0
         assert stage1.augment.scale > 0 and stage1.augment.jitter > 0
+
+
+@pytest.mark.parametrize("model", ["compact", "reference"])
+@pytest.mark.parametrize(("dataset", "layout"), [("usc-had", "temporal"), ("utd-mhad", "grid"), ("synthetic", "grid")])
+def test_recipe__imu_encoder_follows_the_dataset_and_paper_keeps_cosmos(dataset: str, layout: str, model: str) -> None:
+    for recipe, expected in (("fedhar", layout), ("paper", "grid")):
+        cfg = _compose("config", [f"dataset={dataset}", f"model={model}", f"recipe={recipe}"])
+        plain = OmegaConf.to_container(cfg.model, resolve=True)
+        assert isinstance(plain, dict)
+        encoder = ModelConfig.from_mapping(plain).encoder
+        assert encoder.imu_layout == expected
+        assert encoder.imu_stack.layout == expected
 
 
 @pytest.mark.parametrize("budget", ["cpu-utd", "cpu-usc", "tiny", "reference", "gpu-usc"])

@@ -130,3 +130,71 @@ class TestMagnitudeChannels:
 
         with pytest.raises(ValueError, match="triads"):
             ImuEncoder((40, 4), replace(COMPACT_IMU, magnitude=True))
+
+
+TEMPORAL_IMU = ConvStackConfig(
+    channels=(8, 16),
+    kernels=((5,), (3,)),
+    dropout=0.0,
+    padding="same",
+    pools=((2,), (1,)),
+    layout="temporal",
+    pooling="mean_max",
+)
+
+
+class TestTemporalLayout:
+    def test_forward__one_mean_max_vector_per_window(self) -> None:
+        encoder = build_encoder(ACC, EncoderConfig(variant="compact", imu=TEMPORAL_IMU))
+        out = encoder(torch.randn(4, *ACC.shape))
+        assert encoder.out_shape == (16, 2)  # S = last channels, F = (mean, max)
+        assert out.shape == (4, 16, 2)
+
+    def test_forward__mean_max_are_the_last_blocks_mean_and_max_over_time(self) -> None:
+        from fedhar.models.encoders import ImuEncoder
+
+        torch.manual_seed(0)
+        encoder = ImuEncoder((40, 6), TEMPORAL_IMU).eval()
+        x = torch.randn(3, 40, 6)
+        maps = encoder.features[:-1](x.transpose(1, 2))  # (B, 16, 20): every block, no pooling
+        out = encoder(x)
+        torch.testing.assert_close(out[..., 0], maps.mean(dim=-1))
+        torch.testing.assert_close(out[..., 1], maps.amax(dim=-1))
+
+    def test_first_layer_mixes_the_sensor_axes(self) -> None:
+        from fedhar.models.encoders import ImuEncoder
+
+        encoder = ImuEncoder((40, 6), TEMPORAL_IMU)
+        first = encoder.features[0]
+        assert isinstance(first, torch.nn.Conv1d)
+        assert first.in_channels == 6  # x, y, z of both sensors enter one kernel
+
+    def test_adaptive_pooling__keeps_time_steps(self) -> None:
+        from dataclasses import replace
+
+        from fedhar.models.encoders import ImuEncoder
+
+        cfg = replace(TEMPORAL_IMU, pooling="adaptive", out_size=(5,), magnitude=True)
+        encoder = ImuEncoder((40, 6), cfg)
+        assert encoder.features[0].in_channels == 8  # 6 axes + 2 norms
+        assert encoder(torch.randn(2, 40, 6)).shape == (2, 16, 5)
+
+    @pytest.mark.parametrize(
+        ("changes", "match"),
+        [
+            ({"kernels": ((5, 3), (3, 1))}, "1-D"),
+            ({"layout": "grid", "kernels": ((5, 3), (3, 1)), "pools": ()}, "mean_max"),
+            ({"pooling": "mean_max", "out_size": (5,)}, "out_size null"),
+            ({"layout": "diagonal"}, "layout"),
+            ({"pooling": "median"}, "pooling"),
+        ],
+    )
+    def test_config__inconsistent_settings_raise(self, changes: dict[str, object], match: str) -> None:
+        from dataclasses import asdict
+
+        with pytest.raises(ValueError, match=match):
+            ConvStackConfig(**{**asdict(TEMPORAL_IMU), **changes})
+
+    def test_skeleton__temporal_layout_refused(self) -> None:
+        with pytest.raises(ValueError, match="skeleton"):
+            EncoderConfig(variant="compact", skeleton=TEMPORAL_IMU)
