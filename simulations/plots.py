@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # after the backend is chosen
 
 from simulations.grid import DONE
 
-__all__ = ["plot_accuracy_vs_label_rate", "plot_convergence", "plot_quality_weights"]
+__all__ = ["convergence_panels", "plot_accuracy_vs_label_rate", "plot_convergence", "plot_quality_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,11 +91,22 @@ def plot_accuracy_vs_label_rate(rows: Sequence[Mapping[str, Any]], reference: Ma
     return _save(fig, path)
 
 
+def convergence_panels(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The x axes that finished cells have curves for, epochs first: a comparison without
+    federated cells gets no empty round panel."""
+    kinds = {rec["curve"].get("x_label", "epoch") == "round" for rec in records
+             if rec.get("status") == DONE and rec.get("curve") and rec["curve"].get("x")}
+    return [name for name, is_round in (("epoch", False), ("round", True)) if is_round in kinds] or ["epoch"]
+
+
 def plot_convergence(records: Sequence[Mapping[str, Any]], path: Path, labels: Mapping[str, str] | None = None,
                      title: str = "") -> Path:
     """Accuracy vs epoch (centralised) and vs round (federated) of every finished cell with a curve."""
     labels = labels or {}
-    fig, (ax_epoch, ax_round) = plt.subplots(1, 2, figsize=WIDE_FIGSIZE)
+    panels = convergence_panels(records)
+    fig, axes = plt.subplots(1, len(panels), figsize=(WIDE_FIGSIZE[0] * len(panels) / 2, WIDE_FIGSIZE[1]),
+                             squeeze=False)
+    by_panel = dict(zip(panels, axes[0]))
     methods = list(dict.fromkeys(r["method"] for r in records))
     colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     seen: set[tuple[str, str]] = set()
@@ -103,7 +114,7 @@ def plot_convergence(records: Sequence[Mapping[str, Any]], path: Path, labels: M
         curve = rec.get("curve")
         if rec.get("status") != DONE or not curve or not curve.get("x"):
             continue
-        ax = ax_round if curve.get("x_label") == "round" else ax_epoch
+        ax = by_panel["round" if curve.get("x_label") == "round" else "epoch"]
         key = (rec["method"], curve.get("x_label", "epoch"))
         label = None if key in seen else labels.get(rec["method"], rec["method"])
         seen.add(key)
@@ -111,9 +122,9 @@ def plot_convergence(records: Sequence[Mapping[str, Any]], path: Path, labels: M
                 marker=".", label=label)
         if curve.get("what"):
             ax.set_ylabel(f"{curve['what']} %")
-    ax_epoch.set_xlabel("epoch (centralised)")
-    ax_round.set_xlabel("round (federated stage 1)")
-    for ax in (ax_epoch, ax_round):
+    x_labels = {"epoch": "epoch (centralised)", "round": "round (federated stage 1)"}
+    for name, ax in by_panel.items():
+        ax.set_xlabel(x_labels[name])
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulations.plots import plot_accuracy_vs_label_rate, plot_convergence, plot_quality_weights
+from simulations.plots import convergence_panels, plot_accuracy_vs_label_rate, plot_convergence, plot_quality_weights
 from simulations.report import summarise
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -43,7 +43,17 @@ def test_accuracy_vs_label_rate__without_reference_and_only_failed_cells(tmp_pat
 
 
 def test_convergence__epochs_and_rounds(tmp_path: Path) -> None:
+    assert convergence_panels(_records()) == ["epoch", "round"]
     assert _is_png(plot_convergence(_records(), tmp_path / "conv.png", {"cosmo": "Cosmo"}))
+
+
+def test_convergence__only_the_panels_with_curves(tmp_path: Path) -> None:
+    centralised = [r for r in _records() if r["method"] == "cosmo"]
+    federated = [r for r in _records() if r["method"] != "cosmo"]
+    assert convergence_panels(centralised) == ["epoch"]
+    assert convergence_panels(federated) == ["round"]
+    assert convergence_panels(federated[-1:]) == ["epoch"]  # only a failed cell: one empty panel
+    assert _is_png(plot_convergence(centralised, tmp_path / "conv.png"))
 
 
 def test_quality_weights__per_modality_and_client(tmp_path: Path) -> None:
