@@ -51,7 +51,7 @@ class ConvStackConfig:
         kernels ``(time, channel)`` slide over both axes. ``"temporal"``: the C sensor axes
         are the input channels of 1-D convolutions over time (kernels and pools are
         ``(time,)``), so the first layer mixes x, y and z, which a rotated sensor needs;
-        on USC-HAD it is the difference between 33 and 71 % (docs/learning.md section 13).
+        on USC-HAD it is the difference between 34 and 69 % (docs/learning.md section 13).
     pooling
         After the last block: ``"adaptive"`` (``out_size``) or ``"mean_max"`` (temporal
         layout only): the mean and the maximum over time of every channel, features
