@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,12 +91,19 @@ def plot_accuracy_vs_label_rate(rows: Sequence[Mapping[str, Any]], reference: Ma
     return _save(fig, path)
 
 
+def _curves(records: Sequence[Mapping[str, Any]]) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any], str]]:
+    """``(record, curve, panel)`` of every finished cell with a curve; panel ``round`` or ``epoch``."""
+    for rec in records:
+        curve = rec.get("curve")
+        if rec.get("status") == DONE and curve and curve.get("x"):
+            yield rec, curve, "round" if curve.get("x_label") == "round" else "epoch"
+
+
 def convergence_panels(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """The x axes that finished cells have curves for, epochs first: a comparison without
     federated cells gets no empty round panel."""
-    kinds = {rec["curve"].get("x_label", "epoch") == "round" for rec in records
-             if rec.get("status") == DONE and rec.get("curve") and rec["curve"].get("x")}
-    return [name for name, is_round in (("epoch", False), ("round", True)) if is_round in kinds] or ["epoch"]
+    kinds = {panel for _, _, panel in _curves(records)}
+    return [name for name in ("epoch", "round") if name in kinds] or ["epoch"]
 
 
 def plot_convergence(records: Sequence[Mapping[str, Any]], path: Path, labels: Mapping[str, str] | None = None,
@@ -110,12 +117,9 @@ def plot_convergence(records: Sequence[Mapping[str, Any]], path: Path, labels: M
     methods = list(dict.fromkeys(r["method"] for r in records))
     colours = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     seen: set[tuple[str, str]] = set()
-    for rec in records:
-        curve = rec.get("curve")
-        if rec.get("status") != DONE or not curve or not curve.get("x"):
-            continue
-        ax = by_panel["round" if curve.get("x_label") == "round" else "epoch"]
-        key = (rec["method"], curve.get("x_label", "epoch"))
+    for rec, curve, panel in _curves(records):
+        ax = by_panel[panel]
+        key = (rec["method"], panel)
         label = None if key in seen else labels.get(rec["method"], rec["method"])
         seen.add(key)
         ax.plot(curve["x"], [PERCENT * y for y in curve["y"]], color=colours[rec["method"]], alpha=0.8,
