@@ -9,7 +9,8 @@ Shamir shares, share encryption, quantisation) with three changes:
   passes through;
 - in ``collect_masked_vectors`` it masks the handler's reply turned into this client's
   contribution: the trained arrays minus the global ones, weighted by its own quality and
-  the example scale the server sent (:func:`fedhar.secure_sum.secure_contribution`), or its
+  the example scale the server sent (:func:`fedhar.secure_sum.secure_contribution`; under
+  ``privacy.dp`` first clipped to the DP clip norm, :func:`fedhar.privacy.clip_update`), or its
   class statistics scaled into the fixed-point range
   (:func:`fedhar.secure_sum.class_stats_contribution`), or the normalisation moments the
   handler already scaled into [-1, 1] (:func:`fedhar.secure_sum.moments_contribution`);
@@ -23,6 +24,7 @@ Flower's 5 MB chunks) and the subject id: no weights, no quality scores, no loss
 from __future__ import annotations
 
 import logging
+import math
 from typing import cast
 
 import numpy as np
@@ -50,6 +52,7 @@ from flwr.supercore.primitives.asymmetric import bytes_to_private_key, bytes_to_
 
 from fedhar import keys
 from fedhar.errors import ConfigError
+from fedhar.privacy import clip_update
 from fedhar.secure_sum import class_stats_contribution, mask_stream, secure_contribution
 from fedhar.train.class_stats import ClassFeatureStats
 
@@ -115,6 +118,13 @@ def _contribution(msg: Message, reply: Message, clipping: float) -> list[np.ndar
     metrics = reply.content.metric_records[keys.METRICS]
     qom = {k[len(keys.QOM_PREFIX):]: float(cast(float, v)) for k, v in metrics.items()
            if k.startswith(keys.QOM_PREFIX)}
+    clip_norm = weighting.get(keys.DP_CLIP_NORM)
+    if clip_norm is not None:  # privacy.dp: clip this client's own update; the server never sees it to clip it
+        if not (isinstance(clip_norm, float) and math.isfinite(clip_norm) and clip_norm > 0):
+            raise ConfigError(f"bad {keys.DP_CLIP_NORM!r} in {keys.SECAGG_WEIGHTING!r}: {clip_norm!r}",
+                              keys.DP_CLIP_NORM)
+        trained, norm, clipped = clip_update(trained, reference, clip_norm)
+        logger.info("DP: update norm %.3g%s", norm, f", clipped to {clip_norm:g}" if clipped else "")
     vector = secure_contribution(trained, reference, qom, cast(float, scale), rule,  # type: ignore[arg-type]
                                  (cast(float, low), cast(float, high)))
     outside = sum(int((np.abs(v) > clipping).sum()) for v in vector)

@@ -81,6 +81,7 @@ QOM_HIGH = "qom-high"
 SECAGG_CLASS_STATS = "secagg-class-stats"  # ConfigRecord of a secure class-statistics query
 ROW_SCALE = "row-scale"  # the most rows (augmented copies counted) any client holds
 FEATURE_CLIP = "feature-clip"  # each feature row's L2 norm is scaled down to this
+DP_CLIP_NORM = "dp-clip-norm"  # privacy.dp with secure aggregation: the client clips its update to this L2 norm
 SECAGG_MOMENTS = "secagg-moments"  # ConfigRecord of a secure normalisation-moments query (holds ROW_SCALE)
 MOMENTS_CONTRIBUTION = "moments-contribution"  # reply ArrayRecord: the scaled moments, masked by the client mod
 SECAGG_MASKED = "secagg-masked"  # reply ArrayRecord: the masked, quantised vector (int64 arrays "00000", ...)

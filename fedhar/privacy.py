@@ -35,7 +35,7 @@ from fedhar.aggregation import SHARED, ClientUpdate, group_keys
 from fedhar.config_mapping import build
 from fedhar.errors import ConfigError
 
-__all__ = ["DPConfig", "DPResult", "dp_aggregate", "dp_noise_std", "dp_weights"]
+__all__ = ["DPConfig", "DPResult", "clip_update", "dp_aggregate", "dp_noise_std", "dp_release_from_mean", "dp_weights"]
 
 BUDGET_POLICIES = ("stop", "warn")
 _RUNNING_VAR = "running_var"
@@ -150,6 +150,61 @@ class DPResult:
     update_norms: dict[str, float]
 
 
+def _float_names(reference: Mapping[str, np.ndarray], names: Sequence[str]) -> list[str]:
+    return [n for n in names if np.issubdtype(np.asarray(reference[n]).dtype, np.floating)]
+
+
+def clip_update(
+    arrays: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], clip_norm: float
+) -> tuple[dict[str, np.ndarray], float, bool]:
+    """One client's update clipped per group: group ``g`` of ``arrays - reference`` to ``C / sqrt(G)``.
+
+    ``G`` counts the groups of ``reference`` (held by this client or not), so the whole
+    update ends with L2 norm at most ``C``. The server runs it on each reply in plain DP;
+    under secure aggregation each client runs it on its own update before weighting it
+    (client-side clipping, the server never sees the update).
+
+    Returns
+    -------
+    tuple
+        The clipped arrays (the keys of ``arrays``; integer buffers unchanged), the L2 norm
+        of the whole update before clipping, and whether any group was scaled down.
+    """
+    groups = group_keys(reference)
+    group_clip = clip_norm / math.sqrt(len(groups))
+    out = {k: np.array(v, copy=True) for k, v in arrays.items()}
+    squares, clipped = 0.0, False
+    for names in groups.values():
+        held = [n for n in _float_names(reference, names) if n in arrays]
+        deltas = {n: np.asarray(arrays[n], np.float64) - np.asarray(reference[n], np.float64) for n in held}
+        norm = math.sqrt(sum(float(np.sum(d * d)) for d in deltas.values()))
+        squares += norm**2
+        if norm <= group_clip:
+            continue
+        clipped = True
+        for n, d in deltas.items():
+            ref = np.asarray(reference[n])
+            out[n] = (ref.astype(np.float64) + d * (group_clip / norm)).astype(np.asarray(arrays[n]).dtype)
+    return out, math.sqrt(squares), clipped
+
+
+def _release(reference: Mapping[str, np.ndarray], means: Mapping[str, np.ndarray], sigma: float,
+             rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``reference + means + N(0, sigma^2)`` on every float coordinate, then the post-processing.
+
+    ``means`` maps every float key to its group's floored mean delta. Every group gets
+    noise, held this round or not: whether a group was held is not released noise-free.
+    """
+    out = {k: np.array(v, copy=True) for k, v in reference.items()}
+    for n, mean in means.items():
+        ref = np.asarray(reference[n])
+        value = ref.astype(np.float64) + mean + rng.normal(0.0, sigma, size=ref.shape)
+        if n.endswith(_RUNNING_VAR):
+            value = np.maximum(value, _MIN_RUNNING_VAR)
+        out[n] = value.astype(ref.dtype)
+    return out
+
+
 def dp_aggregate(
     updates: Sequence[ClientUpdate],
     reference: Mapping[str, np.ndarray],
@@ -170,42 +225,69 @@ def dp_aggregate(
         raise ValueError("no client update to aggregate")
     if not min_total_weight > 0:
         raise ValueError(f"min_total_weight must be > 0, got {min_total_weight}")
-    groups = group_keys(reference)
-    group_clip = cfg.clip_norm / math.sqrt(len(groups))
     sigma = dp_noise_std(cfg, min_total_weight)
-    out = {k: np.array(v, copy=True) for k, v in reference.items()}
     weights: dict[str, dict[str, float]] = {u.client_id: {} for u in updates}
     clipped: set[str] = set()
-    squares: dict[str, float] = {u.client_id: 0.0 for u in updates}
-    for group, names in groups.items():
-        floats = [n for n in names if np.issubdtype(np.asarray(reference[n]).dtype, np.floating)]
+    norms: dict[str, float] = {}
+    bounded: dict[str, dict[str, np.ndarray]] = {}
+    for u in updates:
+        bounded[u.client_id], norms[u.client_id], was_clipped = clip_update(u.arrays, reference, cfg.clip_norm)
+        if was_clipped:
+            clipped.add(u.client_id)
+    means: dict[str, np.ndarray] = {}
+    for group, names in group_keys(reference).items():
+        floats = _float_names(reference, names)
         holders = [u for u in updates if names[0] in u.arrays]
-        total = np.zeros(sum(np.asarray(reference[n]).size for n in floats))
+        totals = {n: np.zeros(np.asarray(reference[n]).shape) for n in floats}
         weight_sum = 0.0
         for u in holders:
-            delta = np.concatenate([(np.asarray(u.arrays[n], dtype=np.float64)
-                                     - np.asarray(reference[n], dtype=np.float64)).ravel() for n in floats]) \
-                if floats else np.zeros(0)
-            norm = float(np.linalg.norm(delta))
-            squares[u.client_id] += norm**2
-            if norm > group_clip:
-                delta = delta * (group_clip / norm)
-                clipped.add(u.client_id)
             w = dp_weights(u, group, weighting, qom_range)
-            total += w * delta
+            for n in floats:
+                totals[n] += w * (np.asarray(bounded[u.client_id][n], np.float64) - np.asarray(reference[n], np.float64))
             weight_sum += w
             weights[u.client_id][group] = w
         denominator = max(min_total_weight, weight_sum)
         for u in holders:
             weights[u.client_id][group] /= denominator
-        # Every group gets noise, held this round or not: whether a group was held is not released noise-free.
-        noisy = total / denominator + rng.normal(0.0, sigma, size=total.shape)
-        offset = 0
-        for n in floats:
-            ref = np.asarray(reference[n])
-            value = ref.astype(np.float64) + noisy[offset:offset + ref.size].reshape(ref.shape)
-            offset += ref.size
-            if n.endswith(_RUNNING_VAR):
-                value = np.maximum(value, _MIN_RUNNING_VAR)
-            out[n] = value.astype(ref.dtype)
-    return DPResult(out, sigma, weights, tuple(sorted(clipped)), {c: math.sqrt(v) for c, v in squares.items()})
+        means.update({n: t / denominator for n, t in totals.items()})
+    return DPResult(_release(reference, means, sigma, rng), sigma, weights, tuple(sorted(clipped)), norms)
+
+
+def dp_release_from_mean(
+    mean: Mapping[str, np.ndarray],
+    weight_sums: Mapping[str, float],
+    reference: Mapping[str, np.ndarray],
+    cfg: DPConfig,
+    min_total_weight: float,
+    rng: np.random.Generator,
+) -> tuple[dict[str, np.ndarray], float]:
+    """The DP release of a secure sum: its weighted mean with the floored denominator, plus noise.
+
+    Under secure aggregation the clients clip their own updates (:func:`clip_update`) and
+    weight them by ``w_kg`` in [0, 1]; the server learns only ``A_g = sum_k w_kg d_kg`` and
+    ``B_g = sum_k w_kg`` (``mean = reference + A_g / B_g``, ``weight_sums = B_g``). The release
+    ``A_g / max(W_min, B_g) + N(0, sigma^2)`` is the mechanism of :func:`dp_aggregate` with
+    the same sensitivity ``2 C / W_min`` and ``sigma = z * 2 C / W_min``.
+
+    Returns
+    -------
+    tuple
+        The released arrays and ``sigma``.
+
+    Raises
+    ------
+    ValueError
+        If ``min_total_weight`` is not positive or a group of ``reference`` has no weight sum.
+    """
+    if not min_total_weight > 0:
+        raise ValueError(f"min_total_weight must be > 0, got {min_total_weight}")
+    means: dict[str, np.ndarray] = {}
+    for group, names in group_keys(reference).items():
+        if group not in weight_sums:
+            raise ValueError(f"no weight sum for group {group!r}")
+        shrink = max(float(weight_sums[group]), 0.0) / max(min_total_weight, float(weight_sums[group]))
+        for n in _float_names(reference, names):
+            delta = np.asarray(mean[n], np.float64) - np.asarray(reference[n], np.float64)
+            means[n] = delta * shrink
+    sigma = dp_noise_std(cfg, min_total_weight)
+    return _release(reference, means, sigma, rng), sigma

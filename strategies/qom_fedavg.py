@@ -88,7 +88,9 @@ class QoMFedAvg(FedAvg):
         server sends from ``known_examples`` and its own quality clipped to
         ``bounds.qom_range``; the per-client checks that need one client's update
         (``bounds.update_clip``, the robust rules, per-client weights in the record) cannot
-        run; the weight sums are checked. Not with ``privacy``.
+        run; the weight sums are checked. With ``privacy`` each client clips its own update
+        to the DP clip norm before weighting it, and the server noises the sum's floored
+        mean (:func:`fedhar.privacy.dp_release_from_mean`).
     **fedavg_kwargs
         Passed to :class:`flwr.serverapp.strategy.FedAvg` (sampling fractions, minimum
         nodes, metric aggregation functions).
@@ -131,10 +133,6 @@ class QoMFedAvg(FedAvg):
                               f"{self.bounds.rule!r} (the noise is calibrated to it)", "strategy.bounds.rule")
         self.privacy = privacy
         if secure is not None:
-            if privacy is not None:
-                raise ConfigError("privacy.secure_aggregation and privacy.dp together are not built: the DP mechanism "
-                                  "clips each client's update on the server, which secure aggregation hides",
-                                  "privacy.secure_aggregation.enabled")
             if self.bounds.rule != "mean":
                 raise ConfigError(f"secure aggregation sums the weighted mean; strategy.bounds.rule="
                                   f"{self.bounds.rule!r} needs every client's update", "strategy.bounds.rule")
@@ -213,9 +211,12 @@ class QoMFedAvg(FedAvg):
                 raise FederationError(f"node {node} has no known subject / example count for secure aggregation",
                                       "privacy.secure_aggregation")
             msg.content = RecordDict(dict(msg.content.items()))  # FedAvg gives every node the same RecordDict
-            msg.content[keys.SECAGG_WEIGHTING] = ConfigRecord({
+            weighting: dict[str, float | str] = {
                 keys.EXAMPLE_SCALE: float(self.known_examples[subject] / top), keys.WEIGHTING: self.weighting,
-                keys.QOM_LOW: float(low), keys.QOM_HIGH: float(high)})
+                keys.QOM_LOW: float(low), keys.QOM_HIGH: float(high)}
+            if self.privacy is not None:  # DP under secure aggregation: the client clips its own update
+                weighting[keys.DP_CLIP_NORM] = float(self.privacy.cfg.clip_norm)
+            msg.content[keys.SECAGG_WEIGHTING] = ConfigRecord(weighting)  # type: ignore[arg-type]
         self._secure_failure = None
         self._secure_round = SecureRound(self.secure.cfg, self.secure.timeout_s,
                                          derive_seed(self.secure.seed, "secagg", self.stage, server_round))
@@ -344,6 +345,11 @@ class QoMFedAvg(FedAvg):
             self.bytes_sent += secure.bytes_sent
             self.bytes_received += secure.bytes_received
         metrics[keys.NUM_REJECTED] = len(dropped)
+        refused = self.privacy.refused.get(f"{self.stage} {server_round}") if self.privacy is not None else None
+        if refused is not None:
+            self.failed_rounds[server_round] = f"not run: {refused}"
+            metrics[keys.NUM_AGGREGATED] = 0
+            return self._global, metrics
         if reason is not None:
             self.secure_rounds[server_round] = {**record, "failed": reason}
             self.failed_rounds[server_round] = f"secure aggregation: {reason}"
@@ -359,7 +365,11 @@ class QoMFedAvg(FedAvg):
         if record["dropped"]:
             logger.warning("round %d: secure aggregation summed %d clients; dropped: %s", server_round, count,
                            record["dropped"])
-        return ArrayRecord({k: Array(v) for k, v in result.arrays.items()}), metrics
+        new_arrays = result.arrays
+        if self.privacy is not None:
+            new_arrays = self.privacy.release_sum(self.stage, server_round, result.arrays, result.weight_sums,
+                                                  reference, count)
+        return ArrayRecord({k: Array(v) for k, v in new_arrays.items()}), metrics
 
     def _claim(self, node: int, client: str) -> None:
         """Bind ``node`` to its first claimed client; record the nodes that claim each client."""

@@ -1,8 +1,8 @@
 """A run's differential privacy: the noise source, Flower's RDP accountant, the budget, the record.
 
 One :class:`RunPrivacy` serves every QoMFedAvg round of a run (stage 1 and a federated
-stage 2): each aggregation is one Gaussian release (:func:`fedhar.privacy.dp_aggregate`)
-composed into Flower's :class:`RdpAccountant`; epsilon at the configured delta goes to
+stage 2): each aggregation is one Gaussian release (:func:`fedhar.privacy.dp_aggregate`, or
+:func:`fedhar.privacy.dp_release_from_mean` of a secure sum of client-clipped updates) composed into Flower's :class:`RdpAccountant`; epsilon at the configured delta goes to
 results.json and the closing summary. Client-level adjacency (add or remove one subject),
 no amplification by sampling (every round samples every client by default).
 """
@@ -20,7 +20,7 @@ from flwr.serverapp import GaussianPrivacyEvent, NeighboringRelation, PrivacyCon
 from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
 from fedhar.aggregation import ClientUpdate
-from fedhar.privacy import DPConfig, DPResult, dp_aggregate, dp_noise_std
+from fedhar.privacy import DPConfig, DPResult, dp_aggregate, dp_noise_std, dp_release_from_mean
 
 __all__ = ["RunPrivacy", "calibrate_noise"]
 
@@ -125,15 +125,26 @@ class RunPrivacy:
                   reference: Mapping[str, np.ndarray], weighting: str, qom_range: tuple[float, float]) -> DPResult:
         """One noised aggregation, composed into the accountant."""
         result = dp_aggregate(updates, reference, self.cfg, self.min_total_weight, self._rng, weighting, qom_range)
-        self.accountant.compose(self._event(len(updates)))
-        self.releases.append({"stage": stage, "round": server_round, "clients": len(updates),
-                              "clipped": len(result.clipped), "epsilon": self.epsilon,
-                              "median_update_norm": float(np.median(list(result.update_norms.values())))})
-        logger.info("%s round %d: DP aggregate of %d clients (%d clipped to %g; median update norm %.3g), noise std "
-                    "%.3g; epsilon %.3g at delta %g", stage, server_round, len(updates), len(result.clipped),
-                    self.cfg.clip_norm, self.releases[-1]["median_update_norm"], result.noise_std, self.epsilon,
-                    self.cfg.delta)
+        self._compose(stage, server_round, len(updates), {
+            "clipped": len(result.clipped),
+            "median_update_norm": float(np.median(list(result.update_norms.values())))})
         return result
+
+    def release_sum(self, stage: str, server_round: int, mean: Mapping[str, np.ndarray],
+                    weight_sums: Mapping[str, float], reference: Mapping[str, np.ndarray],
+                    num_clients: int) -> dict[str, np.ndarray]:
+        """The noised release of a secure sum of ``num_clients`` client-clipped updates, composed into the accountant."""
+        arrays, _ = dp_release_from_mean(mean, weight_sums, reference, self.cfg, self.min_total_weight, self._rng)
+        self._compose(stage, server_round, num_clients, {"clipping": "client-side (secure aggregation)"})
+        return arrays
+
+    def _compose(self, stage: str, server_round: int, num_clients: int, extra: Mapping[str, Any]) -> None:
+        self.accountant.compose(self._event(num_clients))
+        self.releases.append({"stage": stage, "round": server_round, "clients": num_clients, **extra,
+                              "epsilon": self.epsilon})
+        logger.info("%s round %d: DP release of %d clients (%s), clip norm %g, noise std %.3g; epsilon %.3g at "
+                    "delta %g", stage, server_round, num_clients, ", ".join(f"{k} {v}" for k, v in extra.items()),
+                    self.cfg.clip_norm, self.noise_std, self.epsilon, self.cfg.delta)
 
     def restore(self, releases: Sequence[Mapping[str, Any]]) -> None:
         """Compose the releases of a resumed run's completed rounds (as :attr:`releases` recorded them)."""

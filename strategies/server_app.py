@@ -265,13 +265,9 @@ def check_privacy(dp: DPConfig, secure: SecureAggregationConfig, fed: DictConfig
     Raises
     ------
     ConfigError
-        Naming ``federation.stage2_mode`` (or ``stage2_compare``), or
-        ``privacy.secure_aggregation.enabled`` when both are on.
+        Naming ``federation.stage2_mode`` (or ``stage2_compare``). DP and secure aggregation
+        together cover what DP alone covers: the clients clip, the server noises the sums.
     """
-    if dp.enabled and secure.enabled:
-        raise ConfigError("privacy.dp and privacy.secure_aggregation together are not built yet: the DP mechanism "
-                          "clips each client's update on the server, which secure aggregation hides",
-                          "privacy.secure_aggregation.enabled")
     if not (dp.enabled or secure.enabled):
         return
     modes = [str(fed.stage2_mode), *[str(m) for m in fed.get("stage2_compare") or ()]]

@@ -380,6 +380,24 @@ def test_flwr_run__secure_aggregation_sums_only(tmp_path: Path, capsys: pytest.C
 
 
 @pytest.mark.slow
+def test_flwr_run__dp_with_secure_aggregation(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Both switches: each client clips its own update before masking it, the server noises the unmasked sum
+    # and accounts every release (2 stage-1 and 4 federated stage-2 rounds), never holding one update.
+    results = _flwr_run(tmp_path, f"{SMOKE} federation.stage2_mode=federated privacy.secure_aggregation.enabled=true "
+                                  "privacy.dp.enabled=true privacy.dp.noise_multiplier=0.02 privacy.dp.clip_norm=1.0",
+                        capsys)
+    dp = results["privacy"]["dp"]
+    assert dp["num_releases"] == 6 and all(r["clients"] == 2 for r in dp["releases"])
+    assert all(r["clipping"] == "client-side (secure aggregation)" for r in dp["releases"])
+    assert dp["epsilon"] == pytest.approx(reference_epsilon(0.02, 6, dp["delta"]), rel=1e-6)
+    stage1, stage2 = results["stage1"]["secure_aggregation"], results["stage2"]["secure_aggregation"]
+    assert sorted(stage1) == ["1", "2"] and sorted(stage2) == ["1", "2", "3", "4"]
+    assert all(r["num_summed"] == 2 and "failed" not in r for r in [*stage1.values(), *stage2.values()])
+    assert results["stage1"]["client_weights"] == {} and results["stage1"]["failed_rounds"] == {}
+    assert 0.0 <= results["final"]["accuracy"] <= 1.0
+
+
+@pytest.mark.slow
 def test_flwr_run__heterogeneous_modalities(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     # Subject 1 only has the informative sensor; subject 2 has both.
     results = _flwr_run(tmp_path, f"{SMOKE} +dataset.modality_subsets={{1:[imu]}} "

@@ -84,7 +84,7 @@ def test_config__dp_needs_the_mean_rule_and_a_covered_stage2_mode() -> None:
     check_privacy(*_privacy(cfg), cfg.federation)  # accepted: no error
 
 
-def test_config__secure_aggregation_needs_a_covered_stage2_mode_and_not_dp() -> None:
+def test_config__secure_aggregation_needs_a_covered_stage2_mode() -> None:
     cfg = compose_config("privacy.secure_aggregation.enabled=true federation.stage2_compare=[ccvr,local]")
     with pytest.raises(ConfigError, match=r"privacy.secure_aggregation covers .* \['local'\]"):
         check_privacy(*_privacy(cfg), cfg.federation)
@@ -96,7 +96,9 @@ def test_config__secure_aggregation_needs_a_covered_stage2_mode_and_not_dp() -> 
         check_privacy(*_privacy(cfg), cfg.federation)
     cfg = compose_config("privacy.secure_aggregation.enabled=true privacy.dp.enabled=true "
                          "federation.stage2_mode=federated")
-    with pytest.raises(ConfigError, match="together are not built"):
+    check_privacy(*_privacy(cfg), cfg.federation)  # both: accepted (clients clip, the server noises the sums)
+    cfg = compose_config("privacy.secure_aggregation.enabled=true privacy.dp.enabled=true")
+    with pytest.raises(ConfigError, match=r"privacy.dp covers .* \['lda'\]"):  # DP's own limits still hold
         check_privacy(*_privacy(cfg), cfg.federation)
 
 

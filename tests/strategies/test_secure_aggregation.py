@@ -18,10 +18,12 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from clients.secure_aggregation import secure_aggregation_mod
 from fedhar import keys
 from fedhar.aggregation import InfluenceBounds
+from fedhar.privacy import DPConfig, clip_update
 from fedhar.secure_sum import SecureAggregationConfig, secure_contribution
 from fedhar.train.class_stats import ClassFeatureStats
 from strategies.class_stats_round import run_class_stats_round
 from strategies.qom_fedavg import QoMFedAvg
+from strategies.run_privacy import RunPrivacy
 from strategies.secure_aggregation import SecureAggregation
 from tests.strategies.conftest import Handler, LoopbackGrid, client_metrics, make_reply
 
@@ -54,16 +56,17 @@ def _handler(subject: int, fail: bool = False, claim: int | None = None) -> Hand
     return train
 
 
-def _strategy(secure: SecureAggregationConfig | None, nodes: list[int]) -> QoMFedAvg:
+def _strategy(secure: SecureAggregationConfig | None, nodes: list[int], privacy: RunPrivacy | None = None) -> QoMFedAvg:
     setting = None if secure is None else SecureAggregation(secure, {n: NODE_SUBJECT[n] for n in nodes}, 5.0, 0)
-    return QoMFedAvg(bounds=InfluenceBounds(update_clip=None), secure=setting,
+    return QoMFedAvg(bounds=InfluenceBounds(update_clip=None), secure=setting, privacy=privacy,
                      known_examples={NODE_SUBJECT[n]: KNOWN[NODE_SUBJECT[n]] for n in nodes},
                      min_train_nodes=len(nodes), min_available_nodes=len(nodes))
 
 
-def _secure_round(grid: LoopbackGrid, cfg: SecureAggregationConfig | None = None) -> tuple[QoMFedAvg, dict]:
+def _secure_round(grid: LoopbackGrid, cfg: SecureAggregationConfig | None = None,
+                  privacy: RunPrivacy | None = None) -> tuple[QoMFedAvg, dict]:
     nodes = sorted(grid.handlers)
-    strategy = _strategy(cfg or SecureAggregationConfig(enabled=True), nodes)
+    strategy = _strategy(cfg or SecureAggregationConfig(enabled=True), nodes, privacy)
     messages = strategy.configure_train(1, ArrayRecord({k: Array(v) for k, v in REFERENCE.items()}), ConfigRecord(),
                                         grid)
     replies = grid.send_and_receive(list(messages))
@@ -126,6 +129,35 @@ def test_secure_round__the_strategy_never_holds_one_clients_update() -> None:
         error = np.concatenate([np.ravel(d - o) for d, o in zip(decoded, own, strict=True)])
         assert float(np.abs(error).mean()) > 1.0  # uniform over [-8, 8]: mean distance ~4
     assert strategy.client_weights == {}  # no per-client weights in the server's record
+
+
+def test_secure_round_with_dp__clients_clip_the_server_noises_the_floored_sum() -> None:
+    # C = 0.4 over 3 groups (acc, gyro, shared): every client's group of norm ~0.7 is clipped to 0.23 by the
+    # client itself; the server releases A / max(W_min, B) and accounts one Gaussian release of 6 clients.
+    dp = DPConfig(enabled=True, noise_multiplier=1e-9, clip_norm=0.4, noise_seed=0)
+    privacy = RunPrivacy(dp, population=6, num_sampled=6)
+    grid = LoopbackGrid({n: _handler(s) for n, s in NODE_SUBJECT.items()})
+    strategy, arrays = _secure_round(grid, privacy=privacy)
+    # The same release from the clipped updates in the clear (B for acc: sum of s_k * clip(q) < W_min = 3).
+    total = [sum(parts) for parts in zip(*(secure_contribution(
+        clip_update(_trained(s), REFERENCE, 0.4)[0], REFERENCE, QOM[s], KNOWN[s] / 120.0, "qom", (0.1, 1.0))
+        for s in NODE_SUBJECT.values()), strict=True)]
+    mean = {k: REFERENCE[k] + total[i] / total[-1][-1 if k == "classifier.b" else (0 if "acc" in k else 1)]
+            for i, k in enumerate(sorted(REFERENCE))}
+    weights = strategy.secure_rounds[1]["weight_sums"]
+    assert weights["acc"] < 3.0 and weights["shared"] == pytest.approx(sum(KNOWN.values()) / 120.0, rel=1e-6)
+    for k, value in mean.items():
+        group = "shared" if k == "classifier.b" else ("acc" if "acc" in k else "gyro")
+        expected = REFERENCE[k] + (value - REFERENCE[k]) * weights[group] / max(3.0, weights[group])
+        np.testing.assert_allclose(arrays[k], expected, atol=3e-5, err_msg=k)
+    # Clipped by the clients: each group moved by at most its bound C / sqrt(3).
+    for group in ("encoders.acc", "encoders.gyro"):
+        moved = np.concatenate([np.ravel(arrays[k] - REFERENCE[k]) for k in REFERENCE if k.startswith(group)])
+        assert 0.01 < np.linalg.norm(moved) <= 0.4 / np.sqrt(3) + 1e-5
+    assert [r["clients"] for r in privacy.releases] == [6] and privacy.epsilon > 0
+    assert strategy.client_weights == {}  # still no per-client record
+    for reply in grid.received:  # what reached the server: masked vectors, no update in the clear
+        assert set(reply.content.array_records) <= {keys.SECAGG_MASKED}
 
 
 @pytest.mark.parametrize("dropped", [[103], [102, 105]])
