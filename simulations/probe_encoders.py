@@ -10,6 +10,12 @@ few-label method can pass), and the classical random forest on both. No pretrain
 asks whether the encoder can transfer to the held-out subjects at all, which is what the
 contrastive stage 1 then has to build on (docs/learning.md section 13). Writes
 ``DIR/probe.json`` (config, every accuracy) and prints a table.
+
+``--variants`` instead trains each variant of the temporal stack (:data:`VARIANTS`: wider,
+deeper, longer kernels, full-sphere rotations, magnitude channels, dropout) the same way on
+the 1 % labeled windows of every ``--protocols`` fold and ``--seeds`` seed, beside the random
+forest, and writes ``DIR/variants.json`` and a table of each variant's mean. A supervised
+screen only: what wins here need not win under contrastive pretraining (section 13 has a case).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from tqdm import tqdm
 from fedhar.baselines.classical import ClassicalConfig, ClassicalModel
 from fedhar.config import ExperimentConfig
 from fedhar.data.dataset import HARDataset
-from fedhar.data.experiment import prepare_experiment
+from fedhar.data.experiment import ExperimentData, prepare_experiment
 from fedhar.data.loading import load_dataset
 from fedhar.models.config import EncoderConfig
 from fedhar.models.encoders import build_encoder, encoder_out_shape
@@ -92,23 +98,74 @@ def _concat(a: HARDataset, b: HARDataset) -> HARDataset:
         trials=np.concatenate([a.trials, b.trials]), extra={})
 
 
-def run_probe(protocol: str, seed: int, num_threads: int) -> dict[str, Any]:
-    """Every probe accuracy of one USC-HAD split (labeled = the 1 % split of ``seed``)."""
-    torch.set_num_threads(num_threads)
+# Changes to the recipe's temporal stack (model.encoder.temporal_imu) and the rotation range
+# (None: the dataset's orientation spread) that --variants screens.
+VARIANTS: dict[str, tuple[dict[str, Any], float | None]] = {
+    "default": ({}, None),
+    "wide (64-128 channels)": ({"channels": (64, 128, 128, 128)}, None),
+    "deep (5 blocks, 4 pools)": ({"channels": (32, 64, 64, 64, 64), "kernels": ((5,), (5,), (5,), (5,), (3,)),
+                                  "pools": ((2,), (2,), (2,), (2,), (1,))}, None),
+    "kernels 9": ({"kernels": ((9,), (9,), (9,), (5,))}, None),
+    "rotations up to 180": ({}, 180.0),
+    "magnitude channels": ({"magnitude": True}, None),
+    "dropout 0.2": ({"dropout": 0.2}, None),
+}
+
+
+def _experiment(protocol: str, seed: int) -> tuple[list[str], ExperimentConfig, ExperimentData]:
+    """The USC-HAD 1 % experiment of one fold and seed under the default recipe, and its data."""
     overrides = ["dataset=usc-had", "label_rate=1", f"seed={seed}", "model=compact", f"dataset.protocol={protocol}"]
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     exp = ExperimentConfig.from_mapping(OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
                                         cache_dir=cfg.paths.get("cache_dir"))
-    data = prepare_experiment(load_dataset(exp.dataset), exp.dataset, exp.label_rate, exp.seed)
+    return overrides, exp, prepare_experiment(load_dataset(exp.dataset), exp.dataset, exp.label_rate, exp.seed)
+
+
+def _forest_accuracy(train: HARDataset, test: HARDataset, seed: int) -> float:
+    forest = ClassicalModel(tuple(train.data), ClassicalConfig(), seed).fit(train)
+    return round(100.0 * float((forest.predict(test) == test.labels).mean()), 1)
+
+
+def run_variants(protocols: list[str], seeds: list[int], num_threads: int) -> dict[str, Any]:
+    """Every variant of :data:`VARIANTS` and the forest on the 1 % labels of each fold and seed."""
+    torch.set_num_threads(num_threads)
+    rows: list[dict[str, Any]] = []
+    for protocol in protocols:
+        for seed in seeds:
+            _, exp, data = _experiment(protocol, seed)
+            rows.append({"protocol": protocol, "seed": seed, "variant": "random forest",
+                         "accuracy": _forest_accuracy(data.labeled, data.test, seed)})
+            spread = float(exp.dataset.orientation_spread_deg)
+            for name, (changes, rotation) in VARIANTS.items():
+                stack = dataclasses.replace(exp.model.encoder.temporal_imu, **changes)
+                encoder_cfg = dataclasses.replace(exp.model.encoder, imu_layout="temporal", temporal_imu=stack)
+                started = time.perf_counter()
+                acc = _train(data.labeled, data.test, encoder_cfg, spread if rotation is None else rotation, 150, 64,
+                             seed)
+                rows.append({"protocol": protocol, "seed": seed, "variant": name, "accuracy": acc,
+                             "seconds": round(time.perf_counter() - started, 1)})
+                logger.info("%s", rows[-1])
+    means = {v: round(float(np.mean([r["accuracy"] for r in rows if r["variant"] == v])), 1)
+             for v in ["random forest", *VARIANTS]}
+    return {"protocols": protocols, "seeds": seeds, "variants": {k: {"changes": {f: list(x) if isinstance(x, tuple)
+                                                                                else x for f, x in c.items()},
+                                                                    "rotation_deg": r}
+                                                                for k, (c, r) in VARIANTS.items()},
+            "rows": rows, "mean": means}
+
+
+def run_probe(protocol: str, seed: int, num_threads: int) -> dict[str, Any]:
+    """Every probe accuracy of one USC-HAD split (labeled = the 1 % split of ``seed``)."""
+    torch.set_num_threads(num_threads)
+    overrides, exp, data = _experiment(protocol, seed)
     everything = _concat(data.labeled, data.unlabeled)
     spread = float(exp.dataset.orientation_spread_deg)
     rows: list[dict[str, Any]] = []
     # 150 epochs on the 227 labeled windows, 4 on all ~22,700 (about 2,400 and 700 steps).
     for labels, train, epochs, batch in (("1 %", data.labeled, 150, 64), ("all", everything, 4, 128)):
         started = time.perf_counter()
-        forest = ClassicalModel(tuple(train.data), ClassicalConfig(), seed).fit(train)
-        acc = round(100.0 * float((forest.predict(data.test) == data.test.labels).mean()), 1)
+        acc = _forest_accuracy(train, data.test, seed)
         rows.append({"labels": labels, "n": len(train), "model": "random forest", "rotation_deg": 0.0,
                      "accuracy": acc, "seconds": round(time.perf_counter() - started, 1)})
         for layout in ("grid", "temporal"):
@@ -129,10 +186,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--protocol", default="default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-threads", type=int, default=2)
+    parser.add_argument("--variants", action="store_true", help="screen the temporal stack's variants instead")
+    parser.add_argument("--protocols", nargs="+", default=["default", "fold-11-12", "fold-1-2"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    result = run_probe(args.protocol, args.seed, args.num_threads)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.variants:
+        screen = run_variants(args.protocols, args.seeds, args.num_threads)
+        atomic_write_text(args.out / "variants.json", json.dumps(screen, indent=2) + "\n")
+        cells = [(p, s) for p in args.protocols for s in args.seeds]
+        print("| variant | mean | " + " | ".join(f"{p} s{s}" for p, s in cells) + " |\n|---|---|"
+              + "---|" * len(cells))
+        for name, mean in screen["mean"].items():
+            accs = [next(r["accuracy"] for r in screen["rows"] if (r["protocol"], r["seed"], r["variant"]) == (p, s, name))
+                    for p, s in cells]
+            print(f"| {name} | {mean} | " + " | ".join(map(str, accs)) + " |")
+        return
+    result = run_probe(args.protocol, args.seed, args.num_threads)
     atomic_write_text(args.out / "probe.json", json.dumps(result, indent=2) + "\n")
     print("| labels | windows | model | rotation | accuracy |\n|---|---|---|---|---|")
     for r in result["rows"]:
