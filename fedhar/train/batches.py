@@ -10,7 +10,7 @@ import torch
 
 from fedhar.data.dataset import HARDataset
 
-__all__ = ["Batch", "TensorData", "iterate_batches", "num_batches", "to_tensors"]
+__all__ = ["Batch", "TensorData", "group_batches", "iterate_batches", "num_batches", "to_tensors"]
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
 """``(inputs, labels)``: modality -> ``(B, *shape)`` float32, and ``(B,)`` int64 labels."""
@@ -93,6 +93,26 @@ def num_batches(num_samples: int, batch_size: int, drop_last: bool) -> int:
     return -(-num_samples // batch_size)
 
 
+def group_batches(groups: np.ndarray, batch_size: int, rng: np.random.Generator,
+                  drop_last: bool = False) -> list[np.ndarray]:
+    """One epoch's batches of sample indices, each batch from one group (e.g. one subject).
+
+    Each group is shuffled and cut into batches of ``batch_size`` (its incomplete last batch
+    dropped with ``drop_last`` unless the group is smaller than a batch), then the batches
+    of all groups are visited in a random order: what each federated client's local batches
+    are, drawn centrally.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    groups = np.asarray(groups)
+    batches: list[np.ndarray] = []
+    for group in np.unique(groups):
+        members = rng.permutation(np.flatnonzero(groups == group))
+        for b in range(num_batches(len(members), batch_size, drop_last)):
+            batches.append(members[b * batch_size : (b + 1) * batch_size])
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def iterate_batches(
     data: TensorData,
     batch_size: int,
@@ -100,6 +120,7 @@ def iterate_batches(
     shuffle: bool,
     rng: np.random.Generator | None = None,
     drop_last: bool = False,
+    groups: np.ndarray | None = None,
 ) -> Iterator[Batch]:
     """Yield the mini-batches of one epoch.
 
@@ -117,6 +138,9 @@ def iterate_batches(
     drop_last
         Drop the last incomplete batch. When the dataset is smaller than ``batch_size``
         the single (incomplete) batch is kept, so an epoch never yields nothing.
+    groups
+        ``(N,)`` group of each sample (needs ``shuffle``): every batch is drawn from one
+        group (:func:`group_batches`).
 
     Yields
     ------
@@ -131,6 +155,15 @@ def iterate_batches(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = len(data)
+    if groups is not None:
+        if not shuffle or rng is None:
+            raise ValueError("batches by group are drawn at random: groups needs shuffle=True and an rng")
+        if len(groups) != n:
+            raise ValueError(f"groups has {len(groups)} entries for {n} samples")
+        for idx_np in group_batches(groups, batch_size, rng, drop_last):
+            idx = torch.from_numpy(idx_np).to(data.device)
+            yield {m: t.index_select(0, idx) for m, t in data.inputs.items()}, data.labels.index_select(0, idx)
+        return
     if shuffle:
         if rng is None:
             raise ValueError("shuffle=True needs an rng (np.random.Generator) for reproducible order")

@@ -110,12 +110,20 @@ class PretrainConfig(_LoopConfig):
     """Stage 1 (contrastive pretraining): batch 32, 300 epochs, SGD 0.01 (Cosmo).
 
     ``drop_last`` drops the last incomplete batch (a contrastive batch of one sample has
-    no negatives).
+    no negatives). ``batching``: ``"shuffle"`` (Cosmo) draws batches from all windows;
+    ``"subject"`` draws every batch from one subject's windows, as a federated client's
+    local batches are (the negatives then come from the same person).
     """
 
     epochs: int = 300
     batch_size: int = 32
     drop_last: bool = True
+    batching: Literal["shuffle", "subject"] = "shuffle"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.batching not in ("shuffle", "subject"):
+            raise ConfigError(f"batching must be 'shuffle' or 'subject', got {self.batching!r}", "stage1.batching")
 
 
 @dataclass(frozen=True)

@@ -89,16 +89,19 @@ def run_epoch(
     rng: np.random.Generator,
     drop_last: bool = False,
     augment: Augmenter | None = None,
+    groups: np.ndarray | None = None,
 ) -> float:
     """Run ``step`` on every shuffled batch of one epoch; return the sample-weighted mean loss.
 
     ``augment``: transform each batch's inputs first (:mod:`fedhar.train.augment`).
+    ``groups``: draw every batch from one group (e.g. one subject's windows).
 
     A trailing batch of a single sample is skipped when the epoch has other batches
     (BatchNorm cannot normalise one sample); shuffling makes it a different sample each epoch.
     """
     total, count = 0.0, 0
-    for inputs, labels in iterate_batches(data, batch_size, shuffle=True, rng=rng, drop_last=drop_last):
+    for inputs, labels in iterate_batches(data, batch_size, shuffle=True, rng=rng, drop_last=drop_last,
+                                          groups=groups):
         size = int(labels.shape[0])
         if size == 1 and count > 0:
             continue

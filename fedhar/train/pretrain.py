@@ -76,12 +76,18 @@ def pretrain(
         bar = epoch_bar(cfg.epochs, STAGE, cfg.progress if progress is None else progress)
 
         step = make_step(optimizer, lambda inputs, _labels: objective(model, inputs))
+        groups = None
+        if cfg.batching == "subject":
+            if not isinstance(data, HARDataset):
+                raise ValueError("stage1.batching=subject needs the HARDataset (its subjects), not bare tensors")
+            groups = np.asarray(data.subjects)
 
         model.train()
         for epoch in bar:
             started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
-            loss = run_epoch(step, tensors, cfg.batch_size, rng, drop_last=cfg.drop_last, augment=augment)
+            loss = run_epoch(step, tensors, cfg.batch_size, rng, drop_last=cfg.drop_last, augment=augment,
+                             groups=groups)
             scheduler.step()
             finish_epoch(history, EpochRecord(epoch + 1, STAGE, loss, lr, 0.0), started, bar, cfg.log_every)
     return history

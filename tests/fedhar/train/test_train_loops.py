@@ -22,7 +22,7 @@ from fedhar.train import (
     train_supervised,
 )
 from fedhar.train.augment import AugmentConfig
-from fedhar.train.batches import iterate_batches, num_batches, to_tensors
+from fedhar.train.batches import group_batches, iterate_batches, num_batches, to_tensors
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,26 @@ class TestBatches:
     def test_iterate_batches__shuffle_needs_rng(self, dataset: HARDataset) -> None:
         with pytest.raises(ValueError, match="rng"):
             next(iterate_batches(to_tensors(dataset), 4, shuffle=True))
+
+    def test_group_batches__one_group_per_batch_each_sample_at_most_once(self) -> None:
+        groups = np.repeat([3, 7, 9], [10, 4, 6])  # 10 // 4 = 2 full batches, 4 // 4 = 1, 6 // 4 = 1
+        batches = group_batches(groups, 4, np.random.default_rng(0), drop_last=True)
+        assert [len(b) for b in batches] == [4] * 4
+        assert all(len(set(groups[b])) == 1 for b in batches)
+        flat = np.concatenate(batches)
+        assert len(set(flat.tolist())) == len(flat)
+        assert sorted(set(groups[flat].tolist())) == [3, 7, 9]
+        kept = group_batches(groups, 4, np.random.default_rng(0), drop_last=False)
+        assert sorted(np.concatenate(kept).tolist()) == list(range(20))  # without drop_last: every sample
+        again = group_batches(groups, 4, np.random.default_rng(0), drop_last=False)
+        assert all(np.array_equal(a, b) for a, b in zip(kept, again, strict=True))  # seeded
+
+    def test_iterate_batches__groups_checked(self, dataset: HARDataset) -> None:
+        tensors = to_tensors(dataset)
+        with pytest.raises(ValueError, match="entries for"):
+            next(iterate_batches(tensors, 4, shuffle=True, rng=np.random.default_rng(0), groups=np.zeros(3)))
+        with pytest.raises(ValueError, match="shuffle=True"):
+            next(iterate_batches(tensors, 4, shuffle=False, groups=dataset.subjects))
 
 
 class TestPhases:
@@ -178,6 +198,24 @@ class TestPretrain:
             results.append((history.losses, _state(model)))
         assert results[0][0] == results[1][0] and _same(results[0][1], results[1][1])
         assert results[0][0][-1] < results[0][0][0]
+
+    def test_pretrain__subject_batching_draws_each_batch_from_one_subject(self, dataset: HARDataset) -> None:
+        subjects_seen: list[set[int]] = []
+
+        def objective(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            # The toy's windows carry no subject, so look each batch's first modality rows up in the dataset.
+            rows = batch[next(iter(batch))].reshape(len(batch[next(iter(batch))]), -1)
+            table = torch.from_numpy(dataset.data[next(iter(batch))].reshape(len(dataset), -1))
+            idx = [int(torch.nonzero((table == r).all(dim=1))[0]) for r in rows]
+            subjects_seen.append(set(dataset.subjects[idx].tolist()))
+            return toy_objective(model, batch)
+
+        cfg = PretrainConfig(epochs=1, batch_size=8, progress=False, batching="subject")
+        pretrain(ToyFusion(), objective, dataset, cfg, seed=0)
+        assert subjects_seen and all(len(s) == 1 for s in subjects_seen)
+        assert len(set().union(*subjects_seen)) == len(set(dataset.subjects.tolist()))
+        with pytest.raises(ConfigError, match="batching"):
+            PretrainConfig(batching="class")  # type: ignore[arg-type]
 
     def test_pretrain__lr_schedule_steps_at_milestones(self, dataset: HARDataset) -> None:
         cfg = PretrainConfig(epochs=3, batch_size=32, progress=False, optim=OptimConfig(lr=0.1, milestones=(1, 2),
