@@ -2,7 +2,8 @@
 
 One :class:`RunPrivacy` serves every QoMFedAvg round of a run (stage 1 and a federated
 stage 2): each aggregation is one Gaussian release (:func:`fedhar.privacy.dp_aggregate`, or
-:func:`fedhar.privacy.dp_release_from_mean` of a secure sum of client-clipped updates) composed into Flower's :class:`RdpAccountant`; epsilon at the configured delta goes to
+:func:`fedhar.privacy.dp_release_from_mean` of a secure sum of client-clipped updates)
+composed into Flower's :class:`RdpAccountant`; epsilon at the configured delta goes to
 results.json and the closing summary. Client-level adjacency (add or remove one subject),
 no amplification by sampling (every round samples every client by default).
 """
