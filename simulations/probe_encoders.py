@@ -148,11 +148,8 @@ def run_variants(protocols: list[str], seeds: list[int], num_threads: int) -> di
                 logger.info("%s", rows[-1])
     means = {v: round(float(np.mean([r["accuracy"] for r in rows if r["variant"] == v])), 1)
              for v in ["random forest", *VARIANTS]}
-    return {"protocols": protocols, "seeds": seeds, "variants": {k: {"changes": {f: list(x) if isinstance(x, tuple)
-                                                                                else x for f, x in c.items()},
-                                                                    "rotation_deg": r}
-                                                                for k, (c, r) in VARIANTS.items()},
-            "rows": rows, "mean": means}
+    variants = {name: {"changes": changes, "rotation_deg": rotation} for name, (changes, rotation) in VARIANTS.items()}
+    return {"protocols": protocols, "seeds": seeds, "variants": variants, "rows": rows, "mean": means}
 
 
 def run_probe(protocol: str, seed: int, num_threads: int) -> dict[str, Any]:

@@ -160,16 +160,14 @@ def iterate_batches(
             raise ValueError("batches by group are drawn at random: groups needs shuffle=True and an rng")
         if len(groups) != n:
             raise ValueError(f"groups has {len(groups)} entries for {n} samples")
-        for idx_np in group_batches(groups, batch_size, rng, drop_last):
-            idx = torch.from_numpy(idx_np).to(data.device)
-            yield {m: t.index_select(0, idx) for m, t in data.inputs.items()}, data.labels.index_select(0, idx)
-        return
-    if shuffle:
-        if rng is None:
-            raise ValueError("shuffle=True needs an rng (np.random.Generator) for reproducible order")
-        order = torch.from_numpy(rng.permutation(n)).to(data.device)
+        batches = [torch.from_numpy(b).to(data.device) for b in group_batches(groups, batch_size, rng, drop_last)]
     else:
-        order = torch.arange(n, device=data.device)
-    for b in range(num_batches(n, batch_size, drop_last)):
-        idx = order[b * batch_size : (b + 1) * batch_size]
+        if shuffle:
+            if rng is None:
+                raise ValueError("shuffle=True needs an rng (np.random.Generator) for reproducible order")
+            order = torch.from_numpy(rng.permutation(n)).to(data.device)
+        else:
+            order = torch.arange(n, device=data.device)
+        batches = [order[b * batch_size : (b + 1) * batch_size] for b in range(num_batches(n, batch_size, drop_last))]
+    for idx in batches:
         yield {m: t.index_select(0, idx) for m, t in data.inputs.items()}, data.labels.index_select(0, idx)
